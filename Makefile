@@ -1,0 +1,49 @@
+# Task runner: `make demo` and `make test` are the README's two commands; CI runs `make test`.
+SHELL := /bin/bash
+# icechunk 2.x needs Python >= 3.12 (on 3.11 pip silently picks icechunk 1.x).
+PYTHON ?= $(shell command -v python3.12 || command -v python3.13 || echo python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit lock ui clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), "Python >= 3.12 is required (icechunk 2.x)"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Build every missing region of the demo grid through Dagster (the main job).
+demo: install
+	$(BIN)/risk build
+
+## Lint, type-check and run the whole test suite.
+test: lint typecheck unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q
+
+## Open the Dagster UI on the same instance `make demo` used.
+ui: install
+	DAGSTER_HOME=$(CURDIR) RISK_HOME=$(CURDIR) $(BIN)/dagster dev -w workspace.yaml
+
+## Re-resolve the lock file from pyproject.toml in a scratch environment.
+lock:
+	rm -rf /tmp/risk-lock && $(PYTHON) -m venv /tmp/risk-lock
+	/tmp/risk-lock/bin/pip install --quiet -e '.[dev]'
+	/tmp/risk-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+clean:
+	rm -rf var storage history schedules logs .logs_queue .telemetry .nux

@@ -1,0 +1,155 @@
+"""Benchmark: the demo build through Dagster against a bare loop of the same region functions.
+
+All numbers come from one run on one machine and are reported as ratios against a baseline
+measured in the same run (machines here are noisy; absolute seconds mean little).
+
+1. Orchestration overhead: ``risk build`` (Dagster, one run per region, multiprocess
+   executor, 2 workers) against the same ``compute_region`` + ``write_region`` calls in a
+   plain loop over a 2-process pool, and in one process.
+2. Write bandwidth: ``write_region`` (Zarr encode + Icechunk write + commit) against writing
+   the same arrays' raw bytes to files on the same disk.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_build.py [--regions N]
+"""
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from resources.ledger import ensure_template, write_region
+from resources.store import LocalIcechunkStore
+from risk_assets.compute import compute_region
+from risk_assets.grid import load_registry
+from risk_assets.inputs import InputSet
+from risk_assets.params import load_params, params_version
+from risk_assets.synthetic import generate_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bare_regions(store_path: str, inputs_json: str, region_ids: list[str]) -> None:
+    registry = load_registry("demo")
+    inputs = InputSet.model_validate_json(inputs_json)
+    params = load_params()
+    store = LocalIcechunkStore(path=store_path)
+    for region_id in region_ids:
+        region = registry.get(region_id)
+        ds = compute_region(registry.grid, region, inputs, params)
+        write_region(
+            store,
+            registry.grid,
+            region,
+            ds,
+            params_version=params_version(params),
+            code_version="bench",
+            run_id="bare",
+        )
+
+
+def bare_loop(work: Path, inputs: InputSet, region_ids: list[str], workers: int) -> float:
+    """Seconds to build ``region_ids`` without Dagster, in ``workers`` processes."""
+    store = LocalIcechunkStore(path=str(work / f"bare-{workers}.icechunk"))
+    ensure_template(store, load_registry("demo").grid, {"code_version": "bench"})
+    started = time.perf_counter()
+    if workers == 1:
+        _bare_regions(store.path, inputs.model_dump_json(), region_ids)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            batches = [region_ids[i::workers] for i in range(workers)]
+            list(pool.map(_bare_regions, [store.path] * workers, [inputs.model_dump_json()] * workers, batches))
+    return time.perf_counter() - started
+
+
+def dagster_build(work: Path) -> float:
+    """Seconds for ``risk build`` of the whole demo grid in a fresh project folder."""
+    home = work / "dagster-project"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copytree(work / "inputs", home / "var" / "inputs" / "demo")
+    env = os.environ | {"DAGSTER_HOME": str(home), "RISK_HOME": str(home), "RISK_GRID": "demo"}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "risk_assets.cli", "--home", str(home), "build", "--workers", "2"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def bandwidth(work: Path, inputs: InputSet, region_ids: list[str]) -> tuple[float, float, int]:
+    """Seconds for write+commit of precomputed regions, seconds for raw file writes, bytes."""
+    registry = load_registry("demo")
+    params = load_params()
+    datasets = [compute_region(registry.grid, registry.get(r), inputs, params) for r in region_ids]
+    store = LocalIcechunkStore(path=str(work / "bandwidth.icechunk"))
+    ensure_template(store, registry.grid, {"code_version": "bench"})
+    started = time.perf_counter()
+    for region_id, ds in zip(region_ids, datasets, strict=True):
+        write_region(
+            store,
+            registry.grid,
+            registry.get(region_id),
+            ds,
+            params_version="b",
+            code_version="b",
+            run_id="b",
+        )
+    icechunk_seconds = time.perf_counter() - started
+    raw_dir = work / "raw"
+    raw_dir.mkdir()
+    nbytes = 0
+    started = time.perf_counter()
+    for region_id, ds in zip(region_ids, datasets, strict=True):
+        for name, var in ds.data_vars.items():
+            data = np.ascontiguousarray(var.values)
+            nbytes += data.nbytes
+            with open(raw_dir / f"{region_id}-{name}.bin", "wb") as fh:
+                fh.write(data.tobytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+    raw_seconds = time.perf_counter() - started
+    return icechunk_seconds, raw_seconds, nbytes
+
+
+def main() -> None:
+    """Run the benchmark and print a Markdown table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--regions", type=int, default=0, help="limit the bare loops to N regions (0: all)")
+    args = parser.parse_args()
+    registry = load_registry("demo")
+    region_ids = registry.ids[: args.regions] if args.regions else registry.ids
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        inputs = generate_inputs(registry.grid, work / "inputs", seed=0)
+        bare1 = bare_loop(work, inputs, region_ids, workers=1)
+        bare2 = bare_loop(work, inputs, region_ids, workers=2)
+        dagster = dagster_build(work)
+        ice, raw, nbytes = bandwidth(work, inputs, region_ids[:16])
+    n = len(region_ids)
+    print("| measure | seconds | ratio |\n|---|---|---|")
+    print(f"| bare loop, 1 process, {n} regions (baseline) | {bare1:.1f} | 1.00 |")
+    print(f"| bare loop, 2 processes | {bare2:.1f} | {bare2 / bare1:.2f} |")
+    print(
+        f"| `risk build` through Dagster, 2 workers, {len(registry)} regions | {dagster:.1f} | {dagster / bare1:.2f} |"
+    )
+    print(f"| Dagster against the 2-process bare loop | | {dagster / bare2:.2f} |")
+    mb = nbytes / 1e6
+    print(f"| raw file writes + fsync, {mb:.1f} MB (baseline) | {raw:.2f} ({mb / raw:.0f} MB/s) | 1.00 |")
+    print(f"| write_region (encode, write, commit), same data | {ice:.2f} ({mb / ice:.0f} MB/s) | {ice / raw:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

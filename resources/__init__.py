@@ -1,0 +1,1 @@
+"""Resources of the risk raster: Icechunk storage and the region-writing IO manager."""

@@ -1,0 +1,266 @@
+"""The ``risk`` command: build the raster through Dagster, generate inputs, list regions.
+
+``risk build`` is the main job of the local default. It prepares the inputs, records the
+parameters and commits the template (one Dagster run), then runs every region that is
+missing — not committed for the current parameters and code, or not recorded by Dagster —
+as one Dagster run per region (the region's step in its own process), a few at a time.
+Run again, it runs nothing and makes no commit.
+"""
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from pathlib import Path
+
+from tqdm import tqdm
+
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _configure_environment(home: Path, grid: str) -> None:
+    """Point Dagster and the code location at the project folder before they are imported."""
+    os.environ["RISK_HOME"] = str(home)
+    os.environ["RISK_GRID"] = grid
+    # The instance is the project folder's dagster.yaml with SQLite storage beside it, the
+    # same one `dagster dev` shows when started from the project folder.
+    os.environ.setdefault("DAGSTER_HOME", str(home))
+
+
+def _send_stderr_to(log_path: str) -> None:
+    """Send this process's stderr (and its children's) to ``log_path``.
+
+    Dagster's step processes log to stderr before any run config applies; in the log file
+    those lines stay available without scrolling the progress bar away.
+    """
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+@contextmanager
+def _stderr_to(log_path: Path) -> Iterator[None]:
+    """Within the block, stderr goes to ``log_path``; restored afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        _send_stderr_to(str(log_path))
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _run_region(region_id: str) -> tuple[str, bool, str]:
+    """Run the region job for one partition (in a worker process) and report its status."""
+    from dagster import DagsterInstance, execute_job, reconstructable
+
+    from risk_assets.definitions import region_job
+    from risk_assets.runs import failure_reasons
+
+    with DagsterInstance.get() as instance:
+        result = execute_job(
+            reconstructable(region_job),
+            instance=instance,
+            run_config=QUIET_RUN_CONFIG,
+            raise_on_error=False,
+            tags={"dagster/partition": region_id, "risk/launched_by": "risk build"},
+        )
+        status = "failed"
+        for event in result.get_asset_materialization_events():
+            meta = event.materialization.metadata
+            if "status" in meta:
+                status = str(meta["status"].value)
+        if not result.success:
+            reasons = failure_reasons(result.all_events)
+            status = "failed: " + (reasons[-1] if reasons else f"see run {result.run_id}")
+        return region_id, result.success, status
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build every missing region of the grid through Dagster."""
+    home = Path(args.home).resolve()
+    _configure_environment(home, args.grid)
+    started = time.perf_counter()
+
+    from dagster import AssetKey, DagsterInstance, execute_job, reconstructable
+
+    from resources.ledger import committed_regions
+    from risk_assets.definitions import configured_store, prepare_job
+    from risk_assets.grid import load_registry
+    from risk_assets.params import load_params, params_version
+    from risk_assets.settings import settings_from_env
+    from risk_assets.synthetic import ensure_inputs
+    from risk_assets.version import MODEL_CODE_VERSION
+
+    settings = settings_from_env()
+    registry = load_registry(settings.grid)
+    ensure_inputs(registry.grid, settings.inputs_dir)
+    version = params_version(load_params(settings.params_path))
+    store = configured_store()
+
+    log_path = settings.var_dir / "logs" / "risk-build.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"Dagster's logs: {log_path}")
+    with DagsterInstance.get() as instance:
+        with _stderr_to(log_path):
+            prepared = execute_job(
+                reconstructable(prepare_job), instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False
+            )
+        if not prepared.success:
+            messages = [e.message for e in prepared.all_events if e.is_failure and e.message]
+            print(
+                f"preparing the raster failed: {messages[-1] if messages else prepared.run_id}",
+                file=sys.stderr,
+            )
+            return 1
+        repo = store.repository()
+        commits_before = sum(1 for _ in repo.ancestry(branch=store.branch))
+        committed = committed_regions(repo, store.branch)
+        recorded = instance.get_materialized_partitions(AssetKey("risk_raster"))
+
+    def is_done(region_id: str) -> bool:
+        record = committed.get(region_id)
+        current = record is not None and (record.params_version, record.code_version) == (
+            version,
+            MODEL_CODE_VERSION,
+        )
+        return current and region_id in recorded
+
+    todo = [rid for rid in registry.ids if not is_done(rid)]
+    print(
+        f"grid {registry.grid.name}: {len(registry)} regions, {len(registry) - len(todo)} done, "
+        f"{len(todo)} to run (params {version}, code {MODEL_CODE_VERSION})"
+    )
+    outcomes: Counter[str] = Counter()
+    failures: list[tuple[str, str]] = []
+    if todo:
+        # spawn: icechunk can hang in a child forked from a process that has used it.
+        context = multiprocessing.get_context("spawn")
+        with (
+            ProcessPoolExecutor(
+                max_workers=args.workers,
+                mp_context=context,
+                initializer=_send_stderr_to,
+                initargs=(str(log_path),),
+            ) as pool,
+            tqdm(total=len(todo), unit="region", desc="building", dynamic_ncols=True) as bar,
+        ):
+            futures = [pool.submit(_run_region, rid) for rid in todo]
+            for future in as_completed(futures):
+                region_id, success, status = future.result()
+                outcomes["written" if status == "written" else "skipped" if status == "skipped" else "failed"] += 1
+                if not success:
+                    failures.append((region_id, status))
+                bar.set_postfix(outcomes)
+                bar.update()
+
+    repo = store.repository()
+    commits_after = sum(1 for _ in repo.ancestry(branch=store.branch))
+    elapsed = time.perf_counter() - started
+    print(
+        f"built {outcomes['written']} regions, skipped {outcomes['skipped'] + len(registry) - len(todo)}, "
+        f"failed {outcomes['failed']}; commits made: {commits_after - commits_before}; "
+        f"wall time {elapsed:.1f} s; store: {store.location()}"
+    )
+    for region_id, status in failures:
+        print(f"  {region_id}: {status}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_inputs(args: argparse.Namespace) -> int:
+    """Generate the deterministic synthetic inputs of a grid."""
+    from risk_assets.grid import load_grid
+    from risk_assets.settings import Settings
+    from risk_assets.synthetic import ensure_inputs
+
+    settings = Settings(home=Path(args.home).resolve(), grid=args.grid)
+    inputs = ensure_inputs(load_grid(args.grid), settings.inputs_dir, force=args.force)
+    print(inputs.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_regions(args: argparse.Namespace) -> int:
+    """Compute (and optionally write) the list of regions that hold data."""
+    from risk_assets.grid import load_grid, load_registry
+    from risk_assets.region_list import compute_region_ids, write_region_list
+    from risk_assets.settings import Settings
+    from risk_assets.synthetic import ensure_inputs
+
+    if args.list:
+        for region_id in load_registry(args.grid).ids:
+            print(region_id)
+        return 0
+    grid = load_grid(args.grid)
+    settings = Settings(home=Path(args.home).resolve(), grid=args.grid)
+    inputs = ensure_inputs(grid, settings.inputs_dir)
+    ids = compute_region_ids(grid, inputs)
+    print(f"{len(ids)} of {grid.chunk_counts[0] * grid.chunk_counts[1]} regions of {grid.name} hold data")
+    if args.write:
+        path = write_region_list(args.grid, ids, source=f"risk regions --grid {args.grid} --write")
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show which regions the commit log holds for the current parameters."""
+    home = Path(args.home).resolve()
+    _configure_environment(home, args.grid)
+    from resources.ledger import committed_regions
+    from risk_assets.definitions import configured_store
+    from risk_assets.grid import load_registry
+    from risk_assets.params import load_params, params_version
+    from risk_assets.settings import settings_from_env
+    from risk_assets.version import MODEL_CODE_VERSION
+
+    settings = settings_from_env()
+    registry = load_registry(settings.grid)
+    store = configured_store()
+    version = params_version(load_params(settings.params_path))
+    committed = committed_regions(store.repository(), store.branch)
+    current = [
+        r
+        for r in registry.ids
+        if r in committed and committed[r].params_version == version and committed[r].code_version == MODEL_CODE_VERSION
+    ]
+    print(
+        f"store {store.location()}: {len(current)} of {len(registry)} regions committed for params "
+        f"{version}, code {MODEL_CODE_VERSION}"
+    )
+    missing = [r for r in registry.ids if r not in current]
+    if missing:
+        print("missing: " + " ".join(missing))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``risk`` command."""
+    parser = argparse.ArgumentParser(prog="risk", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--home", default=os.environ.get("RISK_HOME", "."), help="project folder (default: .)")
+    parser.add_argument("--grid", default=os.environ.get("RISK_GRID", "demo"), help="grid name (default: demo)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build every missing region through Dagster")
+    build.add_argument("--workers", type=int, default=2, help="regions run at once (default: 2)")
+    build.set_defaults(func=cmd_build)
+    inputs = sub.add_parser("inputs", help="generate the synthetic input rasters")
+    inputs.add_argument("--force", action="store_true", help="regenerate even if present")
+    inputs.set_defaults(func=cmd_inputs)
+    regions = sub.add_parser("regions", help="compute or list the regions that hold data")
+    regions.add_argument("--write", action="store_true", help="write the list into risk_assets/data/regions")
+    regions.add_argument("--list", action="store_true", help="print the checked-in list")
+    regions.set_defaults(func=cmd_regions)
+    status = sub.add_parser("status", help="regions committed for the current parameters")
+    status.set_defaults(func=cmd_status)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Pinned output grids and the region registry.
+
+A grid is data (``risk_assets/data/grids/<name>.json``): CRS, affine transform, shape and
+chunk shape. It is never fetched at run time. A region is exactly one Zarr chunk of that
+grid; the list of regions that hold data is computed from the inputs once
+(``risk regions``) and checked in as ``risk_assets/data/regions/<name>.json``.
+
+The :class:`RegionRegistry` is the single source of the region list: the Dagster
+partitions definition, the IO manager and the tests all read it.
+"""
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources as importlib_resources
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import numpy.typing as npt
+from affine import Affine
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_REGION_ID = re.compile(r"^y(\d+)_x(\d+)$")
+DATA_DIR = Path(str(importlib_resources.files("risk_assets") / "data"))
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class UnknownRegionError(KeyError):
+    """A region id that the grid's region registry does not hold."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0])
+
+
+class GridSpec(BaseModel):
+    """A raster grid: CRS, affine transform, shape and chunk shape.
+
+    Rows run with latitude ascending (the transform's ``e`` term is positive), as in the
+    production raster, so row 0 is the southern edge.
+
+    Parameters
+    ----------
+    name
+        Short name of the grid (``demo``, ``conus-30m``).
+    crs
+        CRS of the grid as an authority string, e.g. ``EPSG:4326``.
+    transform
+        The six affine coefficients ``(a, b, c, d, e, f)`` mapping (col, row) to (x, y).
+    shape
+        ``(rows, cols)``.
+    chunks
+        Zarr chunk shape ``(rows, cols)``; one chunk is one region.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    crs: str
+    transform: tuple[float, float, float, float, float, float]
+    shape: tuple[PositiveInt, PositiveInt]
+    chunks: tuple[PositiveInt, PositiveInt]
+    description: str = ""
+
+    @field_validator("transform")
+    @classmethod
+    def _north_up_free_of_rotation(
+        cls, value: tuple[float, float, float, float, float, float]
+    ) -> tuple[float, float, float, float, float, float]:
+        a, b, _, d, e, _ = value
+        if b != 0 or d != 0:
+            raise ValueError("rotated grids are not supported: transform terms b and d must be 0")
+        if a <= 0 or e <= 0:
+            raise ValueError("pixel sizes must be positive (columns east, rows north)")
+        return value
+
+    @property
+    def affine(self) -> Affine:
+        """The grid's transform as an :class:`affine.Affine`."""
+        return Affine(*self.transform)
+
+    @property
+    def chunk_counts(self) -> tuple[int, int]:
+        """Number of chunks along rows and columns."""
+        return (
+            math.ceil(self.shape[0] / self.chunks[0]),
+            math.ceil(self.shape[1] / self.chunks[1]),
+        )
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        """Pixel size ``(dy, dx)`` in CRS units."""
+        return (self.transform[4], self.transform[0])
+
+    def latitude(self, rows: slice | None = None) -> npt.NDArray[np.float64]:
+        """Pixel-centre y coordinates of ``rows`` (all rows by default).
+
+        Every caller computes coordinates through this one function, elementwise from the
+        row index, so a region's coordinates equal the template's bit for bit (xarray's
+        ``region="auto"`` matches coordinates exactly).
+        """
+        rows = rows or slice(0, self.shape[0])
+        idx = np.arange(rows.start, rows.stop, dtype=np.float64)
+        return self.transform[5] + (idx + 0.5) * self.transform[4]
+
+    def longitude(self, cols: slice | None = None) -> npt.NDArray[np.float64]:
+        """Pixel-centre x coordinates of ``cols`` (all columns by default)."""
+        cols = cols or slice(0, self.shape[1])
+        idx = np.arange(cols.start, cols.stop, dtype=np.float64)
+        return self.transform[2] + (idx + 0.5) * self.transform[0]
+
+    def window_transform(self, rows: slice, cols: slice) -> Affine:
+        """Transform of the sub-grid starting at ``(rows.start, cols.start)``."""
+        return self.affine @ Affine.translation(cols.start, rows.start)
+
+    def bounds(self, rows: slice, cols: slice) -> tuple[float, float, float, float]:
+        """``(west, south, east, north)`` of a window of this grid."""
+        a, _, c, _, e, f = self.transform
+        return (c + cols.start * a, f + rows.start * e, c + cols.stop * a, f + rows.stop * e)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A stable digest of the grid definition, stored in the template's attributes."""
+        import hashlib
+
+        payload = self.model_dump_json(exclude={"description"})
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Region:
+    """One chunk of a grid: the unit of work and of commits."""
+
+    id: str
+    iy: int
+    ix: int
+    rows: slice
+    cols: slice
+    bounds: tuple[float, float, float, float]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the region (edge regions may be smaller than a chunk)."""
+        return (self.rows.stop - self.rows.start, self.cols.stop - self.cols.start)
+
+
+def parse_region_id(region_id: str) -> tuple[int, int]:
+    """Split ``y{iy}_x{ix}`` into its chunk indices.
+
+    Raises
+    ------
+    UnknownRegionError
+        If the id is not of that form.
+    """
+    match = _REGION_ID.match(region_id)
+    if match is None:
+        raise UnknownRegionError(
+            f"region id {region_id!r} is malformed: region ids look like 'y3_x12' (chunk row, column)"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def region_of_chunk(grid: GridSpec, iy: int, ix: int) -> Region:
+    """The region covering chunk ``(iy, ix)`` of ``grid``."""
+    ny, nx = grid.chunk_counts
+    if not (0 <= iy < ny and 0 <= ix < nx):
+        raise UnknownRegionError(f"region y{iy}_x{ix} is outside grid {grid.name!r}, which has {ny} x {nx} chunks")
+    cy, cx = grid.chunks
+    rows = slice(iy * cy, min((iy + 1) * cy, grid.shape[0]))
+    cols = slice(ix * cx, min((ix + 1) * cx, grid.shape[1]))
+    return Region(id=f"y{iy}_x{ix}", iy=iy, ix=ix, rows=rows, cols=cols, bounds=grid.bounds(rows, cols))
+
+
+class RegionRegistry:
+    """The regions of one grid that hold data: the single source of the region list.
+
+    Parameters
+    ----------
+    grid
+        The grid the regions cut.
+    region_ids
+        Ids of the regions that hold data, in any order; they are kept sorted by
+        (row, column).
+    """
+
+    def __init__(self, grid: GridSpec, region_ids: list[str]) -> None:
+        self.grid = grid
+        regions = [region_of_chunk(grid, *parse_region_id(rid)) for rid in region_ids]
+        regions.sort(key=lambda r: (r.iy, r.ix))
+        self._by_id = {r.id: r for r in regions}
+        if len(self._by_id) != len(regions):
+            raise ValueError(f"duplicate region ids in the registry of grid {grid.name!r}")
+
+    def __iter__(self) -> Iterator[Region]:
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, region_id: object) -> bool:
+        return region_id in self._by_id
+
+    @property
+    def ids(self) -> list[str]:
+        """Region ids sorted by chunk row, then column."""
+        return list(self._by_id)
+
+    def get(self, region_id: str) -> Region:
+        """The region with id ``region_id``.
+
+        Raises
+        ------
+        UnknownRegionError
+            If the grid has no such region, or the region holds no data.
+        """
+        try:
+            return self._by_id[region_id]
+        except KeyError:
+            parse_region_id(region_id)  # a malformed id gets the more precise message
+            raise UnknownRegionError(
+                f"region {region_id!r} is not a region of grid {self.grid.name!r} "
+                f"({len(self)} regions hold data; list them with `risk regions --grid {self.grid.name} --list`)"
+            ) from None
+
+
+def load_grid(name: str, data_dir: Path = DATA_DIR) -> GridSpec:
+    """Read the pinned grid definition ``name`` from ``data_dir/grids``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such grid; the message lists the grids that exist.
+    """
+    path = data_dir / "grids" / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in (data_dir / "grids").glob("*.json"))
+        raise FileNotFoundError(f"unknown grid {name!r}: known grids are {', '.join(known)}")
+    return GridSpec.model_validate_json(path.read_text())
+
+
+def regions_file(grid_name: str, data_dir: Path = DATA_DIR) -> Path:
+    """Path of the checked-in region list of a grid."""
+    return data_dir / "regions" / f"{grid_name}.json"
+
+
+def load_registry(grid_name: str, data_dir: Path = DATA_DIR) -> RegionRegistry:
+    """The region registry of the grid ``grid_name``, from the checked-in region list."""
+    grid = load_grid(grid_name, data_dir)
+    path = regions_file(grid_name, data_dir)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"grid {grid_name!r} has no region list at {path}: compute it with "
+            f"`risk regions --grid {grid_name} --write`"
+        )
+    payload = json.loads(path.read_text())
+    return RegionRegistry(grid, list(payload["regions"]))

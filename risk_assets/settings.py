@@ -1,0 +1,57 @@
+"""Project settings: which grid, and where the store, inputs and parameters live.
+
+Pure data. :func:`settings_from_env` is the one place that reads the environment, and it
+is called when the definitions are built, never at import.
+"""
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class Settings(BaseModel):
+    """Where everything of one deployment lives.
+
+    Parameters
+    ----------
+    home
+        The project folder: holds ``var/`` (store, inputs) and, locally, the Dagster instance.
+    grid
+        Name of the output grid (``demo`` or ``conus-30m``).
+    params_path
+        The model parameters YAML file.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path
+    grid: str = "demo"
+    params_path: Path = PACKAGE_DIR / "data" / "params" / "default.yaml"
+
+    @property
+    def var_dir(self) -> Path:
+        """Generated state of the local default: store and inputs (git-ignored)."""
+        return self.home / "var"
+
+    @property
+    def store_path(self) -> Path:
+        """The local Icechunk repository of this grid."""
+        return self.var_dir / "store" / f"{self.grid}.icechunk"
+
+    @property
+    def inputs_dir(self) -> Path:
+        """Where the synthetic inputs of this grid are generated."""
+        return self.var_dir / "inputs" / self.grid
+
+
+def settings_from_env() -> Settings:
+    """Settings from ``RISK_HOME`` (default: the current directory), ``RISK_GRID`` and ``RISK_PARAMS``."""
+    fields: dict[str, object] = {"home": Path(os.environ.get("RISK_HOME", Path.cwd())).resolve()}
+    if "RISK_GRID" in os.environ:
+        fields["grid"] = os.environ["RISK_GRID"]
+    if "RISK_PARAMS" in os.environ:
+        fields["params_path"] = Path(os.environ["RISK_PARAMS"]).resolve()
+    return Settings.model_validate(fields)

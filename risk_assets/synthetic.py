@@ -1,0 +1,302 @@
+"""Seeded synthetic inputs, shaped like the real ones, for demos and tests.
+
+No real input is reachable offline, so :func:`generate_inputs` writes three GeoTIFFs with
+the structure the model meets in production:
+
+* burn probability on a 270 m EPSG:5070 grid covering the output grid plus a margin: a
+  smooth, spatially correlated field of about 0.0005-0.06, with non-burnable patches (0: lakes,
+  towns, rock), a few isolated one-pixel holes, and no-data over the ocean;
+* conditional risk 0-100 on exactly the output grid (north-up, EPSG:4326), no-data over the
+  ocean;
+* 8-band fire-weather wind-direction shares on a 0.05 degree EPSG:4326 grid, summing to 1
+  per pixel, whose prevailing direction turns from north-westerly at the coast to
+  north-easterly inland.
+
+The ocean lies west of a wiggly coastline between 1.13 and 1.87 chunk widths from the
+grid's western edge, so the first chunk column is all ocean and the second is part ocean.
+Files are tiled and deflate-compressed; the same seed gives byte-identical files.
+:func:`write_conus_footprint` writes a coarse CONUS outline for listing the regions of the
+production grid.
+"""
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+import rasterio.features
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.transform import xy
+from rasterio.warp import transform as transform_points
+from rasterio.warp import transform_bounds
+from scipy import ndimage
+
+from risk_assets.grid import GridSpec
+from risk_assets.inputs import BURN_PROBABILITY_CRS, InputSet
+
+FloatArray = npt.NDArray[np.float64]
+
+NODATA = -9999.0
+BP_PIXEL_M = 270.0
+BP_MARGIN_DEG = 0.1
+WIND_PIXEL_DEG = 0.05
+WIND_MARGIN_DEG = 0.25
+CONUS_PIXEL_DEG = 0.02
+FILENAMES = {
+    "burn_probability": "burn_probability_270m_5070.tif",
+    "conditional_risk": "conditional_risk_30m_4326.tif",
+    "wind_direction": "wind_direction_shares_4326.tif",
+}
+# Bump when the generated content changes for the same seed.
+GENERATOR_VERSION = 1
+
+# A rough outline of the contiguous US (lon, lat), clockwise from Cape Flattery.
+CONUS_OUTLINE: tuple[tuple[float, float], ...] = (
+    (-124.7, 48.4), (-123.0, 49.0), (-95.2, 49.0), (-89.6, 48.0), (-84.5, 46.5),
+    (-82.5, 45.3), (-83.0, 42.0), (-79.0, 43.3), (-76.5, 44.0), (-74.9, 45.0),
+    (-71.5, 45.0), (-69.2, 47.4), (-67.8, 47.1), (-67.0, 44.8), (-70.6, 43.0),
+    (-70.0, 41.6), (-74.0, 40.5), (-76.0, 37.0), (-75.5, 35.2), (-79.0, 33.5),
+    (-81.4, 30.7), (-80.1, 26.5), (-81.0, 25.2), (-82.8, 27.8), (-85.0, 29.7),
+    (-89.0, 30.2), (-90.5, 29.0), (-94.0, 29.6), (-97.4, 27.8), (-97.4, 25.9),
+    (-99.5, 27.5), (-101.4, 29.8), (-103.0, 29.0), (-104.5, 29.6), (-106.5, 31.8),
+    (-108.2, 31.3), (-111.0, 31.3), (-114.7, 32.7), (-117.1, 32.5), (-118.5, 34.0),
+    (-120.6, 34.6), (-121.9, 36.3), (-122.5, 37.5), (-123.7, 38.9), (-124.4, 40.4),
+    (-124.0, 43.0), (-124.1, 46.3),
+)  # fmt: skip
+
+
+def _unit(values: FloatArray) -> FloatArray:
+    """Scale to [0, 1]."""
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) -> FloatArray:
+    """Spatially correlated noise in [0, 1] with correlation length ``scale_px``.
+
+    Noise is drawn on a grid ``scale_px`` times coarser, smoothed, then interpolated up: the
+    cost stays small for millions of pixels.
+    """
+    factor = max(scale_px, 1.0)
+    coarse_shape = (math.ceil(shape[0] / factor) + 4, math.ceil(shape[1] / factor) + 4)
+    coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape), 1.0, mode="wrap")
+    rows = np.arange(shape[0]) / factor + 2.0
+    cols = np.arange(shape[1]) / factor + 2.0
+    coords = np.meshgrid(rows, cols, indexing="ij")
+    fine: FloatArray = ndimage.map_coordinates(coarse, coords, order=3, mode="nearest")
+    return _unit(fine)
+
+
+def coast_longitude(grid: GridSpec, latitude: FloatArray, seed: int) -> FloatArray:
+    """Longitude of the synthetic coastline at ``latitude``: ocean lies to its west.
+
+    The coast wanders between 1.13 and 1.87 chunk widths east of the grid's western edge.
+    """
+    rng = np.random.default_rng([seed, 1])
+    phase = rng.uniform(0, 2 * math.pi, size=2)
+    south = grid.transform[5]
+    height = grid.shape[0] * grid.transform[4]
+    t = (latitude - south) / height
+    chunks = 1.5 + 0.25 * np.sin(2 * math.pi * 2.3 * t + phase[0]) + 0.12 * np.sin(2 * math.pi * 7.1 * t + phase[1])
+    result: FloatArray = grid.transform[2] + chunks * grid.chunks[1] * grid.transform[0]
+    return result
+
+
+def _write_tif(path: Path, data: npt.NDArray[np.float32], transform: Affine, crs: str, nodata: float) -> str:
+    """Write a tiled, deflate-compressed float32 GeoTIFF (bands, rows, cols); return its sha256."""
+    bands, height, width = data.shape
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": bands,
+        "dtype": "float32",
+        "crs": CRS.from_user_input(crs),
+        "transform": transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "predictor": 3,  # floating-point predictor: smooth fields compress several times better
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _burn_probability(grid: GridSpec, seed: int) -> tuple[npt.NDArray[np.float32], Affine]:
+    """Burn probability on a 270 m EPSG:5070 grid (north-up), with ocean no-data."""
+    full = (slice(0, grid.shape[0]), slice(0, grid.shape[1]))
+    west, south, east, north = grid.bounds(*full)
+    m = BP_MARGIN_DEG
+    left, bottom, right, top = transform_bounds(
+        grid.crs, BURN_PROBABILITY_CRS, west - m, south - m, east + m, north + m, densify_pts=21
+    )
+    # Snap to the 270 m lattice of the national product (origin at multiples of the pixel).
+    left, top = math.floor(left / BP_PIXEL_M) * BP_PIXEL_M, math.ceil(top / BP_PIXEL_M) * BP_PIXEL_M
+    width = math.ceil((right - left) / BP_PIXEL_M)
+    height = math.ceil((top - bottom) / BP_PIXEL_M)
+    transform = Affine(BP_PIXEL_M, 0.0, left, 0.0, -BP_PIXEL_M, top)
+
+    rng = np.random.default_rng([seed, 2])
+    base = _smooth_noise(rng, (height, width), 6.0)
+    eastward = np.linspace(0.0, 1.0, width)[None, :]  # drier, more fire-prone inland
+    # Log-uniform-ish over 0.0005-0.06, like annual burn probabilities of the western US.
+    bp = 10.0 ** (-3.3 + 2.1 * _unit(0.7 * base + 0.3 * eastward))
+    non_burnable = _smooth_noise(rng, (height, width), 3.0) > 0.78  # lakes, towns, rock
+    holes = rng.random((height, width)) < 0.003  # isolated non-burnable pixels
+    bp[non_burnable | holes] = 0.0
+
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    xs, ys = xy(transform, rows.ravel(), cols.ravel(), offset="center")
+    lon, lat = transform_points(BURN_PROBABILITY_CRS, grid.crs, xs, ys)
+    lon_arr = np.asarray(lon).reshape(height, width)
+    lat_arr = np.asarray(lat).reshape(height, width)
+    bp[lon_arr < coast_longitude(grid, lat_arr, seed)] = NODATA
+    return bp[None].astype(np.float32), transform
+
+
+def _conditional_risk(grid: GridSpec, seed: int) -> tuple[npt.NDArray[np.float32], Affine]:
+    """Conditional risk 0-100 on exactly the output grid (north-up), with ocean no-data."""
+    rng = np.random.default_rng([seed, 3])
+    # Skewed towards low values, so the risk scores cover most bins.
+    cr = 100.0 * _smooth_noise(rng, grid.shape, 40.0) ** 3
+    lat = grid.latitude()[:, None]
+    lon = grid.longitude()[None, :]
+    cr = np.where(lon < coast_longitude(grid, lat, seed), NODATA, cr)
+    a, _, c, _, e, f = grid.transform
+    # The grid runs south-up; GeoTIFFs are stored north-up, so flip the rows.
+    transform = Affine(a, 0.0, c, 0.0, -e, f + grid.shape[0] * e)
+    return cr[::-1][None].astype(np.float32), transform
+
+
+def _wind_shares(grid: GridSpec, seed: int) -> tuple[npt.NDArray[np.float32], Affine]:
+    """8-band wind-direction shares on a coarse EPSG:4326 grid (north-up), summing to 1."""
+    full = (slice(0, grid.shape[0]), slice(0, grid.shape[1]))
+    west, south, east, north = grid.bounds(*full)
+    step, m = WIND_PIXEL_DEG, WIND_MARGIN_DEG
+    left = math.floor((west - m) / step) * step
+    top = math.ceil((north + m) / step) * step
+    width = math.ceil((east + m - left) / step)
+    height = math.ceil((top - (south - m)) / step)
+    transform = Affine(step, 0.0, left, 0.0, -step, top)
+
+    rng = np.random.default_rng([seed, 4])
+    lon = left + (np.arange(width) + 0.5) * step
+    inland = np.clip((lon - west) / max(east - west, step), 0.0, 1.0)[None, :]
+    wobble = (_smooth_noise(rng, (height, width), 3.0) - 0.5) * 40.0
+    # Prevailing "from" bearing: 315 (NW) at the coast turning to 45 (NE) inland.
+    prevailing = np.radians(315.0 + 90.0 * inland + wobble)
+    bearings = np.radians(45.0 * np.arange(8))[:, None, None]
+    weights = np.exp(2.0 * np.cos(bearings - prevailing[None]))
+    weights *= 1.0 + 0.2 * rng.random((8, height, width))
+    shares = weights / weights.sum(axis=0)
+    return shares.astype(np.float32), transform
+
+
+def generate_inputs(grid: GridSpec, out_dir: Path, seed: int = 0) -> InputSet:
+    """Write synthetic inputs for ``grid`` into ``out_dir`` and a ``manifest.json``.
+
+    Parameters
+    ----------
+    grid
+        The output grid (a geographic grid such as ``demo``; the rasters are sized from it).
+    out_dir
+        Directory to write into; created if missing, files in it are overwritten.
+    seed
+        Random seed; the same seed gives byte-identical files.
+
+    Returns
+    -------
+    InputSet
+        Absolute paths of the three rasters.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    layers = {
+        "burn_probability": (*_burn_probability(grid, seed), BURN_PROBABILITY_CRS),
+        "conditional_risk": (*_conditional_risk(grid, seed), grid.crs),
+        "wind_direction": (*_wind_shares(grid, seed), "EPSG:4326"),
+    }
+    files = {}
+    for role, (data, transform, crs) in layers.items():
+        path = out_dir / FILENAMES[role]
+        nodata = -1.0 if role == "wind_direction" else NODATA  # shares cover land and sea alike
+        files[role] = {"file": path.name, "sha256": _write_tif(path, data, transform, crs, nodata)}
+    manifest = {
+        "generator": "risk_assets.synthetic.generate_inputs",
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "grid": grid.name,
+        "grid_fingerprint": grid.fingerprint,
+        "files": files,
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return InputSet(**{role: str((out_dir / FILENAMES[role]).resolve()) for role in FILENAMES})
+
+
+def write_conus_footprint(grid: GridSpec, out_dir: Path) -> Path:
+    """Write a coarse burn-probability-like footprint of the contiguous US.
+
+    :data:`CONUS_OUTLINE` is rasterised at 0.02 degrees (EPSG:4326) over the grid's extent:
+    0.01 inside the outline and no-data outside. Only its valid-data mask is meant to be
+    used, to list the regions of the production grid.
+
+    Parameters
+    ----------
+    grid
+        The grid whose extent the raster covers (``conus-30m``).
+    out_dir
+        Directory to write ``conus_footprint_4326.tif`` into.
+
+    Returns
+    -------
+    pathlib.Path
+        The raster's path.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    full = (slice(0, grid.shape[0]), slice(0, grid.shape[1]))
+    west, south, east, north = grid.bounds(*full)
+    step = CONUS_PIXEL_DEG
+    width, height = math.ceil((east - west) / step), math.ceil((north - south) / step)
+    transform = Affine(step, 0.0, west, 0.0, -step, south + height * step)
+    outline = {"type": "Polygon", "coordinates": [[*CONUS_OUTLINE, CONUS_OUTLINE[0]]]}
+    inside = rasterio.features.rasterize(
+        [(outline, 1)], out_shape=(height, width), transform=transform, fill=0, dtype="uint8"
+    )
+    data = np.where(inside == 1, 0.01, NODATA).astype(np.float32)[None]
+    path = out_dir / "conus_footprint_4326.tif"
+    _write_tif(path, data, transform, "EPSG:4326", NODATA)
+    return path
+
+
+def local_input_set(inputs_dir: Path) -> InputSet:
+    """The input set that :func:`generate_inputs` writes into ``inputs_dir`` (files may not exist yet)."""
+    return InputSet(**{role: str((inputs_dir / name).resolve()) for role, name in FILENAMES.items()})
+
+
+def ensure_inputs(grid: GridSpec, inputs_dir: Path, force: bool = False) -> InputSet:
+    """Generate the synthetic inputs of ``grid`` into ``inputs_dir`` unless they are there already.
+
+    They count as there when the manifest names this grid and generator version and every
+    file's checksum still matches, so a truncated or edited file gets regenerated.
+    """
+    manifest_path = inputs_dir / "manifest.json"
+    if not force and manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        current = (
+            manifest.get("grid_fingerprint") == grid.fingerprint
+            and manifest.get("generator_version") == GENERATOR_VERSION
+            and all(
+                (inputs_dir / entry["file"]).is_file()
+                and hashlib.sha256((inputs_dir / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
+                for entry in manifest.get("files", {}).values()
+            )
+        )
+        if current:
+            return local_input_set(inputs_dir)
+    return generate_inputs(grid, inputs_dir)

@@ -1,0 +1,46 @@
+"""Functions run in spawned worker processes by the tests (importable by module name)."""
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from resources.ledger import write_region
+from resources.store import LocalIcechunkStore
+from risk_assets.compute import compute_region
+from risk_assets.grid import load_registry
+from risk_assets.inputs import InputSet
+from risk_assets.params import load_params, params_version
+
+
+class KillBeforeCommitStore(LocalIcechunkStore):
+    """A local store whose worker dies by SIGKILL at the moment it would commit."""
+
+    @contextmanager
+    def commit_guard(self) -> Iterator[None]:
+        os.kill(os.getpid(), signal.SIGKILL)
+        yield
+
+
+def build_regions(store_path: str, inputs_json: str, region_ids: list[str], kill: bool = False) -> list[str]:
+    """Compute and commit ``region_ids`` of the demo grid; return the snapshot ids."""
+    registry = load_registry("demo")
+    inputs = InputSet.model_validate_json(inputs_json)
+    params = load_params()
+    store_cls = KillBeforeCommitStore if kill else LocalIcechunkStore
+    store = store_cls(path=store_path)
+    snapshots = []
+    for region_id in region_ids:
+        region = registry.get(region_id)
+        ds = compute_region(registry.grid, region, inputs, params)
+        result = write_region(
+            store,
+            registry.grid,
+            region,
+            ds,
+            params_version=params_version(params),
+            code_version="test",
+            run_id=f"pid-{os.getpid()}",
+        )
+        snapshots.append(result.snapshot_id)
+    return snapshots

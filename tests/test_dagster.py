@@ -1,0 +1,213 @@
+"""The assets and the IO manager through real Dagster runs on real Icechunk repositories."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
+from icechunk.xarray import to_icechunk
+
+from resources.ledger import ensure_template, iter_region_commits
+from resources.store import LocalIcechunkStore
+from risk_assets.assets import build_assets
+from risk_assets.definitions import build_resources, defs
+from risk_assets.grid import RegionRegistry
+from risk_assets.inputs import InputSet
+from risk_assets.runs import failure_reasons
+from risk_assets.settings import Settings
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+def _run(
+    tmp_path: Path,
+    registry: RegionRegistry,
+    inputs: InputSet,
+    instance: DagsterInstance,
+    partition: str | None,
+    params_path: Path | None = None,
+    store: LocalIcechunkStore | None = None,
+) -> Any:
+    settings = Settings(home=tmp_path, grid="demo", **({"params_path": params_path} if params_path else {}))
+    resources = build_resources(settings, store=store, inputs=inputs)
+    assets = build_assets(registry)
+    selection = ["risk_raster"] if partition else ["model_params", "raster_template"]
+    return materialize(
+        assets,
+        selection=selection,
+        partition_key=partition,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def _failure_message(result: Any) -> str:
+    return "\n".join(failure_reasons(result.all_events))
+
+
+def _commits(tmp_path: Path) -> list[str]:
+    store = LocalIcechunkStore(path=str(Settings(home=tmp_path).store_path))
+    return [r.region for r in iter_region_commits(store.repository(), "main")]
+
+
+def test_definitions_load() -> None:
+    assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} >= {
+        "model_params",
+        "raster_template",
+        "risk_raster",
+    }
+    defs.resolve_job_def("build_region")
+
+
+def test_one_region_in_process_then_rerun_is_a_noop(
+    tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: InputSet, instance: DagsterInstance
+) -> None:
+    assert _run(tmp_path, demo_registry, demo_inputs, instance, None).success
+    region_id = demo_registry.ids[5]
+    first = _run(tmp_path, demo_registry, demo_inputs, instance, region_id)
+    assert first.success, _failure_message(first)
+    [event] = first.get_asset_materialization_events()
+    meta = event.materialization.metadata
+    assert meta["status"].value == "written"
+    snapshot = meta["snapshot_id"].value
+    assert isinstance(snapshot, str) and len(snapshot) == 20
+    [record] = iter_region_commits(
+        LocalIcechunkStore(path=str(Settings(home=tmp_path).store_path)).repository(), "main"
+    )
+    assert (record.region, record.snapshot_id, record.run_id) == (region_id, snapshot, first.run_id)
+
+    again = _run(tmp_path, demo_registry, demo_inputs, instance, region_id)
+    assert again.success
+    [event] = again.get_asset_materialization_events()
+    assert event.materialization.metadata["status"].value == "skipped"
+    assert event.materialization.metadata["snapshot_id"].value == snapshot
+    assert _commits(tmp_path) == [region_id], "a rerun makes no commit"
+    assert instance.get_materialized_partitions(AssetKey("risk_raster")) == {region_id}
+
+
+def test_params_change_rewrites_the_region(
+    tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: InputSet, instance: DagsterInstance
+) -> None:
+    region_id = demo_registry.ids[7]
+    assert _run(tmp_path, demo_registry, demo_inputs, instance, None).success
+    assert _run(tmp_path, demo_registry, demo_inputs, instance, region_id).success
+    changed = tmp_path / "params.yaml"
+    changed.write_text("blur_sigma_m: 90.0\n")
+    result = _run(tmp_path, demo_registry, demo_inputs, instance, region_id, params_path=changed)
+    assert result.success, _failure_message(result)
+    assert _commits(tmp_path) == [region_id, region_id]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("kernel_semi_major_m: -4\n", "kernel_semi_major_m"),
+        ("spread_iterations: [oops\n", "YAML"),
+        ("no_such_parameter: 1\n", "no_such_parameter"),
+    ],
+)
+def test_bad_parameters_fail_clearly_and_commit_nothing(
+    tmp_path: Path,
+    demo_registry: RegionRegistry,
+    demo_inputs: InputSet,
+    instance: DagsterInstance,
+    yaml_text: str,
+    expected: str,
+) -> None:
+    assert _run(tmp_path, demo_registry, demo_inputs, instance, None).success
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml_text)
+    result = _run(tmp_path, demo_registry, demo_inputs, instance, demo_registry.ids[0], params_path=bad)
+    assert not result.success
+    message = _failure_message(result)
+    assert expected in message and "bad.yaml" in message
+    assert not [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY], (
+        "only commit conflicts are retried"
+    )
+    assert _commits(tmp_path) == []
+
+
+def _write_wrong_crs_copy(source: str, target: Path) -> str:
+    with rasterio.open(source) as src:
+        profile = src.profile | {"crs": "EPSG:3857"}
+        data = src.read()
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(data)
+    return str(target)
+
+
+def test_bad_inputs_fail_clearly_and_commit_nothing(
+    tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: InputSet, instance: DagsterInstance
+) -> None:
+    assert _run(tmp_path, demo_registry, demo_inputs, instance, None).success
+    region_id = demo_registry.ids[0]
+    wrong_crs = demo_inputs.model_copy(
+        update={"conditional_risk": _write_wrong_crs_copy(demo_inputs.conditional_risk, tmp_path / "crps.tif")}
+    )
+    result = _run(tmp_path, demo_registry, wrong_crs, instance, region_id)
+    assert not result.success
+    assert "crps.tif" in _failure_message(result)
+    missing = demo_inputs.model_copy(update={"burn_probability": str(tmp_path / "nowhere.tif")})
+    result = _run(tmp_path, demo_registry, missing, instance, region_id)
+    assert not result.success
+    assert "nowhere.tif" in _failure_message(result)
+    assert _commits(tmp_path) == []
+
+
+def test_unknown_region_is_refused(
+    tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: InputSet, instance: DagsterInstance
+) -> None:
+    from dagster import DagsterInvalidInvocationError
+    from dagster._core.errors import DagsterError
+
+    with pytest.raises((DagsterInvalidInvocationError, DagsterError), match="y99_x99"):
+        _run(tmp_path, demo_registry, demo_inputs, instance, "y99_x99")
+
+
+class _AlwaysLosesRace(LocalIcechunkStore):
+    """A local store where, just before each commit, another writer commits the same region.
+
+    A real competing Icechunk commit, so the writer's rebase really fails.
+    """
+
+    @contextmanager
+    def commit_guard(self) -> Iterator[None]:
+        repo = self.repository()
+        session = repo.writable_session(self.branch)
+        stored = xr.open_zarr(session.store, consolidated=False)
+        rival = stored.isel(latitude=slice(0, 256), longitude=slice(256, 512)).load()
+        rival = rival.drop_attrs(deep=True)
+        for name in rival.data_vars:
+            rival[name] = rival[name].copy(data=np.zeros_like(rival[name].values))
+        to_icechunk(rival, session, region="auto")
+        session.commit("rival", metadata={"kind": "rival"})
+        yield
+
+
+def test_commit_conflicts_are_retried_and_only_they(
+    tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: InputSet, instance: DagsterInstance
+) -> None:
+    region_id = "y0_x1"
+    assert region_id in demo_registry
+    path = str(Settings(home=tmp_path).store_path)
+    ensure_template(LocalIcechunkStore(path=path), demo_registry.grid, {"code_version": "x"})
+    store = _AlwaysLosesRace(path=path, rebase_tries=2)
+    result = _run(tmp_path, demo_registry, demo_inputs, instance, region_id, store=store)
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retries) == 3, "retried exactly conflict_retries times"
+    warnings = [
+        str(e.message) for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE
+    ] + failure_reasons(result.all_events)
+    assert warnings, "the step finally failed"
+    assert _commits(tmp_path) == []
