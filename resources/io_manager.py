@@ -59,12 +59,16 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
     def handle_output(self, context: OutputContext, obj: xr.Dataset) -> None:
         """Write and commit the partition's region, or skip it if already committed."""
         if not context.has_partition_key:
-            raise Failure(description="risk raster outputs are written per region: the output has no partition")
+            raise Failure(
+                description="risk raster outputs are written per region: the output has no partition",
+                allow_retries=False,
+            )
         missing = [key for key in PROVENANCE_ATTRS if key not in obj.attrs]
         if missing:
             raise Failure(
                 description=f"the dataset lacks {', '.join(missing)} in its attrs: the asset must record "
-                "which parameters and code produced it"
+                "which parameters and code produced it",
+                allow_retries=False,
             )
         try:
             registry = self.registry()
@@ -84,7 +88,8 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
                 max_retries=self.conflict_retries, seconds_to_wait=self.conflict_backoff_seconds
             ) from err
         except (UnknownRegionError, MisalignedRegionError, TemplateMissingError, StoreError) as err:
-            raise Failure(description=str(err)) from err
+            # Would fail the same way again: not for the asset's retry policy (lost pods only).
+            raise Failure(description=str(err), allow_retries=False) from err
 
         metadata: dict[str, Any] = {
             "status": result.status,

@@ -18,6 +18,7 @@ from resources.ledger import TemplateMissingError, ensure_template, find_commit
 from resources.model import InputsResource, ModelParamsResource
 from resources.store import IcechunkStore, StoreError
 from risk_assets.compute import compute_region
+from risk_assets.deployment import K8S_CONFIG_TAG, REGION_RETRY_POLICY, region_step_k8s_config
 from risk_assets.grid import RegionRegistry, UnknownRegionError
 from risk_assets.inputs import InputError, validate_inputs
 from risk_assets.params import ParamsError, params_version
@@ -87,6 +88,10 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
         io_manager_key=IO_MANAGER_KEY,
         pool=WRITER_POOL,
         code_version=MODEL_CODE_VERSION,
+        # Kubernetes placement and size of the region's step pod, and retries of a preempted one:
+        # both only matter under the k8s executor (see risk_assets.deployment).
+        op_tags={K8S_CONFIG_TAG: region_step_k8s_config(grid)},
+        retry_policy=REGION_RETRY_POLICY,
     )
     def risk_raster(
         context: AssetExecutionContext,
@@ -114,7 +119,9 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
                 validate_inputs(input_set, grid)
                 ds = compute_region(grid, region, input_set, values)
         except (UnknownRegionError, ParamsError, InputError, StoreError) as err:
-            raise Failure(description=str(err)) from err
+            # These fail the same way on every attempt: bypass the retry policy (which is for
+            # lost spot pods, see risk_assets.deployment).
+            raise Failure(description=str(err), allow_retries=False) from err
         ds.attrs.update(params_version=version, code_version=MODEL_CODE_VERSION)
         return ds
 

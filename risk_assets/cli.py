@@ -239,6 +239,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill_missing(args: argparse.Namespace) -> int:
+    """Launch one Dagster backfill of exactly the regions missing from the commit log."""
+    home = Path(args.home).resolve()
+    _configure_environment(home, args.grid)
+    from risk_assets.backfill import BackfillError, launch_backfill, missing_from_commit_log, wait_for_backfill
+    from risk_assets.definitions import configured_store
+    from risk_assets.grid import load_registry
+    from risk_assets.params import load_params, params_version
+    from risk_assets.settings import settings_from_env
+    from risk_assets.version import MODEL_CODE_VERSION
+
+    settings = settings_from_env()
+    registry = load_registry(settings.grid)
+    store = configured_store()
+    version = (params_version(load_params(settings.params_path)), MODEL_CODE_VERSION)
+    missing = missing_from_commit_log(registry.ids, store.repository(), store.branch, version)
+    print(f"{len(missing)} of {len(registry)} regions are missing from the commit log of {store.location()}")
+    if not missing:
+        return 0
+    try:
+        backfill_id = launch_backfill(
+            args.url, missing, ["risk_raster"], title=f"{len(missing)} regions missing from the commit log"
+        )
+        print(f"launched backfill {backfill_id}: {args.url.rstrip('/')}/overview/backfills/{backfill_id}")
+        if args.no_wait:
+            return 0
+        progress = wait_for_backfill(args.url, backfill_id, timeout_s=args.timeout)
+    except BackfillError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    print(
+        f"backfill {backfill_id}: {progress.status}, {progress.materialized} materialized, "
+        f"{progress.failed} failed of {progress.targeted}"
+    )
+    return 0 if progress.finished and progress.failed == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``risk`` command."""
     parser = argparse.ArgumentParser(prog="risk", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -255,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     regions.add_argument("--write", action="store_true", help="write the list into risk_assets/data/regions")
     regions.add_argument("--list", action="store_true", help="print the checked-in list")
     regions.set_defaults(func=cmd_regions)
+    backfill = sub.add_parser(
+        "backfill-missing", help="backfill, through the Dagster daemon, the regions missing from the commit log"
+    )
+    backfill.add_argument("--url", default="http://127.0.0.1:3000", help="Dagster webserver URL")
+    backfill.add_argument("--no-wait", action="store_true", help="launch and return without following progress")
+    backfill.add_argument("--timeout", type=float, default=3600.0, help="seconds to follow progress")
+    backfill.set_defaults(func=cmd_backfill_missing)
     status = sub.add_parser("status", help="regions committed for the current parameters")
     status.set_defaults(func=cmd_status)
     args = parser.parse_args(argv)

@@ -7,7 +7,11 @@
 from typing import Any
 
 from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetSelection,
     Definitions,
+    ExecutorDefinition,
     JobDefinition,
     define_asset_job,
     multiprocess_executor,
@@ -17,13 +21,16 @@ from resources.io_manager import IcechunkRegionIOManager
 from resources.model import InputsResource, ModelParamsResource
 from resources.store import IcechunkStore, LocalIcechunkStore
 from risk_assets.assets import IO_MANAGER_KEY, build_assets, region_partitions
+from risk_assets.deployment import deployment_from_env
 from risk_assets.grid import load_registry
 from risk_assets.inputs import InputSet
+from risk_assets.sensors import REGION_CHECK, build_checks, build_reconciliation_sensor
 from risk_assets.settings import Settings, settings_from_env
 from risk_assets.synthetic import local_input_set
 
 REGION_JOB = "build_region"
 PREPARE_JOB = "prepare_raster"
+VERIFY_JOB = "verify_raster"
 
 
 def build_resources(
@@ -56,18 +63,34 @@ def build_resources(
 
 
 def build_definitions(
-    settings: Settings, store: IcechunkStore | None = None, inputs: InputSet | None = None
+    settings: Settings,
+    store: IcechunkStore | None = None,
+    inputs: InputSet | None = None,
+    executor: ExecutorDefinition | None = None,
 ) -> Definitions:
-    """Assets, jobs, resources and executor of one deployment (see :func:`build_resources`)."""
+    """Assets, jobs, resources and executor of one deployment (see :func:`build_resources`).
+
+    ``executor`` defaults to the multiprocess executor; production passes ``k8s_job_executor``
+    (see :mod:`risk_assets.deployment`).
+    """
     registry = load_registry(settings.grid)
+    build_region = define_asset_job(
+        REGION_JOB,
+        selection=["risk_raster"],
+        partitions_def=region_partitions(registry),
+        description="Build one region of the risk raster and commit it.",
+    )
     return Definitions(
         assets=build_assets(registry),
+        asset_checks=build_checks(registry),
+        sensors=[build_reconciliation_sensor(registry, build_region, settings.sensor_interval_s)],
         jobs=[
+            build_region,
             define_asset_job(
-                REGION_JOB,
-                selection=["risk_raster"],
-                partitions_def=region_partitions(registry),
-                description="Build one region of the risk raster and commit it.",
+                VERIFY_JOB,
+                selection=AssetSelection.checks_for_assets("risk_raster")
+                - AssetSelection.checks(AssetCheckKey(AssetKey("risk_raster"), REGION_CHECK)),
+                description="Check that every region's chunks are in the store.",
             ),
             define_asset_job(
                 PREPARE_JOB,
@@ -78,11 +101,19 @@ def build_definitions(
         resources=build_resources(settings, store, inputs),
         # Each region step in its own process; the writer pool (dagster.yaml) caps how many
         # commit at once across runs.
-        executor=multiprocess_executor,
+        executor=executor or multiprocess_executor,
     )
 
 
-defs = build_definitions(settings_from_env())
+def _definitions_from_env() -> Definitions:
+    """``defs`` of this process: settings, store, executor and inputs from the environment."""
+    deployment = deployment_from_env()
+    return build_definitions(
+        settings_from_env(), store=deployment.store, inputs=deployment.inputs, executor=deployment.executor_def()
+    )
+
+
+defs = _definitions_from_env()
 
 
 def configured_store() -> IcechunkStore:

@@ -23,6 +23,8 @@ class Settings(BaseModel):
         Name of the output grid (``demo`` or ``conus-30m``).
     params_path
         The model parameters YAML file.
+    sensor_interval_s
+        Minimum seconds between two ticks of the reconciliation sensor.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -30,6 +32,7 @@ class Settings(BaseModel):
     home: Path
     grid: str = "demo"
     params_path: Path = PACKAGE_DIR / "data" / "params" / "default.yaml"
+    sensor_interval_s: int = 30
 
     @property
     def var_dir(self) -> Path:
@@ -48,10 +51,13 @@ class Settings(BaseModel):
 
 
 def settings_from_env() -> Settings:
-    """Settings from ``RISK_HOME`` (default: the current directory), ``RISK_GRID`` and ``RISK_PARAMS``."""
+    """Settings from ``RISK_HOME`` (default: the current directory), ``RISK_GRID``, ``RISK_PARAMS`` and
+    ``RISK_SENSOR_INTERVAL``."""
     fields: dict[str, object] = {"home": Path(os.environ.get("RISK_HOME", Path.cwd())).resolve()}
     if "RISK_GRID" in os.environ:
         fields["grid"] = os.environ["RISK_GRID"]
+    if "RISK_SENSOR_INTERVAL" in os.environ:
+        fields["sensor_interval_s"] = int(os.environ["RISK_SENSOR_INTERVAL"])
     if "RISK_PARAMS" in os.environ:
         fields["params_path"] = Path(os.environ["RISK_PARAMS"]).resolve()
     return Settings.model_validate(fields)

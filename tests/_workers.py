@@ -22,7 +22,9 @@ class KillBeforeCommitStore(LocalIcechunkStore):
         yield
 
 
-def build_regions(store_path: str, inputs_json: str, region_ids: list[str], kill: bool = False) -> list[str]:
+def build_regions(
+    store_path: str, inputs_json: str, region_ids: list[str], kill: bool = False, code_version: str = "test"
+) -> list[str]:
     """Compute and commit ``region_ids`` of the demo grid; return the snapshot ids."""
     registry = load_registry("demo")
     inputs = InputSet.model_validate_json(inputs_json)
@@ -39,7 +41,7 @@ def build_regions(store_path: str, inputs_json: str, region_ids: list[str], kill
             region,
             ds,
             params_version=params_version(params),
-            code_version="test",
+            code_version=code_version,
             run_id=f"pid-{os.getpid()}",
         )
         snapshots.append(result.snapshot_id)

