@@ -1,0 +1,118 @@
+"""A project folder with a real `dagster dev` (webserver + daemon), for the end-to-end tests."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from resources.ledger import committed_regions
+from resources.store import LocalIcechunkStore
+from risk_assets.inputs import InputSet
+from risk_assets.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    started = time.monotonic()
+    deadline = started + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            print(f"waited {time.monotonic() - started:.1f} s for {what}")
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@dataclass
+class Project:
+    """A project folder with its instance, store and a running `dagster dev`."""
+
+    home: Path
+    settings: Settings
+    env: dict[str, str]
+    url: str
+
+    @property
+    def store(self) -> LocalIcechunkStore:
+        return LocalIcechunkStore(path=str(self.settings.store_path))
+
+    def committed(self) -> set[str]:
+        return set(committed_regions(self.store.repository(), "main"))
+
+
+def server_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, TimeoutError, ConnectionError):
+        return False
+
+
+def make_project(tmp_path: Path, demo_inputs: InputSet) -> Project:
+    """A fresh project folder: the repository's dagster.yaml, the demo inputs, a free port."""
+    home = tmp_path / "project"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    settings = Settings(home=home, grid="demo", sensor_interval_s=5)
+    shutil.copytree(Path(demo_inputs.burn_probability).parent, settings.inputs_dir)
+    port = free_port()
+    env = os.environ | {
+        "DAGSTER_HOME": str(home),
+        "RISK_HOME": str(home),
+        "RISK_GRID": "demo",
+        "RISK_SENSOR_INTERVAL": "5",
+    }
+    return Project(home, settings, env, f"http://127.0.0.1:{port}")
+
+
+@contextmanager
+def dagster_dev(project: Project) -> Iterator[subprocess.Popen[bytes]]:
+    """`dagster dev` on the project, up and answering, stopped (whole process group) on exit."""
+    process = start_dagster_dev(project)
+    try:
+        wait_for(lambda: server_up(project.url), 90, "the webserver")
+        yield process
+    finally:
+        stop(process)
+
+
+def start_dagster_dev(project: Project) -> subprocess.Popen[bytes]:
+    port = project.url.rsplit(":", 1)[1]
+    log = open(project.home / "dagster-dev.log", "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"), "-p", port],
+        cwd=project.home,
+        env=project.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so teardown stops every child
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    # `dagster dev` may not exit on SIGTERM without a terminal: stop its whole group.
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
