@@ -212,7 +212,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Show which regions the commit log holds for the current parameters."""
     home = Path(args.home).resolve()
     _configure_environment(home, args.grid)
-    from resources.ledger import committed_regions
+    from risk_assets.backfill import missing_from_commit_log
     from risk_assets.definitions import configured_store
     from risk_assets.grid import load_registry
     from risk_assets.params import load_params, params_version
@@ -222,18 +222,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_from_env()
     registry = load_registry(settings.grid)
     store = configured_store()
-    version = params_version(load_params(settings.params_path))
-    committed = committed_regions(store.repository(), store.branch)
-    current = [
-        r
-        for r in registry.ids
-        if r in committed and committed[r].params_version == version and committed[r].code_version == MODEL_CODE_VERSION
-    ]
+    version = (params_version(load_params(settings.params_path)), MODEL_CODE_VERSION)
+    missing = missing_from_commit_log(registry.ids, store.repository(), store.branch, version)
     print(
-        f"store {store.location()}: {len(current)} of {len(registry)} regions committed for params "
-        f"{version}, code {MODEL_CODE_VERSION}"
+        f"store {store.location()}: {len(registry) - len(missing)} of {len(registry)} regions committed for "
+        f"params {version[0]}, code {version[1]}"
     )
-    missing = [r for r in registry.ids if r not in current]
     if missing:
         print("missing: " + " ".join(missing))
     return 0

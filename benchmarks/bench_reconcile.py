@@ -1,0 +1,151 @@
+"""Benchmark: the reconciliation sensor's tick at 10,000 regions and 10,000 commits.
+
+Builds, once, a local Icechunk repository with one commit per region (metadata-only commits:
+the sensor reads commit metadata, not chunks) and a SQLite Dagster instance holding one
+materialization record per region, then times the real sensor function:
+
+- cold start: no cursor, the whole commit log and every record are read;
+- incremental: 10 new commits and 10 new records since the last tick;
+- idle: nothing new.
+
+Baselines measured in the same run: a bare walk of the whole commit log
+(``repo.ancestry``) and a bare paged fetch of all records — the least any reconciliation
+must read on a cold start. Peak Python memory of a tick comes from ``tracemalloc``.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_reconcile.py [--regions 10000]
+"""
+
+import argparse
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import icechunk
+from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_sensor_context, define_asset_job
+
+from resources.ledger import REGION_KIND
+from resources.model import ModelParamsResource
+from resources.store import LocalIcechunkStore
+from risk_assets.assets import region_partitions
+from risk_assets.grid import GridSpec, RegionRegistry
+from risk_assets.params import DEFAULT_PARAMS_PATH, load_params, params_version
+from risk_assets.reconcile import RECORDS_PAGE
+from risk_assets.sensors import build_reconciliation_sensor
+from risk_assets.version import MODEL_CODE_VERSION
+
+KEY = AssetKey("risk_raster")
+
+
+def _grid(n_regions: int) -> RegionRegistry:
+    side = int(n_regions**0.5)
+    grid = GridSpec(
+        name="bench",
+        crs="EPSG:4326",
+        transform=(0.001, 0.0, -120.0, 0.0, 0.001, 35.0),
+        shape=(side * 8, side * 8),
+        chunks=(8, 8),
+    )
+    return RegionRegistry(grid, [f"y{iy}_x{ix}" for iy in range(side) for ix in range(side)])
+
+
+def _commit(repo: icechunk.Repository, region: str, version: str) -> str:
+    session = repo.writable_session("main")
+    return session.commit(
+        f"region {region}",
+        metadata={
+            "kind": REGION_KIND,
+            "region": region,
+            "params_version": version,
+            "code_version": MODEL_CODE_VERSION,
+            "run_id": "bench",
+            "written_at": "2026-11-25T00:00:00+00:00",
+        },
+        allow_empty=True,
+    )
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Seconds and peak traced MiB of ``fn()``, and its result."""
+    tracemalloc.start()
+    started = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return seconds, peak / 2**20, result
+
+
+def main() -> None:
+    """Build the fixture, time the ticks and print a Markdown table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--regions", type=int, default=10_000)
+    args = parser.parse_args()
+    registry = _grid(args.regions)
+    version = params_version(load_params())
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalIcechunkStore(path=str(Path(tmp) / "repo.icechunk"))
+        repo = store.repository(create=True)
+        started = time.perf_counter()
+        snapshots = {region: _commit(repo, region, version) for region in registry.ids}
+        build_commits = time.perf_counter() - started
+        with DagsterInstance.ephemeral(tempdir=tmp) as instance:
+            started = time.perf_counter()
+            for region, snapshot in snapshots.items():
+                instance.report_runless_asset_event(
+                    AssetMaterialization(KEY, partition=region, metadata={"snapshot_id": snapshot})
+                )
+            build_records = time.perf_counter() - started
+            print(f"fixture: {len(snapshots)} commits in {build_commits:.0f} s, records in {build_records:.0f} s")
+
+            job = define_asset_job("build_region", selection=[KEY], partitions_def=region_partitions(registry))
+            sensor = build_reconciliation_sensor(registry, job)
+            resources = {"store": store, "params": ModelParamsResource(path=str(DEFAULT_PARAMS_PATH))}
+
+            def tick(cursor: str | None) -> Any:
+                context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+                return sensor(context)
+
+            def walk() -> int:
+                return sum(1 for _ in store.repository().ancestry(branch="main"))
+
+            def fetch() -> int:
+                n, cursor = 0, None
+                for _ in range(1_000_000):  # bounded: pages of 10,000
+                    page = instance.fetch_materializations(KEY, limit=RECORDS_PAGE, cursor=cursor)
+                    n += len(page.records)
+                    if not page.has_more:
+                        return n
+                    cursor = page.cursor
+                return n
+
+            walk_s, walk_mb, _ = _timed(walk)
+            fetch_s, fetch_mb, _ = _timed(fetch)
+            baseline = walk_s + fetch_s
+            cold_s, cold_mb, cold = _timed(lambda: tick(None))
+            assert not cold.asset_events and not cold.run_requests, "records match commits: nothing to do"
+            idle_s, idle_mb, idle = _timed(lambda: tick(cold.cursor))
+            for region in registry.ids[:10]:
+                snapshot = _commit(repo, region, version)
+                instance.report_runless_asset_event(
+                    AssetMaterialization(KEY, partition=region, metadata={"snapshot_id": snapshot})
+                )
+            incr_s, incr_mb, incr = _timed(lambda: tick(idle.cursor))
+            assert not incr.asset_events, "the new commits are recorded already"
+    n = len(registry)
+    print(f"\n{n} regions, {n + 11} commits (incl. the 10 new), {n + 10} records; cursor {len(cold.cursor)} bytes\n")
+    print("| measure | seconds | ratio to baseline | peak traced MiB |\n|---|---|---|---|")
+    print(
+        f"| baseline: walk the whole log + fetch all records | {baseline:.2f} | 1.00 | {max(walk_mb, fetch_mb):.0f} |"
+    )
+    print(f"| cold start tick (no cursor) | {cold_s:.2f} | {cold_s / baseline:.2f} | {cold_mb:.0f} |")
+    print(f"| incremental tick (10 new commits and records) | {incr_s:.3f} | {incr_s / baseline:.3f} | {incr_mb:.0f} |")
+    print(f"| idle tick (nothing new) | {idle_s:.3f} | {idle_s / baseline:.3f} | {idle_mb:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
