@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import icechunk
 import numpy as np
 import pytest
 import xarray as xr
@@ -212,6 +213,40 @@ def a_branch_reset_rebuilds_from_the_whole_history(env: Env) -> None:
     assert set(ReconcileState.decode(env.cursor).commits) == {a, c}
 
 
+class _CommitsWhileTicking:
+    """A real repository whose branch tip, once read, is immediately moved by another writer's commit."""
+
+    def __init__(self, repo: icechunk.Repository, commit: Callable[[], object]) -> None:
+        self._repo = repo
+        self._commit = commit
+
+    def lookup_branch(self, branch: str) -> str:
+        tip = self._repo.lookup_branch(branch)
+        self._commit()  # lands after the tick read the tip, before it walks the history
+        return tip
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._repo, name)
+
+
+def a_commit_landing_during_a_tick_is_read_by_the_next(env: Env) -> None:
+    a, c = env.registry.ids[:2]
+    env.commit(a)
+    real = env.store
+
+    class RacingStore(LocalIcechunkStore):
+        def repository(self, create: bool = False) -> icechunk.Repository:
+            repo = real.repository(create)
+            return _CommitsWhileTicking(repo, lambda: env.commit(c))  # type: ignore[return-value]
+
+    env.store = RacingStore(path=real.path)
+    during = _tick(env)
+    env.store = real
+    assert _reported(during) == [a], "the tick works on the tip it read"
+    after = _tick(env)
+    assert _reported(after) == [c], "the commit that landed meanwhile is not skipped"
+
+
 SCENARIOS: list[Callable[[Env], None]] = [
     first_tick_on_an_empty_log,
     commits_made_outside_dagster_are_reported,
@@ -219,6 +254,7 @@ SCENARIOS: list[Callable[[Env], None]] = [
     recorded_by_dagster_but_lost_from_the_store,
     stale_parameters_are_requested_again,
     commits_arriving_between_ticks_are_read_once,
+    a_commit_landing_during_a_tick_is_read_by_the_next,
     a_branch_reset_rebuilds_from_the_whole_history,
 ]
 
