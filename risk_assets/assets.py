@@ -6,12 +6,17 @@ import xarray as xr
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    AssetSelection,
+    AutomationCondition,
     DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
+    ObserveResult,
+    SourceAsset,
     StaticPartitionsDefinition,
     asset,
+    observable_source_asset,
 )
 
 from resources.ledger import TemplateMissingError, ensure_template, find_commit
@@ -34,7 +39,7 @@ def region_partitions(registry: RegionRegistry) -> StaticPartitionsDefinition:
     return StaticPartitionsDefinition(registry.ids)
 
 
-def build_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
+def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsset]:
     """The assets of one grid.
 
     Parameters
@@ -44,15 +49,18 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
     """
     grid = registry.grid
 
-    @asset(group_name="model", code_version=MODEL_CODE_VERSION)
-    def model_params(params: ModelParamsResource) -> MaterializeResult:  # type: ignore[type-arg]
+    # An observable source, not a materialized asset: re-observing an unchanged file yields
+    # the same data version and triggers nothing downstream, while re-materializing an
+    # identical value would make eager automation rebuild every region (measured).
+    @observable_source_asset(name="model_params", group_name="model")
+    def model_params(params: ModelParamsResource) -> ObserveResult:
         """Model parameters read from the YAML file; the data version is a hash of their content."""
         try:
             values = params.load()
         except ParamsError as err:
             raise Failure(description=str(err)) from err
         version = params_version(values)
-        return MaterializeResult(
+        return ObserveResult(
             data_version=DataVersion(version),
             metadata={
                 "params_version": version,
@@ -88,6 +96,11 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
         io_manager_key=IO_MANAGER_KEY,
         pool=WRITER_POOL,
         code_version=MODEL_CODE_VERSION,
+        # Rebuild a region when the parameters' data version or the code version changes. The
+        # template is ignored: re-committing it is a no-op and must not rebuild the raster.
+        # Regions that were never built are for "backfill missing", not for automation.
+        automation_condition=AutomationCondition.eager().ignore(AssetSelection.assets("raster_template"))
+        | AutomationCondition.code_version_changed(),
         # Kubernetes placement and size of the region's step pod, and retries of a preempted one:
         # both only matter under the k8s executor (see risk_assets.deployment).
         op_tags={K8S_CONFIG_TAG: region_step_k8s_config(grid)},

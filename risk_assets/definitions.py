@@ -10,9 +10,13 @@ from dagster import (
     AssetCheckKey,
     AssetKey,
     AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
     Definitions,
     ExecutorDefinition,
     JobDefinition,
+    ScheduleDefinition,
     define_asset_job,
     multiprocess_executor,
 )
@@ -83,7 +87,22 @@ def build_definitions(
     return Definitions(
         assets=build_assets(registry),
         asset_checks=build_checks(registry),
-        sensors=[build_reconciliation_sensor(registry, build_region, settings.sensor_interval_s)],
+        sensors=[
+            build_reconciliation_sensor(registry, build_region, settings.sensor_interval_s),
+            # Dagster's own automation sensor starts stopped; this one runs by default.
+            AutomationConditionSensorDefinition(
+                "risk_automation", target=AssetSelection.all(), default_status=DefaultSensorStatus.RUNNING
+            ),
+        ],
+        schedules=[
+            ScheduleDefinition(
+                name="observe_parameters",
+                cron_schedule="*/10 * * * *",
+                job_name=PREPARE_JOB,
+                default_status=DefaultScheduleStatus.RUNNING,
+                description="Observe the parameters file (a change rebuilds the raster) and keep the template.",
+            )
+        ],
         jobs=[
             build_region,
             define_asset_job(
@@ -95,7 +114,7 @@ def build_definitions(
             define_asset_job(
                 PREPARE_JOB,
                 selection=["model_params", "raster_template"],
-                description="Record the parameters and commit the raster template.",
+                description="Observe the parameters and commit the raster template (idempotent).",
             ),
         ],
         resources=build_resources(settings, store, inputs),
