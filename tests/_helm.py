@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from _services import ROOT
 
 CHART = ROOT / "helm" / "wildfire-risk"

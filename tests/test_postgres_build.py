@@ -1,0 +1,102 @@
+"""Dagster on Postgres, the production instance storage, running a multi-process region build.
+
+The instance configuration has the shape the Helm values produce (``postgres_db`` with
+``scheme: postgresql+psycopg2``, required with SQLAlchemy 2.1) and the store is Icechunk on an
+S3-compatible server, so this is the production path minus Kubernetes and GCS.
+"""
+
+import json
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import _pg_workers
+import pytest
+import yaml
+from _services import S3_KEYS, moto_s3, postgres_url
+from dagster import AssetKey, DagsterInstance
+
+from resources.ledger import iter_region_commits
+from resources.store import S3IcechunkStore
+from risk_assets.grid import RegionRegistry
+
+BUCKET = "risk-pg-test"
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    with postgres_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    with moto_s3(BUCKET) as endpoint:
+        yield endpoint
+
+
+def _instance_yaml(url: str) -> dict[str, object]:
+    parts = urlsplit(url)
+    return {
+        "storage": {
+            "postgres": {
+                "postgres_db": {
+                    "hostname": parts.hostname,
+                    "port": parts.port,
+                    "username": parts.username,
+                    "password": parts.password or "",
+                    "db_name": parts.path.lstrip("/"),
+                    "scheme": "postgresql+psycopg2",
+                }
+            }
+        },
+        "concurrency": {"pools": {"default_limit": 4}},
+        "run_retries": {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False},
+        "telemetry": {"enabled": False},
+    }
+
+
+def test_multiprocess_region_build_on_postgres(
+    database_url: str,
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    demo_registry: RegionRegistry,
+    demo_inputs: object,
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(_instance_yaml(database_url)))
+    store = S3IcechunkStore(
+        bucket=BUCKET,
+        prefix="pg-build.icechunk",
+        endpoint_url=s3_endpoint,
+        region="us-east-1",
+        allow_http=True,
+        force_path_style=True,
+        **S3_KEYS,
+    )
+    # What the Helm values give the code location, with the S3 emulator in place of GCS.
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("RISK_HOME", str(home))
+    monkeypatch.setenv("RISK_GRID", "demo")
+    monkeypatch.setenv("RISK_STORE", json.dumps({"kind": "s3", **store.model_dump()}))
+    monkeypatch.setenv("RISK_INPUTS", demo_inputs.model_dump_json())  # type: ignore[attr-defined]
+
+    ctx = multiprocessing.get_context("spawn")
+    regions = demo_registry.ids[10:16]
+    with ProcessPoolExecutor(max_workers=4, mp_context=ctx) as pool:
+        _, prepared, why = pool.submit(_pg_workers.run_job, "prepare").result()
+        assert prepared, why
+        outcomes = list(pool.map(_pg_workers.run_job, ["region"] * len(regions), regions))
+    assert [o for o in outcomes if not o[1]] == []
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert instance.get_materialized_partitions(AssetKey("risk_raster")) == set(regions)
+        assert len(instance.get_runs()) == 1 + len(regions)
+    commits = [c.region for c in iter_region_commits(store.repository(), "main")]
+    assert sorted(commits) == sorted(regions), "one commit per region on the S3 store, none lost"
