@@ -1,4 +1,4 @@
-"""Dagster on Postgres, the production instance storage, running a multi-process region build.
+"""Dagster on Postgres, the production instance storage: a multi-process region build, then the sensor.
 
 The instance configuration has the shape the Helm values produce (``postgres_db`` with
 ``scheme: postgresql+psycopg2``, required with SQLAlchemy 2.1) and the store is Icechunk on an
@@ -13,14 +13,29 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import _pg_workers
+import numpy as np
 import pytest
+import xarray as xr
 import yaml
 from _services import S3_KEYS, moto_s3, postgres_url
-from dagster import AssetKey, DagsterInstance
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    SensorResult,
+    build_sensor_context,
+    define_asset_job,
+)
 
-from resources.ledger import iter_region_commits
+from resources.ledger import iter_region_commits, write_region
+from resources.model import ModelParamsResource
 from resources.store import S3IcechunkStore
+from risk_assets.assets import region_partitions
 from risk_assets.grid import RegionRegistry
+from risk_assets.params import DEFAULT_PARAMS_PATH, load_params, params_version
+from risk_assets.schema import DIMS, VARIABLES, coordinates
+from risk_assets.sensors import build_reconciliation_sensor
+from risk_assets.version import MODEL_CODE_VERSION
 
 BUCKET = "risk-pg-test"
 
@@ -100,3 +115,36 @@ def test_multiprocess_region_build_on_postgres(
         assert len(instance.get_runs()) == 1 + len(regions)
     commits = [c.region for c in iter_region_commits(store.repository(), "main")]
     assert sorted(commits) == sorted(regions), "one commit per region on the S3 store, none lost"
+
+    # The reconciliation sensor on the same Postgres instance: a region committed outside
+    # Dagster is reported (stored the way the daemon stores a tick's events), then nothing more.
+    outside = demo_registry.ids[20]
+    region = demo_registry.get(outside)
+    write_region(
+        store,
+        demo_registry.grid,
+        region,
+        xr.Dataset(
+            {v.name: (DIMS, np.ones(region.shape, dtype=v.dtype)) for v in VARIABLES},
+            coords=coordinates(demo_registry.grid, region.rows, region.cols),
+        ),
+        params_version=params_version(load_params()),
+        code_version=MODEL_CODE_VERSION,
+        run_id="outside-dagster",
+    )
+    job = define_asset_job("build_region", selection=["risk_raster"], partitions_def=region_partitions(demo_registry))
+    sensor = build_reconciliation_sensor(demo_registry, job)
+    resources = {"store": store, "params": ModelParamsResource(path=str(DEFAULT_PARAMS_PATH))}
+    with DagsterInstance.from_config(str(home)) as instance:
+        cursor = None
+        reported = []
+        for _ in range(2):
+            result = sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+            assert isinstance(result, SensorResult)
+            for event in result.asset_events:
+                instance.report_runless_asset_event(event)
+            reported.append(sorted(e.partition for e in result.asset_events if isinstance(e, AssetMaterialization)))
+            assert not result.run_requests
+            cursor = result.cursor
+        assert reported == [[outside], []]
+        assert instance.get_materialized_partitions(AssetKey("risk_raster")) == {*regions, outside}
