@@ -250,6 +250,10 @@ def cmd_backfill_missing(args: argparse.Namespace) -> int:
     version = (params_version(load_params(settings.params_path)), MODEL_CODE_VERSION)
     missing = missing_from_commit_log(registry.ids, store.repository(), store.branch, version)
     print(f"{len(missing)} of {len(registry)} regions are missing from the commit log of {store.location()}")
+    if args.limit is not None and len(missing) > args.limit:
+        # Large backfills can go in slices; the rest stay missing for the next call.
+        missing = missing[: args.limit]
+        print(f"backfilling the first {len(missing)} of them (--limit)")
     if not missing:
         return 0
     try:
@@ -292,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--url", default="http://127.0.0.1:3000", help="Dagster webserver URL")
     backfill.add_argument("--no-wait", action="store_true", help="launch and return without following progress")
     backfill.add_argument("--timeout", type=float, default=3600.0, help="seconds to follow progress")
+    backfill.add_argument("--limit", type=int, default=None, help="backfill at most this many regions (registry order)")
     backfill.set_defaults(func=cmd_backfill_missing)
     status = sub.add_parser("status", help="regions committed for the current parameters")
     status.set_defaults(func=cmd_status)

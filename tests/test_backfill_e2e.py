@@ -1,4 +1,9 @@
-"""End to end with the daemon: the sensor reconciles, then the missing-only backfill runs exactly the missing.
+"""End to end with the daemon: the sensor reconciles, then missing-only backfills run exactly the missing.
+
+The missing regions are backfilled in two slices: the first by `risk backfill-missing --limit`
+(GraphQL through the webserver), the rest from the Dagster UI in a real headless browser
+(Debian's chromium driven by Playwright's Python package; Playwright cannot download its own
+browser here).
 
 A real `dagster dev` (webserver + daemon) on a SQLite instance in a temporary project folder,
 real commits made outside Dagster, a real branch rollback, and the `risk backfill-missing`
@@ -14,6 +19,7 @@ import _workers
 import pytest
 from _dagster_dev import Project, dagster_dev, make_project, wait_for
 from dagster import AssetKey, DagsterInstance, RunsFilter, materialize
+from playwright.sync_api import sync_playwright
 
 from risk_assets.assets import build_assets
 from risk_assets.definitions import VERIFY_JOB, build_definitions, build_resources
@@ -22,6 +28,44 @@ from risk_assets.inputs import InputSet
 from risk_assets.version import MODEL_CODE_VERSION
 
 KEY = AssetKey("risk_raster")
+
+
+CHROMIUM = "/usr/bin/chromium"
+# The flags Chromium needs here: no sandbox as root, and no background calls to a network it cannot reach.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _launch_missing_backfill_in_the_browser(url: str, n_missing: int, screenshot: Path) -> None:
+    """Open the raster's partitions in the UI, select the missing ones and launch their backfill."""
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required: `make browser` installs it"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/assets/risk_raster?view=partitions", wait_until="networkidle")
+        # The first visit shows a "Join the Dagster community" pop-up.
+        skip = page.get_by_role("button", name="Skip")
+        skip.wait_for(timeout=15_000)
+        skip.click()
+        page.get_by_text(f"Missing ({n_missing})").wait_for(timeout=30_000)
+        page.get_by_role("button", name="Materialize…").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_role("button", name="Missing", exact=True).click()
+        # the section header counts the selection ("6 partitions")
+        selected = dialog.get_by_text(re.compile(r"^\d+ partitions?$"))
+        selected.wait_for(timeout=15_000)
+        assert selected.inner_text() == f"{n_missing} partitions", dialog.inner_text()
+        page.screenshot(path=str(screenshot))
+        dialog.get_by_role("button", name="Launch backfill").click()
+        dialog.wait_for(state="hidden", timeout=30_000)
+        browser.close()
 
 
 @pytest.fixture
@@ -35,6 +79,7 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
 ) -> None:
     ids = demo_registry.ids
     outside, by_dagster, never = ids[:50], ids[50:53], ids[53:]
+    by_cli, by_ui = never[:4], never[4:]
     lost = by_dagster[-1]
 
     # Part of the grid through Dagster, recorded in the project's instance.
@@ -76,6 +121,8 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
                 project.url,
                 "--timeout",
                 "400",
+                "--limit",
+                str(len(by_cli)),
             ],
             env=project.env,
             capture_output=True,
@@ -88,7 +135,21 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
         match = re.search(r"launched backfill (\w+)", done.stdout)
         assert match, done.stdout
         runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": match.group(1)}))
-        assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(never), "exactly the missing"
+        assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(by_cli), "exactly the missing asked for"
+
+        # The rest from the UI: "Materialize… → Missing → Launch backfill" in a real browser.
+        cli_backfill = match.group(1)
+        _launch_missing_backfill_in_the_browser(project.url, len(by_ui), project.home / "backfill-dialog.png")
+
+        def ui_backfill_done() -> bool:
+            ui = [b for b in instance.get_backfills() if b.backfill_id != cli_backfill]
+            return bool(ui) and ui[0].status.value.startswith("COMPLETED")
+
+        wait_for(ui_backfill_done, 300, "the UI's backfill to finish")
+        [ui_backfill] = [b for b in instance.get_backfills() if b.backfill_id != cli_backfill]
+        runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": ui_backfill.backfill_id}))
+        assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(by_ui), "exactly the missing regions"
+        assert all(r.is_success for r in runs)
 
         assert project.committed() == set(ids)
         assert instance.get_materialized_partitions(KEY) == set(ids)

@@ -1,4 +1,4 @@
-"""End to end: `risk build` on the demo grid through a real Dagster instance on SQLite."""
+"""End to end: `risk build` through a real Dagster instance on SQLite, run twice."""
 
 import os
 import shutil
@@ -11,16 +11,16 @@ from dagster import AssetKey, DagsterInstance
 
 from resources.ledger import iter_region_commits
 from resources.store import LocalIcechunkStore
-from risk_assets.grid import RegionRegistry
+from risk_assets.grid import load_registry
 from risk_assets.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _risk_build(home: Path) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"DAGSTER_HOME": str(home), "RISK_HOME": str(home), "RISK_GRID": "demo"}
+    env = os.environ | {"DAGSTER_HOME": str(home), "RISK_HOME": str(home), "RISK_GRID": "mini"}
     return subprocess.run(
-        [sys.executable, "-m", "risk_assets.cli", "--home", str(home), "build", "--workers", "2"],
+        [sys.executable, "-m", "risk_assets.cli", "--home", str(home), "--grid", "mini", "build", "--workers", "2"],
         env=env,
         capture_output=True,
         text=True,
@@ -30,19 +30,21 @@ def _risk_build(home: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_build_every_region_once_then_nothing(tmp_path: Path, demo_registry: RegionRegistry) -> None:
+def test_build_every_region_once_then_nothing(tmp_path: Path) -> None:
+    """The same command as `make demo`, on the small `mini` grid to keep the suite fast."""
+    registry = load_registry("mini")
     home = tmp_path / "project"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
 
     first = _risk_build(home)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert f"built {len(demo_registry)} regions" in first.stdout
-    assert f"commits made: {len(demo_registry)}" in first.stdout
+    assert f"built {len(registry)} regions" in first.stdout
+    assert f"commits made: {len(registry)}" in first.stdout
 
-    store = LocalIcechunkStore(path=str(Settings(home=home).store_path))
+    store = LocalIcechunkStore(path=str(Settings(home=home, grid="mini").store_path))
     records = list(iter_region_commits(store.repository(), "main"))
-    assert sorted(r.region for r in records) == sorted(demo_registry.ids), "one commit per region"
+    assert sorted(r.region for r in records) == sorted(registry.ids), "one commit per region"
     assert all(r.run_id and r.params_version and r.metadata["bounds"] for r in records)
 
     second = _risk_build(home)
@@ -51,4 +53,4 @@ def test_build_every_region_once_then_nothing(tmp_path: Path, demo_registry: Reg
     assert "commits made: 0" in second.stdout
 
     with DagsterInstance.from_config(str(home)) as instance:
-        assert instance.get_materialized_partitions(AssetKey("risk_raster")) == set(demo_registry.ids)
+        assert instance.get_materialized_partitions(AssetKey("risk_raster")) == set(registry.ids)
