@@ -29,6 +29,7 @@ from resources.ledger import (
 )
 from resources.store import IcechunkStore, StoreError
 from risk_assets.grid import RegionRegistry, UnknownRegionError, load_registry
+from risk_assets.quicklook import quicklook_metadata
 
 PROVENANCE_ATTRS = ("params_version", "code_version")
 
@@ -71,6 +72,11 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
                 allow_retries=False,
             )
         try:
+            # Before the write: a score outside its classes is refused before anything is committed.
+            quicklook = quicklook_metadata(obj)
+        except ValueError as err:
+            raise Failure(description=f"cannot draw the region: {err}", allow_retries=False) from err
+        try:
             registry = self.registry()
             region = registry.get(context.partition_key)
             result = write_region(
@@ -100,6 +106,8 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
             "params_version": str(obj.attrs["params_version"]),
             "code_version": str(obj.attrs["code_version"]),
             "bounds": MetadataValue.json(list(region.bounds)),
+            # A picture and statistics of the region, for written and skipped regions alike.
+            **quicklook,
         }
         if result.commit is not None:
             metadata["commit_run_id"] = result.commit.run_id

@@ -1,0 +1,80 @@
+"""In a real headless browser: a region's quicklook PNG renders on its partition page in the Dagster UI.
+
+One region is materialized in-process into the project's instance; a real `dagster dev`
+serves it, and Debian's chromium (driven by Playwright) opens the partition, opens the
+``quicklook`` markdown and checks the image decoded: a data URI the UI's markdown
+sanitiser dropped, or a PNG the browser could not decode, would fail here.
+"""
+
+import time
+from pathlib import Path
+
+import pytest
+from _dagster_dev import dagster_dev, make_project
+from dagster import DagsterInstance, materialize
+from playwright.sync_api import sync_playwright
+
+from risk_assets.assets import build_assets
+from risk_assets.definitions import build_resources
+from risk_assets.grid import RegionRegistry
+from risk_assets.inputs import InputSet
+
+CHROMIUM = "/usr/bin/chromium"
+# The flags Chromium needs here: no sandbox as root, and no background calls to a network it cannot reach.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REGION = "y0_x1"  # on the coast: the picture holds land and transparent ocean
+
+
+@pytest.mark.slow
+def test_quicklook_renders_on_the_partition_page(
+    tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: InputSet
+) -> None:
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required: `make browser` installs it"
+    started = time.monotonic()
+    project = make_project(tmp_path, demo_inputs)
+    with DagsterInstance.from_config(str(project.home)) as instance:
+        assets = build_assets(demo_registry)
+        resources = build_resources(project.settings)
+        assert materialize(
+            assets, selection=["model_params", "raster_template"], resources=resources, instance=instance
+        ).success
+        built = materialize(
+            assets, selection=["risk_raster"], partition_key=REGION, resources=resources, instance=instance
+        )
+        assert built.success
+        [event] = built.get_asset_materialization_events()
+        markdown = event.materialization.metadata["quicklook"].value
+    assert isinstance(markdown, str)
+    data_uri = markdown.split("](", 1)[1].split(")", 1)[0]
+    assert data_uri.startswith("data:image/png;base64,")
+
+    with dagster_dev(project), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{project.url}/assets/risk_raster?view=partitions&partition={REGION}", wait_until="networkidle")
+        # The first visit shows a "Join the Dagster community" pop-up.
+        skip = page.get_by_role("button", name="Skip")
+        skip.wait_for(timeout=15_000)
+        skip.click()
+        # Markdown metadata shows as a "[Show Markdown]" link in the partition's metadata table.
+        row = page.get_by_role("row").filter(has=page.get_by_text("quicklook", exact=True))
+        row.get_by_text("[Show Markdown]").click()
+        image = page.get_by_role("dialog").locator("img[alt=quicklook]")
+        image.wait_for(timeout=15_000)
+        page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=15_000)
+        page.screenshot(path=str(tmp_path / "quicklook-dialog.png"))
+        src = image.get_attribute("src")
+        size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        browser.close()
+
+    assert src == data_uri, "the UI shows the very PNG the materialization recorded"
+    assert size == [256, 256], "the browser decoded the 256 x 256 px demo region's PNG"
+    print(f"quicklook UI test: {time.monotonic() - started:.1f} s")
