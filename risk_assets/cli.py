@@ -12,13 +12,19 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from resources.store import IcechunkStore
+    from risk_assets.grid import RegionRegistry
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -208,10 +214,10 @@ def cmd_regions(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    """Show which regions the commit log holds for the current parameters."""
-    home = Path(args.home).resolve()
-    _configure_environment(home, args.grid)
+def _missing_regions(args: argparse.Namespace) -> tuple["RegionRegistry", "IcechunkStore", tuple[str, str], list[str]]:
+    """The grid's registry, the configured store, the current (params, code) version and the regions
+    missing from the commit log for it."""
+    _configure_environment(Path(args.home).resolve(), args.grid)
     from risk_assets.backfill import missing_from_commit_log
     from risk_assets.definitions import configured_store
     from risk_assets.grid import load_registry
@@ -223,7 +229,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     registry = load_registry(settings.grid)
     store = configured_store()
     version = (params_version(load_params(settings.params_path)), MODEL_CODE_VERSION)
-    missing = missing_from_commit_log(registry.ids, store.repository(), store.branch, version)
+    return registry, store, version, missing_from_commit_log(registry.ids, store.repository(), store.branch, version)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show which regions the commit log holds for the current parameters."""
+    registry, store, version, missing = _missing_regions(args)
     print(
         f"store {store.location()}: {len(registry) - len(missing)} of {len(registry)} regions committed for "
         f"params {version[0]}, code {version[1]}"
@@ -235,20 +246,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_backfill_missing(args: argparse.Namespace) -> int:
     """Launch one Dagster backfill of exactly the regions missing from the commit log."""
-    home = Path(args.home).resolve()
-    _configure_environment(home, args.grid)
-    from risk_assets.backfill import BackfillError, launch_backfill, missing_from_commit_log, wait_for_backfill
-    from risk_assets.definitions import configured_store
-    from risk_assets.grid import load_registry
-    from risk_assets.params import load_params, params_version
-    from risk_assets.settings import settings_from_env
-    from risk_assets.version import MODEL_CODE_VERSION
+    registry, store, _, missing = _missing_regions(args)
+    from risk_assets.backfill import BackfillError, launch_backfill, wait_for_backfill
 
-    settings = settings_from_env()
-    registry = load_registry(settings.grid)
-    store = configured_store()
-    version = (params_version(load_params(settings.params_path)), MODEL_CODE_VERSION)
-    missing = missing_from_commit_log(registry.ids, store.repository(), store.branch, version)
     print(f"{len(missing)} of {len(registry)} regions are missing from the commit log of {store.location()}")
     if args.limit is not None and len(missing) > args.limit:
         # Large backfills can go in slices; the rest stay missing for the next call.
@@ -301,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="regions committed for the current parameters")
     status.set_defaults(func=cmd_status)
     args = parser.parse_args(argv)
+    from dagster import BetaWarning
+
+    # Dagster flags observable source assets as beta on every load; that is not news to a user.
+    warnings.filterwarnings("ignore", category=BetaWarning)
     result: int = args.func(args)
     return result
 

@@ -116,3 +116,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
     except ProcessLookupError:
         pass
+
+
+CHROMIUM = "/usr/bin/chromium"
+# The flags Chromium needs here: no sandbox as root, and no background calls to a network it cannot reach.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]

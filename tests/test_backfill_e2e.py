@@ -17,7 +17,7 @@ from pathlib import Path
 
 import _workers
 import pytest
-from _dagster_dev import Project, dagster_dev, make_project, wait_for
+from _dagster_dev import CHROMIUM, CHROMIUM_ARGS, Project, dagster_dev, make_project, wait_for
 from dagster import AssetKey, DagsterInstance, RunsFilter, materialize
 from playwright.sync_api import sync_playwright
 
@@ -28,19 +28,6 @@ from risk_assets.inputs import InputSet
 from risk_assets.version import MODEL_CODE_VERSION
 
 KEY = AssetKey("risk_raster")
-
-
-CHROMIUM = "/usr/bin/chromium"
-# The flags Chromium needs here: no sandbox as root, and no background calls to a network it cannot reach.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _launch_missing_backfill_in_the_browser(url: str, n_missing: int, screenshot: Path) -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _dagster_dev import dagster_dev, make_project
+from _dagster_dev import CHROMIUM, CHROMIUM_ARGS, dagster_dev, make_project
 from dagster import DagsterInstance, materialize
 from playwright.sync_api import sync_playwright
 
@@ -19,17 +19,6 @@ from risk_assets.definitions import build_resources
 from risk_assets.grid import RegionRegistry
 from risk_assets.inputs import InputSet
 
-CHROMIUM = "/usr/bin/chromium"
-# The flags Chromium needs here: no sandbox as root, and no background calls to a network it cannot reach.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REGION = "y0_x1"  # on the coast: the picture holds land and transparent ocean
 
 
