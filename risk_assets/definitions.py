@@ -7,8 +7,6 @@
 from typing import Any
 
 from dagster import (
-    AssetCheckKey,
-    AssetKey,
     AssetSelection,
     AutomationConditionSensorDefinition,
     DefaultScheduleStatus,
@@ -28,7 +26,7 @@ from risk_assets.assets import IO_MANAGER_KEY, build_assets, region_partitions
 from risk_assets.deployment import deployment_from_env
 from risk_assets.grid import load_registry
 from risk_assets.inputs import InputSet
-from risk_assets.sensors import REGION_CHECK, build_checks, build_reconciliation_sensor
+from risk_assets.sensors import STATUS_KEY, build_checks, build_reconciliation_sensor
 from risk_assets.settings import Settings, settings_from_env
 from risk_assets.synthetic import local_input_set
 
@@ -80,13 +78,12 @@ def build_definitions(
     registry = load_registry(settings.grid)
     build_region = define_asset_job(
         REGION_JOB,
-        selection=["risk_raster"],
+        selection=AssetSelection.assets("risk_raster"),
         partitions_def=region_partitions(registry),
         description="Build one region of the risk raster and commit it.",
     )
     return Definitions(
-        assets=build_assets(registry),
-        asset_checks=build_checks(registry),
+        assets=[*build_assets(registry), *build_checks(registry)],
         sensors=[
             build_reconciliation_sensor(registry, build_region, settings.sensor_interval_s),
             # Dagster's own automation sensor starts stopped; this one runs by default.
@@ -107,9 +104,8 @@ def build_definitions(
             build_region,
             define_asset_job(
                 VERIFY_JOB,
-                selection=AssetSelection.checks_for_assets("risk_raster")
-                - AssetSelection.checks(AssetCheckKey(AssetKey("risk_raster"), REGION_CHECK)),
-                description="Check that every region's chunks are in the store.",
+                selection=AssetSelection.assets(STATUS_KEY),
+                description="Record how complete the raster is and run its checks against the store and the log.",
             ),
             define_asset_job(
                 PREPARE_JOB,

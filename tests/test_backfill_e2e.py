@@ -142,5 +142,6 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
         assert instance.get_materialized_partitions(KEY) == set(ids)
         defs = build_definitions(project.settings)
         verify = defs.resolve_job_def(VERIFY_JOB).execute_in_process(instance=instance)
-        [evaluation] = verify.get_asset_check_evaluations()
-        assert evaluation.passed, evaluation.metadata
+        evaluations = {e.check_name: e for e in verify.get_asset_check_evaluations()}
+        assert set(evaluations) == {"chunks_in_store", "records_match_commit_log"}
+        assert all(e.passed for e in evaluations.values()), evaluations
