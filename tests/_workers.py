@@ -5,8 +5,8 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from resources.ledger import write_region
-from resources.store import LocalIcechunkStore
+from resources.ledger import WriteResult, write_region
+from resources.store import IcechunkStore, LocalIcechunkStore
 from risk_assets.compute import compute_region
 from risk_assets.grid import load_registry
 from risk_assets.inputs import InputSet
@@ -22,27 +22,34 @@ class KillBeforeCommitStore(LocalIcechunkStore):
         yield
 
 
-def build_regions(
-    store_path: str, inputs_json: str, region_ids: list[str], kill: bool = False, code_version: str = "test"
-) -> list[str]:
-    """Compute and commit ``region_ids`` of the demo grid; return the snapshot ids."""
+def write_regions(
+    store: IcechunkStore, inputs_json: str, region_ids: list[str], code_version: str = "test"
+) -> list[WriteResult]:
+    """Compute and commit ``region_ids`` of the demo grid into ``store``, one commit each."""
     registry = load_registry("demo")
     inputs = InputSet.model_validate_json(inputs_json)
     params = load_params()
-    store_cls = KillBeforeCommitStore if kill else LocalIcechunkStore
-    store = store_cls(path=store_path)
-    snapshots = []
+    results = []
     for region_id in region_ids:
         region = registry.get(region_id)
         ds = compute_region(registry.grid, region, inputs, params)
-        result = write_region(
-            store,
-            registry.grid,
-            region,
-            ds,
-            params_version=params_version(params),
-            code_version=code_version,
-            run_id=f"pid-{os.getpid()}",
+        results.append(
+            write_region(
+                store,
+                registry.grid,
+                region,
+                ds,
+                params_version=params_version(params),
+                code_version=code_version,
+                run_id=f"pid-{os.getpid()}",
+            )
         )
-        snapshots.append(result.snapshot_id)
-    return snapshots
+    return results
+
+
+def build_regions(
+    store_path: str, inputs_json: str, region_ids: list[str], kill: bool = False, code_version: str = "test"
+) -> list[str]:
+    """Compute and commit ``region_ids`` into a local repository; return the snapshot ids."""
+    store_cls = KillBeforeCommitStore if kill else LocalIcechunkStore
+    return [r.snapshot_id for r in write_regions(store_cls(path=store_path), inputs_json, region_ids, code_version)]
