@@ -1,5 +1,6 @@
 # User code image: the code location, run workers and region steps all run from it.
-# Build: docker build -t REGION-docker.pkg.dev/PROJECT/wildfire-risk/user-code:$(git rev-parse --short HEAD) .
+# Build: docker build --build-arg GIT_REVISION=$(git rev-parse HEAD) \
+#          -t REGION-docker.pkg.dev/PROJECT/wildfire-risk/user-code:$(git rev-parse --short HEAD) .
 # (immutable tags only: the Helm values pin the image by git revision.)
 FROM python:3.12-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -14,6 +15,8 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip check
 
 FROM python:3.12-slim-bookworm
+# The git commit of this code, recorded in every release manifest (the image has no .git).
+ARG GIT_REVISION=unknown
 # A fixed numeric uid: Kubernetes' runAsNonRoot can only verify a numeric USER (helm values use 10001).
 RUN groupadd --gid 10001 dagster \
     && useradd --uid 10001 --gid 10001 --home-dir /opt/dagster --create-home --shell /usr/sbin/nologin dagster
@@ -21,6 +24,7 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     DAGSTER_HOME=/opt/dagster/dagster_home \
     RISK_HOME=/tmp/risk \
+    RISK_GIT_REVISION=$GIT_REVISION \
     PYTHONUNBUFFERED=1
 RUN mkdir -p "$DAGSTER_HOME" && chown dagster:dagster "$DAGSTER_HOME"
 WORKDIR /opt/dagster

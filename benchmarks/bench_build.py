@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resources.ledger import ensure_template, write_region
+from resources.ledger import BuildKey, ensure_template, write_region
 from resources.store import LocalIcechunkStore
 from risk_assets.compute import compute_region
 from risk_assets.grid import load_registry
@@ -51,8 +51,7 @@ def _bare_regions(store_path: str, inputs_json: str, region_ids: list[str]) -> N
             registry.grid,
             region,
             ds,
-            params_version=params_version(params),
-            code_version="bench",
+            key=BuildKey(params_version(params), "bench", "bench"),
             run_id="bare",
         )
 
@@ -103,8 +102,7 @@ def bandwidth(work: Path, inputs: InputSet, region_ids: list[str]) -> tuple[floa
             registry.grid,
             registry.get(region_id),
             ds,
-            params_version="b",
-            code_version="b",
+            key=BuildKey("b", "b", "b"),
             run_id="b",
         )
     icechunk_seconds = time.perf_counter() - started

@@ -28,15 +28,14 @@ from typing import Any
 import icechunk
 from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_sensor_context, define_asset_job
 
-from resources.ledger import REGION_KIND
-from resources.model import ModelParamsResource
+from resources.ledger import REGION_KIND, BuildKey
+from resources.model import InputsResource, ModelParamsResource, current_target
 from resources.store import LocalIcechunkStore
 from risk_assets.assets import region_partitions
 from risk_assets.grid import GridSpec, RegionRegistry
-from risk_assets.params import DEFAULT_PARAMS_PATH, load_params, params_version
+from risk_assets.params import DEFAULT_OVERRIDES_PATH, DEFAULT_PARAMS_PATH
 from risk_assets.reconcile import RECORDS_PAGE
 from risk_assets.sensors import build_reconciliation_sensor
-from risk_assets.version import MODEL_CODE_VERSION
 
 KEY = AssetKey("risk_raster")
 
@@ -53,15 +52,16 @@ def _grid(n_regions: int) -> RegionRegistry:
     return RegionRegistry(grid, [f"y{iy}_x{ix}" for iy in range(side) for ix in range(side)])
 
 
-def _commit(repo: icechunk.Repository, region: str, version: str) -> str:
+def _commit(repo: icechunk.Repository, region: str, key: BuildKey) -> str:
     session = repo.writable_session("main")
     return session.commit(
         f"region {region}",
         metadata={
             "kind": REGION_KIND,
             "region": region,
-            "params_version": version,
-            "code_version": MODEL_CODE_VERSION,
+            "params_version": key.params_version,
+            "inputs_version": key.inputs_version,
+            "code_version": key.code_version,
             "run_id": "bench",
             "written_at": "2026-11-25T00:00:00+00:00",
         },
@@ -86,12 +86,18 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=10_000)
     args = parser.parse_args()
     registry = _grid(args.regions)
-    version = params_version(load_params())
     with tempfile.TemporaryDirectory() as tmp:
+        # The sensor hashes the inputs on every tick: three small stand-in files.
+        files = {name: Path(tmp) / f"{name}.bin" for name in ("burn_probability", "conditional_risk", "wind_direction")}
+        for name, path in files.items():
+            path.write_bytes(name.encode() * 1000)
+        inputs = InputsResource(**{name: str(path) for name, path in files.items()})
+        params = ModelParamsResource(path=str(DEFAULT_PARAMS_PATH), overrides_path=str(DEFAULT_OVERRIDES_PATH))
+        target = current_target(params, inputs, registry.ids)
         store = LocalIcechunkStore(path=str(Path(tmp) / "repo.icechunk"))
         repo = store.repository(create=True)
         started = time.perf_counter()
-        snapshots = {region: _commit(repo, region, version) for region in registry.ids}
+        snapshots = {region: _commit(repo, region, target.region_key(region)) for region in registry.ids}
         build_commits = time.perf_counter() - started
         with DagsterInstance.ephemeral(tempdir=tmp) as instance:
             started = time.perf_counter()
@@ -103,8 +109,9 @@ def main() -> None:
             print(f"fixture: {len(snapshots)} commits in {build_commits:.0f} s, records in {build_records:.0f} s")
 
             job = define_asset_job("build_region", selection=[KEY], partitions_def=region_partitions(registry))
-            sensor = build_reconciliation_sensor(registry, job)
-            resources = {"store": store, "params": ModelParamsResource(path=str(DEFAULT_PARAMS_PATH))}
+            release = define_asset_job("release_raster", selection=["raster_release"])
+            sensor = build_reconciliation_sensor(registry, job, release)
+            resources = {"store": store, "params": params, "inputs": inputs}
 
             def tick(cursor: str | None) -> Any:
                 context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
@@ -130,7 +137,7 @@ def main() -> None:
             assert not cold.asset_events and not cold.run_requests, "records match commits: nothing to do"
             idle_s, idle_mb, idle = _timed(lambda: tick(cold.cursor))
             for region in registry.ids[:10]:
-                snapshot = _commit(repo, region, version)
+                snapshot = _commit(repo, region, target.region_key(region))
                 instance.report_runless_asset_event(
                     AssetMaterialization(KEY, partition=region, metadata={"snapshot_id": snapshot})
                 )

@@ -1,10 +1,10 @@
 """The Icechunk IO manager: one partition in, one region written and committed.
 
-The asset returns the region's ``xarray.Dataset``, carrying its provenance in
-``attrs["params_version"]`` and ``attrs["code_version"]``. The IO manager writes it with
-``region="auto"`` into the branch and commits with structured metadata; the commit is the
-last thing a region does. Only commit conflicts are retried (as a Dagster retry of the
-step); every other failure fails the step with the reason.
+The asset returns the region's ``xarray.Dataset``, carrying its provenance in its attrs
+(build key: ``params_version``, ``inputs_version``, ``code_version``; and the ``branch`` of its
+raster version). The IO manager writes it with ``region="auto"`` into that branch and commits
+with structured metadata; the commit is the last thing a region does. Only commit conflicts
+are retried (as a Dagster retry of the step); every other failure fails the step with the reason.
 """
 
 from typing import Any, cast
@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from resources.ledger import (
+    BuildKey,
     CommitConflictError,
     MisalignedRegionError,
     TemplateMissingError,
@@ -31,7 +32,7 @@ from resources.store import IcechunkStore, StoreError
 from risk_assets.grid import RegionRegistry, UnknownRegionError, load_registry
 from risk_assets.quicklook import quicklook_metadata
 
-PROVENANCE_ATTRS = ("params_version", "code_version")
+PROVENANCE_ATTRS = ("params_version", "inputs_version", "code_version", "branch", "raster_version")
 
 
 class IcechunkRegionIOManager(ConfigurableIOManager):
@@ -79,14 +80,17 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
         try:
             registry = self.registry()
             region = registry.get(context.partition_key)
+            key = BuildKey(*(str(obj.attrs[name]) for name in ("params_version", "inputs_version", "code_version")))
+            branch = str(obj.attrs["branch"])
             result = write_region(
                 self.store,
                 registry.grid,
                 region,
                 obj,
-                params_version=str(obj.attrs["params_version"]),
-                code_version=str(obj.attrs["code_version"]),
+                key=key,
                 run_id=context.run_id,
+                branch=branch,
+                extra_metadata={"raster_version": str(obj.attrs["raster_version"])},
             )
         except CommitConflictError as err:
             context.log.warning(str(err))
@@ -102,9 +106,11 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
             "region": region.id,
             "snapshot_id": result.snapshot_id,
             "store": self.store.location(),
-            "branch": self.store.branch,
-            "params_version": str(obj.attrs["params_version"]),
-            "code_version": str(obj.attrs["code_version"]),
+            "branch": branch,
+            "raster_version": str(obj.attrs["raster_version"]),
+            "params_version": key.params_version,
+            "inputs_version": key.inputs_version,
+            "code_version": key.code_version,
             "bounds": MetadataValue.json(list(region.bounds)),
             # A picture and statistics of the region, for written and skipped regions alike.
             **quicklook,
@@ -120,7 +126,7 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
             context.log.info(f"region {region.id}: committed snapshot {result.snapshot_id}")
         else:
             context.log.info(
-                f"region {region.id}: already committed for these parameters and code in "
+                f"region {region.id}: already committed for these parameters, inputs and code in "
                 f"{result.snapshot_id}; nothing written, no commit made"
             )
         context.add_output_metadata(metadata)

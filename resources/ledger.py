@@ -6,11 +6,13 @@ commit messages. These functions know nothing of Dagster, so the IO manager, the
 line, the benchmarks and the racing-process tests all share them.
 """
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import icechunk
 import numpy as np
@@ -20,10 +22,36 @@ from icechunk.xarray import to_icechunk
 
 from resources.store import IcechunkStore
 from risk_assets.grid import GridSpec, Region
-from risk_assets.schema import encoding, template_dataset
+from risk_assets.schema import VARIABLES, encoding, template_dataset
 
 REGION_KIND = "region"
 TEMPLATE_KIND = "template"
+#: Commit metadata key of a ledger table: a commit carrying one (a release's pyramid commit, a
+#: maintenance checkpoint) records the newest commit of every region at that point, so readers
+#: stop walking history there. It is what keeps the ledger whole after ``expire_snapshots``,
+#: which drops the metadata of the region commits themselves.
+LEDGER_KEY = "ledger"
+#: Field order of one ledger table entry (compact: 10,000 regions stay a few hundred kB).
+LEDGER_FIELDS = ("snapshot_id", "params_version", "inputs_version", "code_version", "run_id", "written_at")
+
+
+class BuildKey(NamedTuple):
+    """What a region's data depends on: a region committed for the same key is not built again.
+
+    Attributes
+    ----------
+    params_version
+        Content hash of the region's effective parameters (global parameters with the
+        region's override applied).
+    inputs_version
+        Hash of the input datasets' versions (checksums or object generations).
+    code_version
+        The model code version.
+    """
+
+    params_version: str
+    inputs_version: str
+    code_version: str
 
 
 class MisalignedRegionError(ValueError):
@@ -52,6 +80,12 @@ class CommitRecord:
     run_id: str
     written_at: datetime
     metadata: dict[str, Any] = field(repr=False)
+    inputs_version: str = ""
+
+    @property
+    def key(self) -> BuildKey:
+        """The build key the region was committed for."""
+        return BuildKey(self.params_version, self.inputs_version, self.code_version)
 
     @classmethod
     def from_snapshot(cls, info: icechunk.SnapshotInfo) -> "CommitRecord | None":
@@ -67,6 +101,33 @@ class CommitRecord:
             run_id=str(meta.get("run_id", "")),
             written_at=info.written_at,
             metadata=meta,
+            inputs_version=str(meta.get("inputs_version", "")),
+        )
+
+    def ledger_entry(self) -> list[str]:
+        """This record as one entry of a ledger table (see :data:`LEDGER_FIELDS`)."""
+        return [
+            self.snapshot_id,
+            self.params_version,
+            self.inputs_version,
+            self.code_version,
+            self.run_id,
+            self.written_at.isoformat(),
+        ]
+
+    @classmethod
+    def from_ledger_entry(cls, region: str, entry: list[str]) -> "CommitRecord":
+        """A record read back from a ledger table."""
+        values = dict(zip(LEDGER_FIELDS, entry, strict=True))
+        return cls(
+            snapshot_id=values["snapshot_id"],
+            region=region,
+            params_version=values["params_version"],
+            code_version=values["code_version"],
+            run_id=values["run_id"],
+            written_at=datetime.fromisoformat(values["written_at"]),
+            metadata={"kind": REGION_KIND, "region": region, **values, "from_ledger": True},
+            inputs_version=values["inputs_version"],
         )
 
 
@@ -83,31 +144,75 @@ class WriteResult:
     bytes_written: int = 0
 
 
-def iter_region_commits(repo: icechunk.Repository, branch: str) -> Iterator[CommitRecord]:
-    """Region commits on ``branch``, newest first."""
-    for info in repo.ancestry(branch=branch):
+def iter_region_commits(
+    repo: icechunk.Repository,
+    branch: str | None = None,
+    *,
+    snapshot_id: str | None = None,
+    use_ledger: bool = True,
+) -> Iterator[CommitRecord]:
+    """Region commits of ``branch`` (or from ``snapshot_id``), newest first.
+
+    History is walked down to the first commit that carries a ledger table; the regions not
+    seen above it are then read from the table (each region once, as its newest commit
+    there) and the walk stops. Records from a table have ``metadata["from_ledger"]`` set.
+    With ``use_ledger=False`` the whole history is walked and tables are ignored (to check
+    a table against the commits it summarises).
+    """
+    ancestry = repo.ancestry(snapshot_id=snapshot_id) if snapshot_id else repo.ancestry(branch=branch)
+    seen: set[str] = set()
+    for info in ancestry:
+        meta = info.metadata or {}
+        table = meta.get(LEDGER_KEY)
+        if use_ledger and isinstance(table, dict):
+            for region, entry in table.items():
+                if region not in seen:
+                    yield CommitRecord.from_ledger_entry(region, entry)
+            return
         record = CommitRecord.from_snapshot(info)
         if record is not None:
+            seen.add(record.region)
             yield record
 
 
-def committed_regions(repo: icechunk.Repository, branch: str) -> dict[str, CommitRecord]:
-    """The newest commit of every region on ``branch``."""
+def committed_regions(
+    repo: icechunk.Repository, branch: str | None = None, *, snapshot_id: str | None = None
+) -> dict[str, CommitRecord]:
+    """The newest commit of every region on ``branch`` (or from ``snapshot_id``)."""
     latest: dict[str, CommitRecord] = {}
-    for record in iter_region_commits(repo, branch):
+    for record in iter_region_commits(repo, branch, snapshot_id=snapshot_id):
         latest.setdefault(record.region, record)
     return latest
 
 
-def find_commit(
-    repo: icechunk.Repository, branch: str, region: str, params_version: str, code_version: str
-) -> CommitRecord | None:
-    """The newest commit of ``region``, if it was made for these parameters and code."""
+def ledger_table(records: dict[str, CommitRecord]) -> dict[str, list[str]]:
+    """The ledger table of ``records`` (region -> newest commit), for commit metadata."""
+    return {region: records[region].ledger_entry() for region in sorted(records)}
+
+
+def find_commit(repo: icechunk.Repository, branch: str, region: str, key: BuildKey) -> CommitRecord | None:
+    """The newest commit of ``region`` on ``branch``, if it was made for ``key``."""
     for record in iter_region_commits(repo, branch):
         if record.region == region:
-            current = record.params_version == params_version and record.code_version == code_version
-            return record if current else None
+            return record if record.key == key else None
     return None
+
+
+def branch_exists(repo: icechunk.Repository, branch: str) -> bool:
+    """Whether ``branch`` exists."""
+    return branch in repo.list_branches()
+
+
+def ensure_branch(repo: icechunk.Repository, branch: str, start: str = "main") -> str:
+    """Create ``branch`` at the tip of ``start`` unless it exists; return its tip.
+
+    Safe when several workers race to create it: the losers find it created.
+    """
+    if not branch_exists(repo, branch):
+        # Another worker may create it first: same starting point, same branch.
+        with contextlib.suppress(icechunk.AlreadyExistsError):
+            repo.create_branch(branch, repo.lookup_branch(start))
+    return repo.lookup_branch(branch)
 
 
 def template_attrs(repo: icechunk.Repository, branch: str) -> dict[str, Any] | None:
@@ -251,16 +356,16 @@ def write_region(
     region: Region,
     ds: xr.Dataset,
     *,
-    params_version: str,
-    code_version: str,
+    key: BuildKey,
     run_id: str,
+    branch: str | None = None,
     extra_metadata: dict[str, str] | None = None,
 ) -> WriteResult:
-    """Write one region into the branch and commit it, unless it is already there.
+    """Write one region into a branch and commit it, unless it is already there.
 
     The commit is the last step: a worker killed before it leaves only unreferenced chunk
-    objects, which no reader ever sees. A region whose newest commit has the same parameters
-    and code version is skipped: nothing is written and no commit is made.
+    objects, which no reader ever sees. A region whose newest commit has the same build key
+    is skipped: nothing is written and no commit is made.
 
     Parameters
     ----------
@@ -272,8 +377,14 @@ def write_region(
         The region ``ds`` must cover exactly.
     ds
         The region's data, coordinates equal to the template's.
-    params_version, code_version, run_id
-        Recorded in the commit metadata; the first two decide whether the write is needed.
+    key
+        Parameters, inputs and code version of ``ds``: recorded in the commit metadata, and
+        decides whether the write is needed.
+    run_id
+        The Dagster run (or other process) that produced ``ds``, for lineage.
+    branch
+        The branch to commit to; the store's branch by default. It must exist and hold the
+        template (see :func:`ensure_branch`).
     extra_metadata
         More JSON-able string fields for the commit metadata.
 
@@ -294,18 +405,36 @@ def write_region(
         ``rebase_tries``: the only error worth retrying.
     """
     check_alignment(grid, ds, expected=region)
+    branch = branch or store.branch
     repo = store.repository()
-    template = template_attrs(repo, store.branch)
+    if not branch_exists(repo, branch):
+        raise TemplateMissingError(f"{store.location()} has no branch {branch!r}: materialize raster_template first")
+    template = template_attrs(repo, branch)
     if template is None or template.get("grid_fingerprint") != grid.fingerprint:
         raise TemplateMissingError(
-            f"branch {store.branch!r} of {store.location()} has no template of grid {grid.name!r}: "
+            f"branch {branch!r} of {store.location()} has no template of grid {grid.name!r}: "
             "materialize raster_template first"
         )
-    existing = find_commit(repo, store.branch, region.id, params_version, code_version)
+    existing = find_commit(repo, branch, region.id, key)
     if existing is not None:
         return WriteResult("skipped", region.id, existing.snapshot_id, existing)
+    with store.writer_lease():
+        return _write_and_commit(store, repo, branch, grid, region, ds, key, run_id, extra_metadata)
 
-    session = repo.writable_session(store.branch)
+
+def _write_and_commit(
+    store: IcechunkStore,
+    repo: icechunk.Repository,
+    branch: str,
+    grid: GridSpec,
+    region: Region,
+    ds: xr.Dataset,
+    key: BuildKey,
+    run_id: str,
+    extra_metadata: dict[str, str] | None,
+) -> WriteResult:
+    """The write and commit of :func:`write_region`, under the store's writer lease."""
+    session = repo.writable_session(branch)
     _check_store_chunks(session, grid, ds)
     payload = ds.drop_attrs(deep=True)
     started = time.perf_counter()
@@ -316,8 +445,9 @@ def write_region(
         "kind": REGION_KIND,
         "region": region.id,
         "grid": grid.name,
-        "params_version": params_version,
-        "code_version": code_version,
+        "params_version": key.params_version,
+        "inputs_version": key.inputs_version,
+        "code_version": key.code_version,
         "run_id": run_id,
         # JSON has no datetime: icechunk rejects one in metadata with a confusing TypeError.
         "written_at": datetime.now(UTC).isoformat(),
@@ -329,7 +459,8 @@ def write_region(
     try:
         with store.commit_guard():
             snapshot_id = session.commit(
-                f"region {region.id} (params {params_version}, code {code_version})",
+                f"region {region.id} (params {key.params_version}, inputs {key.inputs_version}, "
+                f"code {key.code_version})",
                 metadata=metadata,
                 rebase_with=icechunk.ConflictDetector(),
                 rebase_tries=store.rebase_tries,
@@ -351,3 +482,23 @@ def write_region(
         seconds_committing=committed - written,
         bytes_written=nbytes,
     )
+
+
+def regions_with_chunks(
+    repo: icechunk.Repository, branch: str | None = None, *, snapshot_id: str | None = None
+) -> dict[str, set[str]]:
+    """For each variable, the chunk keys (``"iy/ix"``) that exist on the branch tip (or snapshot).
+
+    Read from the snapshot's manifests, independent of any commit message or metadata.
+    """
+    session = repo.readonly_session(snapshot_id=snapshot_id) if snapshot_id else repo.readonly_session(branch=branch)
+    store = session.store
+
+    async def collect(name: str) -> set[str]:
+        prefix = f"{name}/c/"
+        return {key[len(prefix) :] async for key in store.list_prefix(name) if key.startswith(prefix)}
+
+    async def collect_all() -> dict[str, set[str]]:
+        return {v.name: await collect(v.name) for v in VARIABLES}
+
+    return asyncio.run(collect_all())

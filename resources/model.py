@@ -1,28 +1,39 @@
-"""Resources that read the model's parameters and input rasters.
+"""Resources that read the model's parameters, overrides and input rasters.
 
 The parameters model and the input set are pure data (``risk_assets.params``,
 ``risk_assets.inputs``); these resources are where files get opened.
 """
 
+from collections.abc import Collection
+
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from risk_assets.inputs import InputSet
-from risk_assets.params import ModelParams, load_params, params_version
+from risk_assets.inputs import InputSet, input_versions, inputs_version
+from risk_assets.params import ModelParams, RegionOverrides, load_overrides, load_params, params_version
+from risk_assets.version import MODEL_CODE_VERSION
+from risk_assets.versions import Target
 
 
 class ModelParamsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic only for typing
-    """The model parameters YAML file."""
+    """The model parameters YAML file and the per-region overrides file."""
 
     path: str = Field(description="Path of the parameters YAML file.")
+    overrides_path: str | None = Field(
+        default=None, description="Path of the per-region overrides YAML file; none: no overrides."
+    )
 
     def load(self) -> ModelParams:
         """Read and validate the parameters (raises ``ParamsError`` naming the file and field)."""
         return load_params(self.path)
 
     def version(self) -> str:
-        """Content hash of the parameters: equal content, equal version."""
+        """Content hash of the global parameters: equal content, equal version."""
         return params_version(self.load())
+
+    def overrides(self, known_regions: Collection[str] | None = None) -> RegionOverrides:
+        """Read and validate the overrides (raises ``ParamsError`` naming the file, region and field)."""
+        return load_overrides(self.overrides_path, known_regions)
 
 
 class InputsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic only for typing
@@ -39,3 +50,29 @@ class InputsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic
             conditional_risk=self.conditional_risk,
             wind_direction=self.wind_direction,
         )
+
+    def versions(self) -> dict[str, str]:
+        """Version of each input (checksum or object generation), by name; raises ``InputError``."""
+        return input_versions(self.input_set())
+
+
+def current_target(
+    params: ModelParamsResource, inputs: InputsResource, known_regions: Collection[str] | None = None
+) -> Target:
+    """What the raster should be built from now, read from the parameters, overrides and inputs.
+
+    Raises
+    ------
+    ParamsError
+        If the parameters or overrides are invalid.
+    InputError
+        If an input cannot be found.
+    """
+    versions = inputs.versions()
+    return Target(
+        params=params.load(),
+        overrides=params.overrides(known_regions),
+        input_versions=versions,
+        inputs_version=inputs_version(versions),
+        code_version=MODEL_CODE_VERSION,
+    )

@@ -8,10 +8,12 @@ unreachable or missing store fails the same way everywhere, with a message namin
 
 import fcntl
 import os
+import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import icechunk
 from dagster import ConfigurableResource
@@ -20,6 +22,10 @@ from pydantic import Field
 
 class StoreError(RuntimeError):
     """The repository cannot be opened or created: the message says which and what to do."""
+
+
+class WritersActiveError(RuntimeError):
+    """Maintenance refused: region writers hold leases on the repository right now."""
 
 
 class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # generic only for typing
@@ -52,6 +58,44 @@ class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # gen
     def commit_guard(self) -> Iterator[None]:
         """Held around every ``commit()``; object stores rely on their conditional writes."""
         yield
+
+    @contextmanager
+    def writer_lease(self) -> Iterator[None]:
+        """Held by a region writer from its first chunk write to its commit.
+
+        Maintenance (:mod:`resources.maintenance`) refuses to run while any lease is held.
+        Object stores have no lock service: there, active writers are Dagster runs, and
+        maintenance asks the Dagster instance instead.
+        """
+        yield
+
+    @contextmanager
+    def maintenance_lock(self) -> Iterator[None]:
+        """Held by maintenance (snapshot expiry, garbage collection) for its whole duration.
+
+        A no-op here: object stores have no lock service, so they rely on the Dagster run
+        check of the maintenance job (no writer run may be queued or in progress).
+
+        Raises
+        ------
+        WritersActiveError
+            In subclasses that can see writer leases, if any writer holds one.
+        """
+        yield
+
+    @abstractmethod
+    def write_release_file(self, tag: str, name: str, data: bytes) -> str:
+        """Write ``name`` (a manifest, a picture) of release ``tag`` next to the repository.
+
+        Returns
+        -------
+        str
+            The file's address, for metadata and messages.
+        """
+
+    @abstractmethod
+    def read_release_file(self, tag: str, name: str) -> bytes:
+        """Read back a file written by :meth:`write_release_file` (``FileNotFoundError`` if absent)."""
 
     def repository(self, create: bool = False) -> icechunk.Repository:
         """Open the repository, creating it first if ``create`` is true.
@@ -102,6 +146,24 @@ class LocalIcechunkStore(IcechunkStore):
         return str(Path(self.path).resolve())
 
     @property
+    def releases_dir(self) -> Path:
+        """Release manifests and pictures: ``releases/<tag>/`` beside the repository."""
+        return Path(self.path).resolve().parent / "releases"
+
+    def write_release_file(self, tag: str, name: str, data: bytes) -> str:
+        """Write the file atomically (a temporary file renamed into place)."""
+        target = self.releases_dir / tag / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(target)
+        return str(target)
+
+    def read_release_file(self, tag: str, name: str) -> bytes:
+        """The file's bytes."""
+        return (self.releases_dir / tag / name).read_bytes()
+
+    @property
     def lock_path(self) -> Path:
         """The lock file: beside the repository, so it is never part of it."""
         repo = Path(self.path).resolve()
@@ -118,6 +180,54 @@ class LocalIcechunkStore(IcechunkStore):
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor drops the lock
+
+    @property
+    def writers_lock_path(self) -> Path:
+        """The lease file of writers and maintenance: beside the repository, never part of it."""
+        repo = Path(self.path).resolve()
+        return repo.with_name(repo.name + ".writers-lock")
+
+    @contextmanager
+    def writer_lease(self) -> Iterator[None]:
+        """Hold a shared ``flock`` on :attr:`writers_lock_path` for the duration.
+
+        Any number of writers hold it at once. While maintenance holds the exclusive lock,
+        a new writer waits here until maintenance is done; the kernel releases the lease of
+        a writer that dies.
+        """
+        self.writers_lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.writers_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor drops the lease
+
+    @contextmanager
+    def maintenance_lock(self) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on :attr:`writers_lock_path`, without waiting for it.
+
+        While it is held, new writers wait in :meth:`writer_lease`.
+
+        Raises
+        ------
+        WritersActiveError
+            If any region writer holds a lease (or other maintenance holds the lock).
+        """
+        self.writers_lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.writers_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as err:
+                raise WritersActiveError(
+                    f"refusing maintenance of {self.location()}: region writers hold leases on it "
+                    f"({self.writers_lock_path}). Wait for the running region writers to finish, or "
+                    "stop them, then run maintenance again; nothing was changed"
+                ) from err
             yield
         finally:
             os.close(fd)  # closing the descriptor drops the lock
@@ -158,6 +268,35 @@ class S3IcechunkStore(IcechunkStore):
         where = f"s3://{self.bucket}/{self.prefix}"
         return f"{where} at {self.endpoint_url}" if self.endpoint_url else where
 
+    def _release_key(self, tag: str, name: str) -> str:
+        return posixpath.join(posixpath.dirname(self.prefix.rstrip("/")), "releases", tag, name)
+
+    def _client(self) -> Any:
+        import boto3  # only deployments on S3 need it at run time
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+    def write_release_file(self, tag: str, name: str, data: bytes) -> str:
+        """Put the object ``releases/<tag>/<name>`` beside the repository's prefix."""
+        key = self._release_key(tag, name)
+        self._client().put_object(Bucket=self.bucket, Key=key, Body=data)
+        return f"s3://{self.bucket}/{key}"
+
+    def read_release_file(self, tag: str, name: str) -> bytes:
+        """Get the object (``FileNotFoundError`` if it does not exist)."""
+        client = self._client()
+        try:
+            body = client.get_object(Bucket=self.bucket, Key=self._release_key(tag, name))["Body"]
+        except client.exceptions.NoSuchKey as err:
+            raise FileNotFoundError(f"s3://{self.bucket}/{self._release_key(tag, name)}") from err
+        return bytes(body.read())
+
 
 class GCSIcechunkStore(IcechunkStore):
     """A repository in a Google Cloud Storage bucket, with application default credentials.
@@ -177,3 +316,24 @@ class GCSIcechunkStore(IcechunkStore):
     def location(self) -> str:
         """``gs://bucket/prefix``."""
         return f"gs://{self.bucket}/{self.prefix}"
+
+    def _blob(self, tag: str, name: str) -> Any:
+        from google.cloud import storage  # from dagster-gcp; only GCS deployments need it
+
+        key = posixpath.join(posixpath.dirname(self.prefix.rstrip("/")), "releases", tag, name)
+        return storage.Client().bucket(self.bucket).blob(key)
+
+    def write_release_file(self, tag: str, name: str, data: bytes) -> str:
+        """Upload the object ``releases/<tag>/<name>`` beside the repository's prefix."""
+        blob = self._blob(tag, name)
+        blob.upload_from_string(data)
+        return f"gs://{self.bucket}/{blob.name}"
+
+    def read_release_file(self, tag: str, name: str) -> bytes:
+        """Download the object (``FileNotFoundError`` if it does not exist)."""
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return bytes(self._blob(tag, name).download_as_bytes())
+        except NotFound as err:
+            raise FileNotFoundError(f"gs://{self.bucket}/{tag}/{name}") from err

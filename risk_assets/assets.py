@@ -1,4 +1,13 @@
-"""The assets: model parameters, the raster template, and the region-partitioned risk raster."""
+"""The assets: parameters and inputs, the raster template, the region-partitioned risk raster,
+its pyramid and its release.
+
+Lineage in the asset graph::
+
+    model_params ─┐
+    region_params ┼─> risk_raster (one partition per region) ─> risk_pyramid ─> raster_release
+    input_* ──────┤         │                                          ^
+    raster_template ────────┘            raster_status (checks) ───────┘
+"""
 
 from typing import cast
 
@@ -9,6 +18,7 @@ from dagster import (
     AssetSelection,
     AutomationCondition,
     DataVersion,
+    DataVersionsByPartition,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -19,19 +29,37 @@ from dagster import (
     observable_source_asset,
 )
 
-from resources.ledger import TemplateMissingError, ensure_template, find_commit
-from resources.model import InputsResource, ModelParamsResource
+from resources.ledger import (
+    TemplateMissingError,
+    branch_exists,
+    ensure_branch,
+    ensure_template,
+    find_commit,
+    template_attrs,
+)
+from resources.model import InputsResource, ModelParamsResource, current_target
 from resources.store import IcechunkStore, StoreError
 from risk_assets.compute import compute_region
 from risk_assets.deployment import K8S_CONFIG_TAG, REGION_RETRY_POLICY, region_step_k8s_config
 from risk_assets.grid import RegionRegistry, UnknownRegionError
-from risk_assets.inputs import InputError, validate_inputs
+from risk_assets.inputs import InputError, input_version, validate_inputs
 from risk_assets.params import ParamsError, params_version
 from risk_assets.version import MODEL_CODE_VERSION
 
 #: Dagster concurrency pool of the region writers; its limit is set in dagster.yaml.
 WRITER_POOL = "icechunk_writers"
 IO_MANAGER_KEY = "icechunk_io_manager"
+#: The input datasets, each an observable source asset ``input_<name>``.
+INPUT_NAMES = ("burn_probability", "conditional_risk", "wind_direction")
+PARAMS_KEY = "model_params"
+REGION_PARAMS_KEY = "region_params"
+TEMPLATE_KEY = "raster_template"
+RASTER_KEY = "risk_raster"
+
+
+def input_key(name: str) -> str:
+    """Asset key (as a string) of the observable source of input ``name``."""
+    return f"input_{name}"
 
 
 def region_partitions(registry: RegionRegistry) -> StaticPartitionsDefinition:
@@ -39,26 +67,38 @@ def region_partitions(registry: RegionRegistry) -> StaticPartitionsDefinition:
     return StaticPartitionsDefinition(registry.ids)
 
 
-def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsset]:
-    """The assets of one grid.
+def _input_source(name: str) -> SourceAsset:
+    @observable_source_asset(
+        name=input_key(name),
+        group_name="inputs",
+        description=f"The {name.replace('_', ' ')} input raster; data version: its checksum or object generation.",
+    )
+    def observe(inputs: InputsResource) -> ObserveResult:
+        url = str(getattr(inputs, name))
+        try:
+            version = input_version(url)
+        except InputError as err:
+            raise Failure(description=str(err), allow_retries=False) from err
+        return ObserveResult(data_version=DataVersion(version), metadata={"url": url, "version": version})
 
-    Parameters
-    ----------
-    registry
-        The grid's region registry: it defines the raster's partitions.
+    return observe
+
+
+def build_sources(registry: RegionRegistry) -> list[SourceAsset]:
+    """Observable sources: global parameters, per-region overrides and the three inputs.
+
+    Observable sources, not materialized assets: re-observing an unchanged file yields the
+    same data version and triggers nothing downstream, while re-materializing an identical
+    value would make eager automation rebuild every region (measured).
     """
-    grid = registry.grid
 
-    # An observable source, not a materialized asset: re-observing an unchanged file yields
-    # the same data version and triggers nothing downstream, while re-materializing an
-    # identical value would make eager automation rebuild every region (measured).
-    @observable_source_asset(name="model_params", group_name="model")
+    @observable_source_asset(name=PARAMS_KEY, group_name="model")
     def model_params(params: ModelParamsResource) -> ObserveResult:
-        """Model parameters read from the YAML file; the data version is a hash of their content."""
+        """Global model parameters read from the YAML file; the data version is a hash of their content."""
         try:
             values = params.load()
         except ParamsError as err:
-            raise Failure(description=str(err)) from err
+            raise Failure(description=str(err), allow_retries=False) from err
         version = params_version(values)
         return ObserveResult(
             data_version=DataVersion(version),
@@ -69,9 +109,43 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
             },
         )
 
-    @asset(group_name="raster", code_version=MODEL_CODE_VERSION)
+    @observable_source_asset(name=REGION_PARAMS_KEY, group_name="model", partitions_def=region_partitions(registry))
+    def region_params(params: ModelParamsResource) -> DataVersionsByPartition:
+        """Per-region parameter overrides; each region's data version is a hash of its override.
+
+        A changed override changes only its region's data version, so automation rebuilds only
+        that region.
+        """
+        try:
+            overrides = params.overrides(registry.ids)
+        except ParamsError as err:
+            raise Failure(description=str(err), allow_retries=False) from err
+        return DataVersionsByPartition({rid: DataVersion(overrides.region_version(rid)) for rid in registry.ids})
+
+    return [
+        model_params,
+        region_params,
+        *(_input_source(name) for name in INPUT_NAMES),
+    ]
+
+
+def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsset]:
+    """The sources, template and raster of one grid (pyramid and release: :mod:`risk_assets.release_assets`).
+
+    Parameters
+    ----------
+    registry
+        The grid's region registry: it defines the raster's partitions.
+    """
+    grid = registry.grid
+    sources = build_sources(registry)
+
+    @asset(name=TEMPLATE_KEY, group_name="raster", code_version=MODEL_CODE_VERSION)
     def raster_template(store: IcechunkStore) -> MaterializeResult:  # type: ignore[type-arg]
-        """The full-size, metadata-only template, committed once before any region is written."""
+        """The full-size, metadata-only template, committed once on ``main`` before any region is written.
+
+        Every build branch starts from ``main``, so every branch holds the template.
+        """
         try:
             snapshot_id, created = ensure_template(store, grid, {"code_version": MODEL_CODE_VERSION})
         except (StoreError, TemplateMissingError) as err:
@@ -90,16 +164,17 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
         )
 
     @asset(
+        name=RASTER_KEY,
         group_name="raster",
         partitions_def=region_partitions(registry),
-        deps=[model_params, raster_template],
+        deps=[*sources, raster_template],
         io_manager_key=IO_MANAGER_KEY,
         pool=WRITER_POOL,
         code_version=MODEL_CODE_VERSION,
-        # Rebuild a region when the parameters' data version or the code version changes. The
-        # template is ignored: re-committing it is a no-op and must not rebuild the raster.
-        # Regions that were never built are for "backfill missing", not for automation.
-        automation_condition=AutomationCondition.eager().ignore(AssetSelection.assets("raster_template"))
+        # Rebuild a region when a parameters, override or input data version, or the code
+        # version changes. The template is ignored: re-committing it is a no-op and must not
+        # rebuild the raster. Regions never built are for "backfill missing", not automation.
+        automation_condition=AutomationCondition.eager().ignore(AssetSelection.assets(TEMPLATE_KEY))
         | AutomationCondition.code_version_changed(),
         # Kubernetes placement and size of the region's step pod, and retries of a preempted one:
         # both only matter under the k8s executor (see risk_assets.deployment).
@@ -112,17 +187,27 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
         params: ModelParamsResource,
         inputs: InputsResource,
     ) -> xr.Dataset:
-        """One region of the wind-informed wildfire-risk raster.
+        """One region of the wind-informed wildfire-risk raster, built on its version's branch.
 
-        A region already committed for the current parameters and code is not computed
+        The branch is ``build-<raster version>``, created from the readers' branch (``main``)
+        by the first region of the version. A region already committed there for its build key is not computed
         again: its stored data is returned and the IO manager makes no commit.
         """
         try:
             region = registry.get(context.partition_key)
-            values = params.load()
-            version = params_version(values)
+            target = current_target(params, inputs, registry.ids)
+            version = target.version
+            key = target.region_key(region.id)
             repo = store.repository()
-            existing = find_commit(repo, store.branch, region.id, version, MODEL_CODE_VERSION)
+            if not branch_exists(repo, version.branch):
+                # Every version starts from the readers' branch, which holds the template and
+                # the last complete version: unchanged regions are carried over, not rebuilt.
+                if template_attrs(repo, store.branch) is None:
+                    raise TemplateMissingError(
+                        f"{store.location()} has no template on {store.branch!r}: materialize {TEMPLATE_KEY} first"
+                    )
+                ensure_branch(repo, version.branch, store.branch)
+            existing = find_commit(repo, version.branch, region.id, key)
             if existing is not None:
                 context.log.info(f"region {region.id} is committed already ({existing.snapshot_id})")
                 stored = xr.open_zarr(repo.readonly_session(snapshot_id=existing.snapshot_id).store, consolidated=False)
@@ -130,12 +215,18 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
             else:
                 input_set = inputs.input_set()
                 validate_inputs(input_set, grid)
-                ds = compute_region(grid, region, input_set, values)
-        except (UnknownRegionError, ParamsError, InputError, StoreError) as err:
+                ds = compute_region(grid, region, input_set, target.region_params(region.id))
+        except (UnknownRegionError, ParamsError, InputError, StoreError, TemplateMissingError) as err:
             # These fail the same way on every attempt: bypass the retry policy (which is for
             # lost spot pods, see risk_assets.deployment).
             raise Failure(description=str(err), allow_retries=False) from err
-        ds.attrs.update(params_version=version, code_version=MODEL_CODE_VERSION)
+        ds.attrs.update(
+            params_version=key.params_version,
+            inputs_version=key.inputs_version,
+            code_version=key.code_version,
+            raster_version=version.id,
+            branch=version.branch,
+        )
         return ds
 
-    return [model_params, raster_template, risk_raster]
+    return [*sources, raster_template, risk_raster]

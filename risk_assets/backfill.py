@@ -12,13 +12,13 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import icechunk
 
-from resources.ledger import committed_regions
+from resources.ledger import BuildKey, committed_regions
 
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -80,15 +80,11 @@ class BackfillProgress:
 
 
 def missing_from_commit_log(
-    desired: Iterable[str], repo: icechunk.Repository, branch: str, version: tuple[str, str]
+    desired: Iterable[str], repo: icechunk.Repository, branch: str, keys: Mapping[str, BuildKey]
 ) -> list[str]:
-    """Regions with no commit for ``version`` (params, code) on ``branch``, in registry order."""
+    """Regions whose newest commit on ``branch`` is not for their build key, in registry order."""
     commits = committed_regions(repo, branch)
-    return [
-        region
-        for region in desired
-        if region not in commits or (commits[region].params_version, commits[region].code_version) != version
-    ]
+    return [region for region in desired if region not in commits or commits[region].key != keys[region]]
 
 
 def _graphql(url: str, query: str, variables: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:

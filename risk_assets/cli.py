@@ -1,10 +1,12 @@
-"""The ``risk`` command: build the raster through Dagster, generate inputs, list regions.
+"""The ``risk`` command: build and release the raster through Dagster, show lineage, list regions.
 
-``risk build`` is the main job of the local default. It prepares the inputs, records the
-parameters and commits the template (one Dagster run), then runs every region that is
-missing — not committed for the current parameters and code, or not recorded by Dagster —
-as one Dagster run per region (the region's step in its own process), a few at a time.
-Run again, it runs nothing and makes no commit.
+``risk build`` is the main job of the local default. It prepares the inputs, observes the
+parameters, overrides and inputs and commits the template (one Dagster run), then runs every
+region that is missing from the current version's branch — not committed for its current
+parameters, inputs and code, or not recorded by Dagster — as one Dagster run per region (the
+region's step in its own process), a few at a time, and finally releases the complete
+version (pyramid, tag, manifest, promotion of ``main``: one Dagster run). Run again, it runs
+nothing and makes no commit.
 """
 
 import argparse
@@ -23,8 +25,11 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 if TYPE_CHECKING:
+    import icechunk
+
     from resources.store import IcechunkStore
     from risk_assets.grid import RegionRegistry
+    from risk_assets.versions import RasterVersion, Target
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -98,17 +103,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     from dagster import AssetKey, DagsterInstance, execute_job, reconstructable
 
     from resources.ledger import committed_regions
-    from risk_assets.definitions import configured_store, prepare_job
+    from risk_assets.definitions import configured_store, configured_target, prepare_job
     from risk_assets.grid import load_registry
-    from risk_assets.params import load_params, params_version
+    from risk_assets.sensors import working_branch
     from risk_assets.settings import settings_from_env
     from risk_assets.synthetic import ensure_inputs
-    from risk_assets.version import MODEL_CODE_VERSION
 
     settings = settings_from_env()
     registry = load_registry(settings.grid)
     ensure_inputs(registry.grid, settings.inputs_dir)
-    version = params_version(load_params(settings.params_path))
     store = configured_store()
 
     log_path = settings.var_dir / "logs" / "risk-build.log"
@@ -126,23 +129,24 @@ def cmd_build(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        target = configured_target(registry.ids)
+        version = target.version
+        keys = target.keys(registry.ids)
         repo = store.repository()
-        commits_before = sum(1 for _ in repo.ancestry(branch=store.branch))
-        committed = committed_regions(repo, store.branch)
+        branch = working_branch(repo, store, version)
+        commits_before = _commit_count(repo)
+        committed = committed_regions(repo, branch)
         recorded = instance.get_materialized_partitions(AssetKey("risk_raster"))
 
     def is_done(region_id: str) -> bool:
         record = committed.get(region_id)
-        current = record is not None and (record.params_version, record.code_version) == (
-            version,
-            MODEL_CODE_VERSION,
-        )
-        return current and region_id in recorded
+        return record is not None and record.key == keys[region_id] and region_id in recorded
 
     todo = [rid for rid in registry.ids if not is_done(rid)]
     print(
         f"grid {registry.grid.name}: {len(registry)} regions, {len(registry) - len(todo)} done, "
-        f"{len(todo)} to run (params {version}, code {MODEL_CODE_VERSION})"
+        f"{len(todo)} to run for version {version.id} (params {version.params_version}, overrides "
+        f"{version.overrides_version}, inputs {version.inputs_version}, code {version.code_version})"
     )
     outcomes: Counter[str] = Counter()
     failures: list[tuple[str, str]] = []
@@ -167,8 +171,9 @@ def cmd_build(args: argparse.Namespace) -> int:
                 bar.set_postfix(outcomes)
                 bar.update()
 
+    released = "" if failures else _release(store, version, log_path)
     repo = store.repository()
-    commits_after = sum(1 for _ in repo.ancestry(branch=store.branch))
+    commits_after = _commit_count(repo)
     elapsed = time.perf_counter() - started
     print(
         f"built {outcomes['written']} regions, skipped {outcomes['skipped'] + len(registry) - len(todo)}, "
@@ -177,7 +182,48 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     for region_id, status in failures:
         print(f"  {region_id}: {status}", file=sys.stderr)
-    return 1 if failures else 0
+    if released:
+        print(released)
+    return 1 if failures or released.startswith("release failed") else 0
+
+
+def _commit_count(repo: "icechunk.Repository") -> int:
+    """Snapshots reachable from any branch: what a build added, whichever branch it committed to."""
+    seen: set[str] = set()
+    for branch in repo.list_branches():
+        for info in repo.ancestry(branch=branch):
+            if info.id in seen:
+                break
+            seen.add(info.id)
+    return len(seen)
+
+
+def _release(store: "IcechunkStore", version: "RasterVersion", log_path: Path) -> str:
+    """Release the complete version through Dagster (unless ``main`` already holds it)."""
+    from dagster import DagsterInstance, execute_job, reconstructable
+
+    from risk_assets.definitions import release_job
+    from risk_assets.runs import failure_reasons
+
+    repo = store.repository()
+    if repo.lookup_branch(store.branch) == repo.lookup_branch(version.branch):
+        return f"{store.branch} already holds version {version.id}: nothing to release"
+    with DagsterInstance.get() as instance, _stderr_to(log_path):
+        result = execute_job(
+            reconstructable(release_job),
+            instance=instance,
+            run_config=QUIET_RUN_CONFIG,
+            raise_on_error=False,
+            tags={"risk/launched_by": "risk build"},
+        )
+    if not result.success:
+        reasons = failure_reasons(result.all_events)
+        return "release failed: " + (reasons[-1] if reasons else f"see run {result.run_id}")
+    for event in result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        if "tag" in meta:
+            return f"released {meta['tag'].value}: {store.branch} now holds version {version.id}"
+    return f"released version {version.id}"
 
 
 def cmd_inputs(args: argparse.Namespace) -> int:
@@ -214,31 +260,42 @@ def cmd_regions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _missing_regions(args: argparse.Namespace) -> tuple["RegionRegistry", "IcechunkStore", tuple[str, str], list[str]]:
-    """The grid's registry, the configured store, the current (params, code) version and the regions
-    missing from the commit log for it."""
+def _missing_regions(args: argparse.Namespace) -> tuple["RegionRegistry", "IcechunkStore", "Target", str, list[str]]:
+    """The grid's registry, the configured store, the current target, its working branch and the
+    regions missing from that branch's commit log for their current build keys."""
     _configure_environment(Path(args.home).resolve(), args.grid)
     from risk_assets.backfill import missing_from_commit_log
-    from risk_assets.definitions import configured_store
+    from risk_assets.definitions import configured_store, configured_target
     from risk_assets.grid import load_registry
-    from risk_assets.params import load_params, params_version
+    from risk_assets.sensors import working_branch
     from risk_assets.settings import settings_from_env
-    from risk_assets.version import MODEL_CODE_VERSION
 
-    settings = settings_from_env()
-    registry = load_registry(settings.grid)
+    registry = load_registry(settings_from_env().grid)
     store = configured_store()
-    version = (params_version(load_params(settings.params_path)), MODEL_CODE_VERSION)
-    return registry, store, version, missing_from_commit_log(registry.ids, store.repository(), store.branch, version)
+    target = configured_target(registry.ids)
+    repo = store.repository()
+    branch = working_branch(repo, store, target.version)
+    missing = missing_from_commit_log(registry.ids, repo, branch, target.keys(registry.ids))
+    return registry, store, target, branch, missing
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Show which regions the commit log holds for the current parameters."""
-    registry, store, version, missing = _missing_regions(args)
+    """Show how far the current version is built, and what readers of ``main`` see."""
+    registry, store, target, branch, missing = _missing_regions(args)
+    from resources.release import latest_release
+
+    version = target.version
+    repo = store.repository()
+    main_tip = repo.lookup_branch(store.branch)
     print(
-        f"store {store.location()}: {len(registry) - len(missing)} of {len(registry)} regions committed for "
-        f"params {version[0]}, code {version[1]}"
+        f"store {store.location()}\n"
+        f"current version {version.id} (params {version.params_version}, overrides {version.overrides_version}, "
+        f"inputs {version.inputs_version}, code {version.code_version}) on branch {branch}: "
+        f"{len(registry) - len(missing)} of {len(registry)} regions committed"
     )
+    released = branch == version.branch and repo.lookup_branch(branch) == main_tip
+    print(f"{store.branch} ({main_tip}) {'holds this version' if released else 'holds an earlier version'}")
+    print(f"latest release: {latest_release(repo) or 'none'}")
     if missing:
         print("missing: " + " ".join(missing))
     return 0
@@ -246,7 +303,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_backfill_missing(args: argparse.Namespace) -> int:
     """Launch one Dagster backfill of exactly the regions missing from the commit log."""
-    registry, store, _, missing = _missing_regions(args)
+    registry, store, _, _, missing = _missing_regions(args)
     from risk_assets.backfill import BackfillError, launch_backfill, wait_for_backfill
 
     print(f"{len(missing)} of {len(registry)} regions are missing from the commit log of {store.location()}")
@@ -274,6 +331,57 @@ def cmd_backfill_missing(args: argparse.Namespace) -> int:
     return 0 if progress.finished and progress.failed == 0 else 1
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    """Print what produced a release, or one point of it."""
+    import json
+
+    _configure_environment(Path(args.home).resolve(), args.grid)
+    from resources.release import lineage
+    from risk_assets.definitions import configured_store
+    from risk_assets.grid import UnknownRegionError, load_registry
+    from risk_assets.settings import settings_from_env
+
+    if (args.lon is None) != (args.lat is None):
+        print("give both --lon and --lat, or neither", file=sys.stderr)
+        return 2
+    point = (args.lon, args.lat) if args.lon is not None else None
+    try:
+        info = lineage(configured_store(), load_registry(settings_from_env().grid), args.tag, point)
+    except (LookupError, UnknownRegionError) as err:
+        print(str(err).strip("'\""), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    version = info["raster_version"]
+    print(f"release {info['tag']}  snapshot {info['snapshot_id']}  released {info['released_at']}")
+    print(
+        f"  version {version['raster_version']}: params {info['params_version']}, overrides "
+        f"{info['overrides_version']}, inputs {version['inputs_version']}, code {info['code']['code_version']} "
+        f"(git {info['code']['git_revision']})"
+    )
+    for name, entry in sorted(info["inputs"].items()):
+        print(f"  input {name}: {entry['version']}  {entry['location']}")
+    print("  checks: " + ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in sorted(info["checks"].items())))
+    if "region" in info:
+        region = info["region"]
+        print(f"  point ({args.lon}, {args.lat}) is in region {region['id']} (bounds {region['bounds']})")
+        if region.get("snapshot_id"):
+            print(
+                f"    commit {region['snapshot_id']} by run {region['run_id']} at {region['committed_at']}; "
+                f"params {region['params_version']}, inputs {region['inputs_version']}, code {region['code_version']}"
+            )
+        if region["override"]:
+            print(f"    override: {region['override']}")
+    else:
+        print(f"  {len(info['regions'])} regions from {len(info['runs'])} runs")
+        for region_id, entry in info["regions"].items():
+            print(
+                f"    {region_id}: commit {entry['snapshot_id']} run {entry['run_id']} params {entry['params_version']}"
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``risk`` command."""
     parser = argparse.ArgumentParser(prog="risk", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -298,8 +406,14 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--timeout", type=float, default=3600.0, help="seconds to follow progress")
     backfill.add_argument("--limit", type=int, default=None, help="backfill at most this many regions (registry order)")
     backfill.set_defaults(func=cmd_backfill_missing)
-    status = sub.add_parser("status", help="regions committed for the current parameters")
+    status = sub.add_parser("status", help="how far the current version is built; what main holds")
     status.set_defaults(func=cmd_status)
+    lineage = sub.add_parser("lineage", help="what produced a release, or one point of it")
+    lineage.add_argument("tag", nargs="?", default=None, help="release tag (default: the newest release)")
+    lineage.add_argument("--lon", type=float, default=None, help="longitude of a point (degrees)")
+    lineage.add_argument("--lat", type=float, default=None, help="latitude of a point (degrees)")
+    lineage.add_argument("--json", action="store_true", help="print JSON")
+    lineage.set_defaults(func=cmd_lineage)
     args = parser.parse_args(argv)
     from dagster import BetaWarning
 

@@ -7,6 +7,7 @@
 from typing import Any
 
 from dagster import (
+    AssetKey,
     AssetSelection,
     AutomationConditionSensorDefinition,
     DefaultScheduleStatus,
@@ -20,19 +21,40 @@ from dagster import (
 )
 
 from resources.io_manager import IcechunkRegionIOManager
-from resources.model import InputsResource, ModelParamsResource
+from resources.model import InputsResource, ModelParamsResource, current_target
 from resources.store import IcechunkStore, LocalIcechunkStore
-from risk_assets.assets import IO_MANAGER_KEY, build_assets, region_partitions
+from risk_assets.assets import (
+    INPUT_NAMES,
+    IO_MANAGER_KEY,
+    PARAMS_KEY,
+    RASTER_KEY,
+    REGION_PARAMS_KEY,
+    TEMPLATE_KEY,
+    build_assets,
+    input_key,
+    region_partitions,
+)
 from risk_assets.deployment import deployment_from_env
 from risk_assets.grid import load_registry
 from risk_assets.inputs import InputSet
+from risk_assets.maintenance_job import build_maintenance_job
+from risk_assets.release_assets import PYRAMID_KEY, RELEASE_KEY, build_release_assets
 from risk_assets.sensors import STATUS_KEY, build_checks, build_reconciliation_sensor
 from risk_assets.settings import Settings, settings_from_env
 from risk_assets.synthetic import local_input_set
+from risk_assets.versions import Target
 
 REGION_JOB = "build_region"
 PREPARE_JOB = "prepare_raster"
 VERIFY_JOB = "verify_raster"
+RELEASE_JOB = "release_raster"
+#: Run tag of every run that builds regions (automation, backfills, repairs); dagster.yaml caps
+#: how many of them run at once, whatever launched them.
+REGION_RUN_TAG = {"risk/kind": "region"}
+
+
+#: The observable sources: global parameters, per-region overrides, the input datasets.
+SOURCE_KEYS = [PARAMS_KEY, REGION_PARAMS_KEY, *(input_key(name) for name in INPUT_NAMES)]
 
 
 def build_resources(
@@ -54,7 +76,7 @@ def build_resources(
     inputs = inputs or local_input_set(settings.inputs_dir)
     return {
         "store": store,
-        "params": ModelParamsResource(path=str(settings.params_path)),
+        "params": ModelParamsResource(path=str(settings.params_path), overrides_path=str(settings.overrides_path)),
         "inputs": InputsResource(
             burn_probability=inputs.burn_probability,
             conditional_risk=inputs.conditional_risk,
@@ -78,30 +100,53 @@ def build_definitions(
     registry = load_registry(settings.grid)
     build_region = define_asset_job(
         REGION_JOB,
-        selection=AssetSelection.assets("risk_raster"),
+        selection=AssetSelection.assets(RASTER_KEY),
         partitions_def=region_partitions(registry),
-        description="Build one region of the risk raster and commit it.",
+        description="Build one region of the risk raster and commit it to its version's branch.",
+        tags=REGION_RUN_TAG,
+    )
+    release_raster = define_asset_job(
+        RELEASE_JOB,
+        selection=AssetSelection.assets(STATUS_KEY, PYRAMID_KEY, RELEASE_KEY),
+        description=(
+            "Check the complete version, build its pyramid, tag it with a manifest and pictures, and promote main."
+        ),
     )
     return Definitions(
-        assets=[*build_assets(registry), *build_checks(registry)],
+        assets=[*build_assets(registry), *build_checks(registry), *build_release_assets(registry)],
         sensors=[
-            build_reconciliation_sensor(registry, build_region, settings.sensor_interval_s),
-            # Dagster's own automation sensor starts stopped; this one runs by default.
+            build_reconciliation_sensor(registry, build_region, release_raster, settings.sensor_interval_s),
+            # Dagster's own automation sensor starts stopped; this one runs by default. A change
+            # that touches many regions is emitted as one backfill, not one run request per
+            # region; the region runs then wait in the queue under dagster.yaml's limits.
             AutomationConditionSensorDefinition(
-                "risk_automation", target=AssetSelection.all(), default_status=DefaultSensorStatus.RUNNING
+                "risk_automation",
+                target=AssetSelection.all(),
+                default_status=DefaultSensorStatus.RUNNING,
+                emit_backfills=True,
+                run_tags=REGION_RUN_TAG,
             ),
         ],
         schedules=[
             ScheduleDefinition(
-                name="observe_parameters",
+                name="observe_sources",
                 cron_schedule="*/10 * * * *",
                 job_name=PREPARE_JOB,
                 default_status=DefaultScheduleStatus.RUNNING,
-                description="Observe the parameters file (a change rebuilds the raster) and keep the template.",
+                description=(
+                    "Observe the parameters, overrides and inputs (a change rebuilds what it affects) and keep "
+                    "the template."
+                ),
             )
         ],
         jobs=[
             build_region,
+            release_raster,
+            # Expire and collect garbage without losing the ledger; refuses while writers run.
+            build_maintenance_job(
+                writer_job_names=[REGION_JOB, RELEASE_JOB, PREPARE_JOB],
+                writer_asset_keys=[AssetKey(k) for k in (RASTER_KEY, TEMPLATE_KEY, PYRAMID_KEY, RELEASE_KEY)],
+            ),
             define_asset_job(
                 VERIFY_JOB,
                 selection=AssetSelection.assets(STATUS_KEY),
@@ -109,8 +154,8 @@ def build_definitions(
             ),
             define_asset_job(
                 PREPARE_JOB,
-                selection=["model_params", "raster_template"],
-                description="Observe the parameters and commit the raster template (idempotent).",
+                selection=[*SOURCE_KEYS, TEMPLATE_KEY],
+                description="Observe parameters, overrides and inputs, and commit the raster template (idempotent).",
             ),
         ],
         resources=build_resources(settings, store, inputs),
@@ -138,11 +183,24 @@ def configured_store() -> IcechunkStore:
     return store
 
 
+def configured_target(region_ids: list[str]) -> Target:
+    """What ``defs``' resources say the raster should be built from now."""
+    resources = defs.resources or {}
+    params, inputs = resources["params"], resources["inputs"]
+    assert isinstance(params, ModelParamsResource) and isinstance(inputs, InputsResource)
+    return current_target(params, inputs, region_ids)
+
+
 def region_job() -> JobDefinition:
     """The region job of ``defs``, for ``reconstructable`` (the build command's workers)."""
     return defs.resolve_job_def(REGION_JOB)
 
 
 def prepare_job() -> JobDefinition:
-    """The job that records the parameters and commits the template."""
+    """The job that observes the sources and commits the template."""
     return defs.resolve_job_def(PREPARE_JOB)
+
+
+def release_job() -> JobDefinition:
+    """The job that checks, pyramids, tags and promotes the complete version."""
+    return defs.resolve_job_def(RELEASE_JOB)

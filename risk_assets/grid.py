@@ -198,6 +198,26 @@ class RegionRegistry:
     def __iter__(self) -> Iterator[Region]:
         return iter(self._by_id.values())
 
+    def region_at(self, lon: float, lat: float) -> Region:
+        """The region holding the point ``(lon, lat)`` (degrees, the grid's CRS).
+
+        Raises
+        ------
+        UnknownRegionError
+            If the point is outside the grid or in a chunk that holds no data.
+        """
+        col, row = ~self.grid.affine @ (lon, lat)
+        if not (0 <= row < self.grid.shape[0] and 0 <= col < self.grid.shape[1]):
+            west, south, east, north = self.grid.bounds(slice(0, self.grid.shape[0]), slice(0, self.grid.shape[1]))
+            raise UnknownRegionError(
+                f"point ({lon}, {lat}) is outside grid {self.grid.name!r}, which covers longitude "
+                f"{west:.4f} to {east:.4f} and latitude {south:.4f} to {north:.4f}"
+            )
+        region = region_of_chunk(self.grid, int(row) // self.grid.chunks[0], int(col) // self.grid.chunks[1])
+        if region.id not in self._by_id:
+            raise UnknownRegionError(f"point ({lon}, {lat}) is in chunk {region.id}, which holds no data (no region)")
+        return self._by_id[region.id]
+
     def __len__(self) -> int:
         return len(self._by_id)
 

@@ -1,4 +1,4 @@
-"""The three input rasters: where they are, checking them, and reading a region's window.
+"""The three input rasters: where they are, checking them, versioning them, and reading a region's window.
 
 Inputs are named by a path or URL string. Local paths and ``gs://`` / ``s3://`` URLs all go
 through the same :func:`rasterio.open` call; rasterio maps the URL schemes to GDAL's
@@ -7,10 +7,22 @@ environment variables.
 
 Every array returned here is float64 in the output grid's orientation: row 0 is the
 southern edge (latitude ascending), although GeoTIFFs are normally stored north-up.
+
+An input's version (:func:`input_version`) is the SHA-256 of a local file's bytes, the
+generation of a Cloud Storage object or the ETag of an S3 object; :func:`inputs_version`
+hashes the three into one.
 """
 
+import hashlib
+import json
 import math
-from typing import Literal
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -317,3 +329,241 @@ def validate_inputs(inputs: InputSet, grid: GridSpec) -> None:
                     f"{grid.bounds(slice(0, grid.shape[0]), slice(0, grid.shape[1]))} in {grid.crs}): "
                     f"use a raster that covers the whole grid"
                 )
+
+
+# --- Input dataset versions ----------------------------------------------------------------------
+
+#: Block size of the streamed SHA-256 of a local input.
+HASH_BLOCK_BYTES = 8 * 1024 * 1024
+# A file whose mtime or ctime is this recent is hashed but not cached: a write in the same
+# file-system timestamp tick (2 s on FAT, coarse on some network file systems) could leave
+# the stat fingerprint unchanged (git's "racy clean" problem).
+_CACHE_MIN_AGE_NS = 2_000_000_000
+_CACHE_FORMAT = 1
+
+
+def _stat_fingerprint(st: os.stat_result) -> list[int]:
+    # ctime cannot be set from user space (unlike mtime, see `touch -d`, `cp -p`, `rsync -t`)
+    # and inode/device change when a file is replaced by a rename.
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _read_cache(cache: Path) -> dict[str, Any]:
+    """The cache's entries; an absent, unreadable or foreign cache file is an empty cache."""
+    try:
+        payload = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(payload, dict) or payload.get("format") != _CACHE_FORMAT:
+        return {}
+    entries = payload.get("entries")
+    return entries if isinstance(entries, dict) else {}
+
+
+def _write_cache(cache: Path, entries: dict[str, Any]) -> None:
+    """Replace the cache file atomically; failing to write a cache is not an error."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"format": _CACHE_FORMAT, "entries": entries}, handle, indent=1, sort_keys=True)
+            os.replace(tmp, cache)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass
+
+
+def _local_sha256(path: Path, label: str, cache: Path | None) -> str:
+    try:
+        before = path.stat()
+    except FileNotFoundError:
+        raise InputError(
+            f"{label} does not exist: point it at an existing raster (for the synthetic inputs, run `risk inputs`)"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"{label} cannot be read ({exc}): check the path and its permissions") from exc
+    if not stat.S_ISREG(before.st_mode):
+        raise InputError(f"{label} is not a regular file: point it at the raster file itself")
+    fingerprint = _stat_fingerprint(before)
+    key = str(path.resolve())
+    entries = _read_cache(cache) if cache is not None else {}
+    hit = entries.get(key)
+    if isinstance(hit, dict) and hit.get("stat") == fingerprint and isinstance(hit.get("sha256"), str):
+        return f"sha256:{hit['sha256']}"
+    started = time.time_ns()
+    digest = hashlib.sha256()
+    buffer = bytearray(HASH_BLOCK_BYTES)
+    view = memoryview(buffer)
+    try:
+        with path.open("rb") as handle:
+            while size := handle.readinto(buffer):
+                digest.update(view[:size])
+        after = path.stat()
+    except OSError as exc:
+        raise InputError(f"{label} cannot be read ({exc}): check the path and its permissions") from exc
+    if _stat_fingerprint(after) != fingerprint:
+        raise InputError(f"{label} changed while it was being hashed: wait until it is completely written, then retry")
+    hexdigest = digest.hexdigest()
+    if cache is not None and started - max(before.st_mtime_ns, before.st_ctime_ns) > _CACHE_MIN_AGE_NS:
+        entries[key] = {"stat": fingerprint, "sha256": hexdigest}
+        _write_cache(cache, entries)
+    return f"sha256:{hexdigest}"
+
+
+def _bucket_and_key(rest: str, scheme: str, label: str) -> tuple[str, str]:
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key:
+        raise InputError(f"{label} is not a valid object URL: write {scheme}://<bucket>/<key>")
+    return bucket, key
+
+
+def _gcs_generation(bucket: str, key: str, label: str) -> str:
+    try:
+        from google.api_core import exceptions as api_exceptions
+        from google.auth import exceptions as auth_exceptions
+        from google.cloud import storage
+    except ImportError as exc:
+        raise InputError(f"{label}: versioning gs:// inputs needs google-cloud-storage: install it ({exc})") from exc
+    try:
+        blob = storage.Client().bucket(bucket).get_blob(key)
+    except auth_exceptions.DefaultCredentialsError as exc:
+        raise InputError(
+            f"{label} cannot be checked: no Google Cloud credentials ({exc}); set GOOGLE_APPLICATION_CREDENTIALS "
+            f"or run `gcloud auth application-default login`"
+        ) from exc
+    except api_exceptions.GoogleAPIError as exc:
+        raise InputError(
+            f"{label} cannot be checked ({exc}): check the bucket name and that the credentials may read it"
+        ) from exc
+    if blob is None:
+        raise InputError(f"{label} does not exist: check the URL, or upload the object")
+    return f"gcs-generation:{blob.generation}"
+
+
+def _gdal_s3_endpoint() -> str | None:
+    """The endpoint GDAL reads s3:// from, when only GDAL's variables name one.
+
+    boto3 reads ``AWS_ENDPOINT_URL(_S3)`` itself; GDAL (which reads the rasters) uses
+    ``AWS_S3_ENDPOINT`` and ``AWS_HTTPS``. Both must look at the same object.
+    """
+    if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
+        return None
+    host = os.environ.get("AWS_S3_ENDPOINT")
+    if not host:
+        return None
+    if "://" in host:
+        return host
+    insecure = os.environ.get("AWS_HTTPS", "YES").upper() in {"NO", "FALSE", "OFF", "0"}
+    return f"{'http' if insecure else 'https'}://{host}"
+
+
+def _s3_etag(bucket: str, key: str, label: str) -> str:
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError as exc:
+        raise InputError(f"{label}: versioning s3:// inputs needs boto3: install it ({exc})") from exc
+    try:
+        # A new session per call: the environment (credentials, endpoint) is read now, not cached.
+        client = boto3.session.Session().client("s3", endpoint_url=_gdal_s3_endpoint())
+        head = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}:
+            raise InputError(f"{label} does not exist: check the bucket and key, or upload the object") from exc
+        raise InputError(f"{label} cannot be checked ({exc}): check that the credentials may read the bucket") from exc
+    except BotoCoreError as exc:  # no credentials, endpoint unreachable...
+        raise InputError(
+            f"{label} cannot be checked ({exc}): check the AWS credentials and endpoint (AWS_ENDPOINT_URL)"
+        ) from exc
+    etag = str(head["ETag"]).strip('"')  # S3 returns it quoted
+    return f"s3-etag:{etag}"
+
+
+def input_version(url: str, *, name: str | None = None, cache: Path | None = None) -> str:
+    """The version of one input dataset: changes when its content changes.
+
+    Parameters
+    ----------
+    url
+        A local path (or ``file://`` URL), ``gs://bucket/key`` or ``s3://bucket/key``; GDAL's
+        ``/vsigs/bucket/key`` and ``/vsis3/bucket/key`` are accepted too.
+    name
+        The input's role (``burn_probability``...), for error messages.
+    cache
+        Optional JSON file caching local files' checksums by path, size, mtime, ctime and
+        inode. Without it every call reads the whole file: a multi-GB GeoTIFF takes seconds
+        to minutes, on every observation. Files changed in the last 2 seconds are not cached
+        (a later write could leave those stat values unchanged); a cache that cannot be read
+        or written is ignored.
+
+    Returns
+    -------
+    str
+        ``sha256:<hex>`` of a local file's bytes (read in 8 MiB blocks); ``gcs-generation:<n>``
+        of a Cloud Storage object (it changes on every overwrite, even with equal bytes);
+        ``s3-etag:<etag>`` of an S3 object (MD5-based; a multipart upload's ETag also depends
+        on the part size). Bucket objects are not read, only their metadata.
+
+    Raises
+    ------
+    InputError
+        If the file or object does not exist or cannot be read (the message names the input
+        and what to do), if a local file changed while it was hashed, or if the URL scheme
+        is not one of the above.
+    """
+    label = f"{name} input {url}" if name else f"input {url}"
+    for prefix, scheme in (("gs://", "gs"), ("/vsigs/", "gs"), ("s3://", "s3"), ("/vsis3/", "s3")):
+        if url.startswith(prefix):
+            bucket, key = _bucket_and_key(url.removeprefix(prefix), scheme, label)
+            return _gcs_generation(bucket, key, label) if scheme == "gs" else _s3_etag(bucket, key, label)
+    if url.startswith("file://"):
+        return _local_sha256(Path(url.removeprefix("file://")), label, cache)
+    if "://" in url or url.startswith("/vsi"):
+        raise InputError(
+            f"{label}: cannot version this kind of URL: use a local path, gs://bucket/key or s3://bucket/key"
+        )
+    return _local_sha256(Path(url), label, cache)
+
+
+def input_versions(inputs: InputSet, *, cache: Path | None = None) -> dict[str, str]:
+    """The version of every input dataset, by name.
+
+    Parameters
+    ----------
+    inputs
+        The input locations.
+    cache
+        Optional checksum cache of local files (see :func:`input_version`).
+
+    Returns
+    -------
+    dict
+        ``burn_probability``, ``conditional_risk`` and ``wind_direction`` to their versions.
+
+    Raises
+    ------
+    InputError
+        If an input does not exist or cannot be read; the message names it.
+    """
+    return {role: input_version(getattr(inputs, role), name=role, cache=cache) for role in InputSet.model_fields}
+
+
+def inputs_version(versions: Mapping[str, str]) -> str:
+    """One hash of all input versions: it changes when any input's version changes.
+
+    Parameters
+    ----------
+    versions
+        Input name to version, as :func:`input_versions` returns; order does not matter.
+
+    Returns
+    -------
+    str
+        The first 12 hex characters of the SHA-256 of the canonical (key-sorted) JSON.
+    """
+    canonical = json.dumps(dict(versions), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]

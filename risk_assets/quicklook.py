@@ -302,10 +302,15 @@ def _south_up(ds: xr.Dataset) -> bool:
     return True
 
 
+def png_markdown(png: bytes, alt: str) -> str:
+    """Markdown embedding ``png`` as a data URI: the Dagster UI renders it in metadata."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
 def quicklook_markdown(png: bytes, stats: RegionStats) -> str:
     """Markdown with the PNG embedded as a data URI and a table of the score classes."""
     lines = [
-        f"![quicklook](data:image/png;base64,{base64.b64encode(png).decode('ascii')})",
+        png_markdown(png, "quicklook"),
         "",
         "Score 0-10 in the fixed scale of `risk_assets/quicklook.py`; transparent = no data. "
         f"Risk min {stats.risk_min:.4g}, mean {stats.risk_mean:.4g}, max {stats.risk_max:.4g}.",

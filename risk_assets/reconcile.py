@@ -20,10 +20,12 @@ from typing import Any
 import icechunk
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-from resources.ledger import CommitRecord
+from resources.ledger import LEDGER_KEY, BuildKey, CommitRecord
 
 #: Records fetched per call; Dagster caps one fetch at 10,000.
 RECORDS_PAGE = 10_000
+#: Layout version of the sensor cursor.
+CURSOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,12 @@ class CommitEntry:
     code_version: str
     run_id: str
     committed_at: str
+    inputs_version: str = ""
+
+    @property
+    def key(self) -> BuildKey:
+        """The build key the region was committed for."""
+        return BuildKey(self.params_version, self.inputs_version, self.code_version)
 
     @classmethod
     def of(cls, record: CommitRecord) -> "CommitEntry":
@@ -45,6 +53,7 @@ class CommitEntry:
             record.code_version,
             record.run_id,
             record.written_at.isoformat(),
+            record.inputs_version,
         )
 
 
@@ -65,13 +74,13 @@ class Actions:
     report: list[tuple[str, CommitEntry]] = field(default_factory=list)
     #: recorded by Dagster but absent from the commit log: request a repair run, fail the check
     repair: list[tuple[str, RecordEntry]] = field(default_factory=list)
-    #: committed under another parameters or code version: request a rebuild
+    #: committed under another build key: automation rebuilds these (counted, not requested here)
     stale: list[tuple[str, CommitEntry]] = field(default_factory=list)
 
 
 def reconcile(
     desired: Iterable[str],
-    version: tuple[str, str],
+    keys: Mapping[str, BuildKey],
     records: Mapping[str, RecordEntry],
     commits: Mapping[str, CommitEntry],
 ) -> Actions:
@@ -81,8 +90,8 @@ def reconcile(
     ----------
     desired
         Region ids that should exist (the registry).
-    version
-        The current ``(params_version, code_version)``.
+    keys
+        The current build key of every desired region.
     records
         Dagster's latest materialization record per region.
     commits
@@ -100,7 +109,7 @@ def reconcile(
         commit = commits.get(region)
         record = records.get(region)
         if commit is not None:
-            if (commit.params_version, commit.code_version) != version:
+            if commit.key != keys[region]:
                 actions.stale.append((region, commit))
             elif record is None or record.snapshot_id != commit.snapshot_id:
                 actions.report.append((region, commit))
@@ -114,6 +123,8 @@ class ReconcileState:
     """What a tick remembers for the next: the commit-log tip and both per-region maps."""
 
     tip: str | None = None
+    #: the branch ``tip`` and ``commits`` were read from
+    branch: str | None = None
     commits: dict[str, CommitEntry] = field(default_factory=dict)
     records_after: int = 0
     records: dict[str, RecordEntry] = field(default_factory=dict)
@@ -123,8 +134,9 @@ class ReconcileState:
     def encode(self) -> str:
         """A compact cursor string (zlib-compressed JSON: thousands of regions fit)."""
         payload = {
-            "v": 1,
+            "v": CURSOR_VERSION,
             "tip": self.tip,
+            "branch": self.branch,
             "commits": {r: list(vars(c).values()) for r, c in self.commits.items()},
             "records_after": self.records_after,
             "records": {r: [e.snapshot_id, e.params_version, e.storage_id] for r, e in self.records.items()},
@@ -139,8 +151,11 @@ class ReconcileState:
         if not cursor:
             return cls()
         payload: dict[str, Any] = json.loads(zlib.decompress(base64.b64decode(cursor)))
+        if payload.get("v") != CURSOR_VERSION:
+            return cls()  # a cursor of an older layout: read everything again once
         return cls(
             tip=payload["tip"],
+            branch=payload["branch"],
             commits={r: CommitEntry(*values) for r, values in payload["commits"].items()},
             records_after=int(payload["records_after"]),
             records={r: RecordEntry(*values) for r, values in payload["records"].items()},
@@ -157,17 +172,28 @@ def update_commits(state: ReconcileState, repo: icechunk.Repository, branch: str
     the whole history.
     """
     tip = repo.lookup_branch(branch)
+    if branch != state.branch:
+        # Another raster version's branch: its history is mostly shared, but read it whole
+        # rather than trust a tip seen on another branch.
+        state.tip, state.branch, state.commits = None, branch, {}
     if tip == state.tip:
         return 0
     new: list[icechunk.SnapshotInfo] = []
     found = False
+    table: dict[str, CommitEntry] = {}
     for info in repo.ancestry(snapshot_id=tip):
         if info.id == state.tip:
             found = True
             break
         new.append(info)
+        ledger = (info.metadata or {}).get(LEDGER_KEY)
+        if isinstance(ledger, dict):
+            # A commit carrying the ledger table (a release or a maintenance checkpoint): the
+            # history below it may have been expired; the table holds what it recorded.
+            table = {r: CommitEntry.of(CommitRecord.from_ledger_entry(r, e)) for r, e in ledger.items()}
+            break
     if not found:
-        state.commits = {}
+        state.commits = table
     for info in reversed(new):  # oldest first: the newest commit of a region wins
         record = CommitRecord.from_snapshot(info)
         if record is not None:

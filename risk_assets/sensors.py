@@ -7,8 +7,7 @@ deterministic run keys). The daemon stores the events; calling the function dire
 returns them.
 """
 
-import asyncio
-from collections.abc import Iterable
+import hashlib
 from typing import Any
 
 import icechunk
@@ -21,6 +20,7 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     AssetsDefinition,
+    DagsterInstance,
     DefaultSensorStatus,
     MaterializeResult,
     MetadataValue,
@@ -35,13 +35,14 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from resources.model import ModelParamsResource
+from resources.ledger import branch_exists, regions_with_chunks
+from resources.model import InputsResource, ModelParamsResource, current_target
 from resources.store import IcechunkStore, StoreError
 from risk_assets.grid import RegionRegistry
+from risk_assets.inputs import InputError
 from risk_assets.params import ParamsError
-from risk_assets.reconcile import ReconcileState, reconcile, update_commits, update_records
-from risk_assets.schema import VARIABLES
-from risk_assets.version import MODEL_CODE_VERSION
+from risk_assets.reconcile import CommitEntry, ReconcileState, reconcile, update_commits, update_records
+from risk_assets.versions import RasterVersion, Target
 
 RASTER_KEY = AssetKey("risk_raster")
 #: The raster's completeness as its own small asset. The checks live on it, not on
@@ -54,21 +55,25 @@ REGION_CHECK = "records_match_commit_log"
 STORE_CHECK = "chunks_in_store"
 
 
-def regions_with_chunks(repo: icechunk.Repository, branch: str) -> dict[str, set[str]]:
-    """For each variable, the chunk keys (``"iy/ix"``) that exist on the branch tip.
+def working_branch(repo: icechunk.Repository, store: IcechunkStore, version: RasterVersion) -> str:
+    """The branch of ``version`` if its first region has started it, else the readers' branch.
 
-    Read from the snapshot's manifests, independent of any commit message or metadata.
+    Until then the version's branch would start from the readers' branch anyway, so its
+    commit log is that branch's.
     """
-    store = repo.readonly_session(branch=branch).store
+    return version.branch if branch_exists(repo, version.branch) else store.branch
 
-    async def collect(name: str) -> set[str]:
-        prefix = f"{name}/c/"
-        return {key[len(prefix) :] async for key in store.list_prefix(name) if key.startswith(prefix)}
 
-    async def collect_all() -> dict[str, set[str]]:
-        return {v.name: await collect(v.name) for v in VARIABLES}
-
-    return asyncio.run(collect_all())
+def recorded_not_committed(
+    store: IcechunkStore, registry: RegionRegistry, target: Target, instance: DagsterInstance
+) -> list[str]:
+    """Regions Dagster records as materialized that the current version's commit log lacks (a full read)."""
+    repo = store.repository()
+    state = ReconcileState()
+    update_commits(state, repo, working_branch(repo, store, target.version))
+    update_records(state, instance, RASTER_KEY)
+    actions = reconcile(registry.ids, target.keys(registry.ids), state.records, state.commits)
+    return sorted(region for region, _ in actions.repair)
 
 
 def missing_regions(registry: RegionRegistry, chunks: dict[str, set[str]]) -> list[str]:
@@ -85,14 +90,21 @@ def build_checks(registry: RegionRegistry) -> list[AssetsDefinition | AssetCheck
         group_name="raster",
         description="How complete the raster is on the branch, read from the store.",
     )
-    def raster_status(store: IcechunkStore) -> MaterializeResult:  # type: ignore[type-arg]
-        missing = missing_regions(registry, regions_with_chunks(store.repository(), store.branch))
+    def raster_status(
+        store: IcechunkStore,
+        params: ModelParamsResource,
+        inputs: InputsResource,
+    ) -> MaterializeResult:  # type: ignore[type-arg]
+        repo = store.repository()
+        branch = working_branch(repo, store, current_target(params, inputs, registry.ids).version)
+        missing = missing_regions(registry, regions_with_chunks(repo, branch))
         return MaterializeResult(
             metadata={
                 "regions": len(registry),
                 "regions_complete": len(registry) - len(missing),
                 "missing": MetadataValue.json(missing),
                 "store": store.location(),
+                "branch": branch,
             }
         )
 
@@ -101,10 +113,12 @@ def build_checks(registry: RegionRegistry) -> list[AssetsDefinition | AssetCheck
         name=STORE_CHECK,
         description="Every region's chunks exist in the branch's snapshot (read from the store, not the log).",
     )
-    def chunks_in_store(store: IcechunkStore) -> AssetCheckResult:
+    def chunks_in_store(store: IcechunkStore, params: ModelParamsResource, inputs: InputsResource) -> AssetCheckResult:
         try:
-            chunks = regions_with_chunks(store.repository(), store.branch)
-        except StoreError as err:
+            repo = store.repository()
+            branch = working_branch(repo, store, current_target(params, inputs, registry.ids).version)
+            chunks = regions_with_chunks(repo, branch)
+        except (StoreError, ParamsError, InputError) as err:
             return AssetCheckResult(passed=False, description=str(err))
         missing = missing_regions(registry, chunks)
         return AssetCheckResult(
@@ -114,6 +128,7 @@ def build_checks(registry: RegionRegistry) -> list[AssetsDefinition | AssetCheck
                 "regions_missing": len(missing),
                 "missing": MetadataValue.json(missing),
                 "store": store.location(),
+                "branch": branch,
             },
         )
 
@@ -126,13 +141,12 @@ def build_checks(registry: RegionRegistry) -> list[AssetsDefinition | AssetCheck
         ),
     )
     def records_match_commit_log(
-        context: AssetCheckExecutionContext, store: IcechunkStore, params: ModelParamsResource
+        context: AssetCheckExecutionContext,
+        store: IcechunkStore,
+        params: ModelParamsResource,
+        inputs: InputsResource,
     ) -> AssetCheckResult:
-        state = ReconcileState()
-        update_commits(state, store.repository(), store.branch)
-        update_records(state, context.instance, RASTER_KEY)
-        actions = reconcile(registry.ids, (params.version(), MODEL_CODE_VERSION), state.records, state.commits)
-        lost = [region for region, _ in actions.repair]
+        lost = recorded_not_committed(store, registry, current_target(params, inputs, registry.ids), context.instance)
         return AssetCheckResult(passed=not lost, metadata=_disagreement_metadata(lost))
 
     return [raster_status, chunks_in_store, records_match_commit_log]
@@ -163,35 +177,54 @@ def _check(lost: set[str]) -> AssetCheckEvaluation:
     )
 
 
+def release_run_key(version: RasterVersion, commits: dict[str, CommitEntry]) -> str:
+    """Run key of the release of ``version`` built from exactly these region commits.
+
+    The pyramid commit moves the branch tip but not the region commits, so one complete
+    build is released once; a region rebuilt after a failed release gives a new key.
+    """
+    digest = hashlib.sha256("".join(sorted(c.snapshot_id for c in commits.values())).encode()).hexdigest()[:12]
+    return f"release:{version.id}:{digest}"
+
+
 def build_reconciliation_sensor(
-    registry: RegionRegistry, job: UnresolvedAssetJobDefinition, minimum_interval_seconds: int = 30
+    registry: RegionRegistry,
+    region_job: UnresolvedAssetJobDefinition,
+    release_job: UnresolvedAssetJobDefinition,
+    minimum_interval_seconds: int = 30,
 ) -> SensorDefinition:
-    """The sensor that makes Dagster's records follow the commit log, both ways."""
-    desired: Iterable[str] = registry.ids
+    """The sensor that makes Dagster's records follow the commit log, both ways, and releases complete versions."""
+    desired: list[str] = registry.ids
 
     @sensor(
         name=SENSOR_NAME,
-        job=job,
+        jobs=[region_job, release_job],
         default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=minimum_interval_seconds,
         description=(
-            "Reads the Icechunk commit log incrementally and reconciles Dagster with it: reports regions "
-            "committed but not recorded, requests repair runs for regions recorded but not committed, "
-            "and rebuilds regions committed under older parameters."
+            "Reads the Icechunk commit log of the current raster version incrementally and reconciles Dagster "
+            "with it: reports regions committed but not recorded, requests repair runs for regions recorded but "
+            "not committed, and requests the release once every region of the version is committed."
         ),
     )
     def reconcile_commit_log(
-        context: SensorEvaluationContext, store: IcechunkStore, params: ModelParamsResource
+        context: SensorEvaluationContext,
+        store: IcechunkStore,
+        params: ModelParamsResource,
+        inputs: InputsResource,
     ) -> SensorResult | SkipReason:
         try:
-            version = (params.version(), MODEL_CODE_VERSION)
+            target = current_target(params, inputs, desired)
             repo = store.repository()
-        except (ParamsError, StoreError) as err:
+        except (ParamsError, InputError, StoreError) as err:
             return SkipReason(f"cannot reconcile: {err}")
+        version = target.version
+        keys = target.keys(desired)
+        branch = working_branch(repo, store, version)
         state = ReconcileState.decode(context.cursor)
-        n_commits = update_commits(state, repo, store.branch)
+        n_commits = update_commits(state, repo, branch)
         n_records = update_records(state, context.instance, RASTER_KEY)
-        actions = reconcile(desired, version, state.records, state.commits)
+        actions = reconcile(desired, keys, state.records, state.commits)
 
         events: list[AssetMaterialization | AssetCheckEvaluation] = []
         for region, commit in actions.report:
@@ -205,26 +238,31 @@ def build_reconciliation_sensor(
                         "snapshot_id": commit.snapshot_id,
                         "committed_at": commit.committed_at,
                         "commit_run_id": commit.run_id,
+                        "branch": branch,
                         "params_version": commit.params_version,
+                        "inputs_version": commit.inputs_version,
                         "code_version": commit.code_version,
                     },
                 )
             )
-        run_requests = []
-        for region, record in actions.repair:
-            run_requests.append(
-                RunRequest(
-                    partition_key=region,
-                    run_key=f"repair:{region}:{record.storage_id}",
-                    tags={"risk/reason": "repair"},
-                )
+        run_requests = [
+            RunRequest(
+                job_name=region_job.name,
+                partition_key=region,
+                run_key=f"repair:{region}:{record.storage_id}",
+                tags={"risk/reason": "repair"},
             )
-        for region, commit in actions.stale:
+            for region, record in actions.repair
+        ]
+        # Regions committed under another build key are left to automation, which requests
+        # each change exactly once; requesting them here too would build them twice.
+        complete = all(region in state.commits and state.commits[region].key == keys[region] for region in desired)
+        if complete and branch != store.branch and repo.lookup_branch(store.branch) != repo.lookup_branch(branch):
             run_requests.append(
                 RunRequest(
-                    partition_key=region,
-                    run_key=f"stale:{region}:{version[0]}:{version[1]}:{commit.snapshot_id}",
-                    tags={"risk/reason": "stale"},
+                    job_name=release_job.name,
+                    run_key=release_run_key(version, state.commits),
+                    tags={"risk/reason": "release", "risk/raster_version": version.id},
                 )
             )
         lost = {region for region, _ in actions.repair}
@@ -232,8 +270,9 @@ def build_reconciliation_sensor(
             events.append(_check(lost))
             state.flagged = lost
         context.log.info(
-            f"read {n_commits} new snapshots and {n_records} new records; reported {len(actions.report)}, "
-            f"repair {len(actions.repair)}, stale {len(actions.stale)}"
+            f"version {version.id} on {branch}: read {n_commits} new snapshots and {n_records} new records; "
+            f"reported {len(actions.report)}, repair {len(actions.repair)}, stale {len(actions.stale)}, "
+            f"complete {complete}"
         )
         return SensorResult(run_requests=run_requests, asset_events=events, cursor=state.encode())
 

@@ -23,6 +23,8 @@ class Settings(BaseModel):
         Name of the output grid (``demo`` or ``conus-30m``).
     params_path
         The model parameters YAML file.
+    overrides_path
+        The per-region parameter overrides YAML file.
     sensor_interval_s
         Minimum seconds between two ticks of the reconciliation sensor.
     """
@@ -32,6 +34,7 @@ class Settings(BaseModel):
     home: Path
     grid: str = "demo"
     params_path: Path = PACKAGE_DIR / "data" / "params" / "default.yaml"
+    overrides_path: Path = PACKAGE_DIR / "data" / "params" / "overrides.yaml"
     sensor_interval_s: int = 30
 
     @property
@@ -51,8 +54,8 @@ class Settings(BaseModel):
 
 
 def settings_from_env() -> Settings:
-    """Settings from ``RISK_HOME`` (default: the current directory), ``RISK_GRID``, ``RISK_PARAMS`` and
-    ``RISK_SENSOR_INTERVAL``."""
+    """Settings from ``RISK_HOME`` (default: the current directory), ``RISK_GRID``, ``RISK_PARAMS``,
+    ``RISK_OVERRIDES`` and ``RISK_SENSOR_INTERVAL``."""
     fields: dict[str, object] = {"home": Path(os.environ.get("RISK_HOME", Path.cwd())).resolve()}
     if "RISK_GRID" in os.environ:
         fields["grid"] = os.environ["RISK_GRID"]
@@ -60,4 +63,6 @@ def settings_from_env() -> Settings:
         fields["sensor_interval_s"] = int(os.environ["RISK_SENSOR_INTERVAL"])
     if "RISK_PARAMS" in os.environ:
         fields["params_path"] = Path(os.environ["RISK_PARAMS"]).resolve()
+    if "RISK_OVERRIDES" in os.environ:
+        fields["overrides_path"] = Path(os.environ["RISK_OVERRIDES"]).resolve()
     return Settings.model_validate(fields)

@@ -14,8 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from _targets import default_target
+
 from resources.ledger import committed_regions
 from resources.store import LocalIcechunkStore
+from risk_assets.grid import load_registry
 from risk_assets.inputs import InputSet
 from risk_assets.settings import Settings
 
@@ -53,8 +56,18 @@ class Project:
     def store(self) -> LocalIcechunkStore:
         return LocalIcechunkStore(path=str(self.settings.store_path))
 
+    @property
+    def branch(self) -> str:
+        """The branch of the current raster version (default parameters, the project's inputs)."""
+        from risk_assets.synthetic import local_input_set
+
+        return default_target(
+            local_input_set(self.settings.inputs_dir), load_registry(self.settings.grid)
+        ).version.branch
+
     def committed(self) -> set[str]:
-        return set(committed_regions(self.store.repository(), "main"))
+        """Regions committed on the current version's branch."""
+        return set(committed_regions(self.store.repository(), self.branch))
 
 
 def server_up(url: str) -> bool:

@@ -5,12 +5,13 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from resources.ledger import WriteResult, write_region
+from _targets import default_target
+
+from resources.ledger import BuildKey, WriteResult, write_region
 from resources.store import IcechunkStore, LocalIcechunkStore
 from risk_assets.compute import compute_region
 from risk_assets.grid import load_registry
 from risk_assets.inputs import InputSet
-from risk_assets.params import load_params, params_version
 
 
 class KillBeforeCommitStore(LocalIcechunkStore):
@@ -23,33 +24,48 @@ class KillBeforeCommitStore(LocalIcechunkStore):
 
 
 def write_regions(
-    store: IcechunkStore, inputs_json: str, region_ids: list[str], code_version: str = "test"
+    store: IcechunkStore,
+    inputs_json: str,
+    region_ids: list[str],
+    code_version: str = "test",
+    branch: str | None = None,
 ) -> list[WriteResult]:
-    """Compute and commit ``region_ids`` of the demo grid into ``store``, one commit each."""
+    """Compute and commit ``region_ids`` of the demo grid into ``store``, one commit each.
+
+    The build key is the default parameters' and ``inputs``' with ``code_version``; the branch
+    is the store's unless given (it must exist).
+    """
     registry = load_registry("demo")
     inputs = InputSet.model_validate_json(inputs_json)
-    params = load_params()
+    target = default_target(inputs, registry)
     results = []
     for region_id in region_ids:
         region = registry.get(region_id)
-        ds = compute_region(registry.grid, region, inputs, params)
+        key = target.region_key(region_id)
+        ds = compute_region(registry.grid, region, inputs, target.region_params(region_id))
         results.append(
             write_region(
                 store,
                 registry.grid,
                 region,
                 ds,
-                params_version=params_version(params),
-                code_version=code_version,
+                key=BuildKey(key.params_version, key.inputs_version, code_version),
                 run_id=f"pid-{os.getpid()}",
+                branch=branch,
             )
         )
     return results
 
 
 def build_regions(
-    store_path: str, inputs_json: str, region_ids: list[str], kill: bool = False, code_version: str = "test"
+    store_path: str,
+    inputs_json: str,
+    region_ids: list[str],
+    kill: bool = False,
+    code_version: str = "test",
+    branch: str | None = None,
 ) -> list[str]:
     """Compute and commit ``region_ids`` into a local repository; return the snapshot ids."""
     store_cls = KillBeforeCommitStore if kill else LocalIcechunkStore
-    return [r.snapshot_id for r in write_regions(store_cls(path=store_path), inputs_json, region_ids, code_version)]
+    results = write_regions(store_cls(path=store_path), inputs_json, region_ids, code_version, branch)
+    return [r.snapshot_id for r in results]

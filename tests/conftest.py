@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import pytest
+from _targets import default_target
 
 from resources.ledger import ensure_template
 from resources.store import LocalIcechunkStore
 from risk_assets.grid import GridSpec, RegionRegistry, load_registry
 from risk_assets.inputs import InputSet
 from risk_assets.synthetic import generate_inputs
+from risk_assets.versions import Target
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +50,9 @@ def demo_store(tmp_path: Path, demo_registry: RegionRegistry) -> LocalIcechunkSt
     store = LocalIcechunkStore(path=str(tmp_path / "repo.icechunk"))
     ensure_template(store, demo_registry.grid, {"code_version": "test"})
     return store
+
+
+@pytest.fixture(scope="session")
+def demo_target(demo_inputs: InputSet, demo_registry: RegionRegistry) -> Target:
+    """What the demo raster is built from with the default parameters and the demo inputs."""
+    return default_target(demo_inputs, demo_registry)

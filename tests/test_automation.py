@@ -4,14 +4,19 @@ Real Dagster automation evaluation (``evaluate_automation_conditions``, what the
 sensor runs) on a real instance; observations of the parameters file run as real jobs.
 """
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import rasterio
+import yaml
 from dagster import (
     AssetKey,
     AssetMaterialization,
+    AutomationConditionSensorDefinition,
     DagsterInstance,
+    DefaultSensorStatus,
     Definitions,
     evaluate_automation_conditions,
 )
@@ -48,12 +53,31 @@ def params_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def overrides_file(tmp_path: Path) -> Path:
+    path = tmp_path / "overrides.yaml"
+    path.write_text("{}\n")
+    return path
+
+
+@pytest.fixture
+def inputs_copy(tmp_path: Path, demo_inputs: InputSet) -> InputSet:
+    """The demo inputs copied, so a test may change one."""
+    copies = {}
+    for name, source in demo_inputs.model_dump().items():
+        target = tmp_path / "inputs" / Path(source).name
+        target.parent.mkdir(exist_ok=True)
+        shutil.copyfile(source, target)
+        copies[name] = str(target)
+    return InputSet(**copies)
+
+
+@pytest.fixture
 def built(
-    tmp_path: Path, params_file: Path, demo_registry: RegionRegistry, demo_inputs: InputSet
+    tmp_path: Path, params_file: Path, overrides_file: Path, demo_registry: RegionRegistry, inputs_copy: InputSet
 ) -> Iterator[tuple[Definitions, DagsterInstance, Automation]]:
-    """Parameters observed, every region recorded as built, and the automation caught up."""
-    settings = Settings(home=tmp_path, grid="demo", params_path=params_file)
-    defs = build_definitions(settings, inputs=demo_inputs)
+    """Sources observed, every region recorded as built, and the automation caught up."""
+    settings = Settings(home=tmp_path, grid="demo", params_path=params_file, overrides_path=overrides_file)
+    defs = build_definitions(settings, inputs=inputs_copy)
     with DagsterInstance.ephemeral() as instance:
         assert defs.resolve_job_def(PREPARE_JOB).execute_in_process(instance=instance).success
         for region in demo_registry.ids:
@@ -99,3 +123,45 @@ def test_a_code_version_bump_requests_every_region(
     monkeypatch.setattr(assets_module, "MODEL_CODE_VERSION", "2-test")
     bumped = build_definitions(Settings(home=tmp_path, grid="demo", params_path=params_file), inputs=demo_inputs)
     assert automation.tick(bumped) == sorted(demo_registry.ids)
+
+
+def test_a_region_override_requests_only_that_region(
+    built: tuple[Definitions, DagsterInstance, Automation], overrides_file: Path, demo_registry: RegionRegistry
+) -> None:
+    defs, instance, automation = built
+    region = demo_registry.ids[4]
+    overrides_file.write_text(f"{region}:\n  blur_sigma_m: 150.0\n")
+    _observe(defs, instance)
+    assert automation.tick(defs) == [region]
+    _observe(defs, instance)
+    assert automation.tick(defs) == [], "the same override observed again is no new change"
+
+
+def test_a_new_input_version_requests_every_region(
+    built: tuple[Definitions, DagsterInstance, Automation], inputs_copy: InputSet, demo_registry: RegionRegistry
+) -> None:
+    defs, instance, automation = built
+    with rasterio.open(inputs_copy.conditional_risk, "r+") as dataset:
+        dataset.update_tags(revision="2")  # a new version of the file: its checksum changes
+    _observe(defs, instance)
+    assert automation.tick(defs) == sorted(demo_registry.ids)
+    _observe(defs, instance)
+    assert automation.tick(defs) == []
+
+
+def test_changes_do_not_flood_the_run_queue() -> None:
+    """A change over many regions is one backfill, and region runs have their own queue limit."""
+    from risk_assets.definitions import REGION_RUN_TAG, defs
+
+    automation = defs.resolve_sensor_def("risk_automation")
+    assert automation.default_status == DefaultSensorStatus.RUNNING
+    assert isinstance(automation, AutomationConditionSensorDefinition)
+    assert automation.emit_backfills, "one backfill per change, not one run request per region"
+    assert automation.run_tags == REGION_RUN_TAG
+    assert defs.resolve_job_def("build_region").tags.items() >= REGION_RUN_TAG.items()
+    instance = yaml.safe_load((Path(__file__).parents[1] / "dagster.yaml").read_text())
+    runs = instance["concurrency"]["runs"]
+    [limit] = [
+        t for t in runs["tag_concurrency_limits"] if (t["key"], t["value"]) == next(iter(REGION_RUN_TAG.items()))
+    ]
+    assert limit["limit"] < runs["max_concurrent_runs"], "region runs leave room for release and maintenance runs"

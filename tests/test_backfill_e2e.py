@@ -21,6 +21,7 @@ from _dagster_dev import CHROMIUM, CHROMIUM_ARGS, Project, dagster_dev, make_pro
 from dagster import AssetKey, DagsterInstance, RunsFilter, materialize
 from playwright.sync_api import sync_playwright
 
+from resources.release import latest_release
 from risk_assets.assets import build_assets
 from risk_assets.definitions import VERIFY_JOB, build_definitions, build_resources
 from risk_assets.grid import RegionRegistry
@@ -78,14 +79,21 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
         ).success
         for region in by_dagster:
             if region == lost:
-                before_lost = project.store.repository().lookup_branch("main")
+                before_lost = project.store.repository().lookup_branch(project.branch)
             assert materialize(
                 assets, selection=["risk_raster"], partition_key=region, resources=resources, instance=instance
             ).success
-    # The store loses one recorded region: main is rolled back past its commit.
-    project.store.repository().reset_branch("main", before_lost)
+    # The store loses one recorded region: the version's branch is rolled back past its commit.
+    project.store.repository().reset_branch(project.branch, before_lost)
     # Regions committed outside Dagster (as by workers that committed and died before recording).
-    _workers.build_regions(project.store.path, demo_inputs.model_dump_json(), outside, code_version=MODEL_CODE_VERSION)
+    _workers.build_regions(
+        project.store.path,
+        demo_inputs.model_dump_json(),
+        outside,
+        code_version=MODEL_CODE_VERSION,
+        branch=project.branch,
+    )
+    assert latest_release(project.store.repository()) is None
     assert project.committed() == set(outside) | set(by_dagster[:-1])
 
     with dagster_dev(project), DagsterInstance.from_config(str(project.home)) as instance:
@@ -140,6 +148,16 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
 
         assert project.committed() == set(ids)
         assert instance.get_materialized_partitions(KEY) == set(ids)
+
+        # Complete: the sensor requests the release, which tags the version and promotes main.
+        repo = project.store.repository()
+        wait_for(lambda: latest_release(project.store.repository()) is not None, 240, "the release of the version")
+        releases = instance.get_runs(RunsFilter(tags={"risk/reason": "release"}))
+        assert len(releases) == 1 and releases[0].is_success
+        repo = project.store.repository()
+        tag = latest_release(repo)
+        assert tag is not None
+        assert repo.lookup_branch("main") == repo.lookup_tag(tag) == repo.lookup_branch(project.branch)
         defs = build_definitions(project.settings)
         verify = defs.resolve_job_def(VERIFY_JOB).execute_in_process(instance=instance)
         evaluations = {e.check_name: e for e in verify.get_asset_check_evaluations()}

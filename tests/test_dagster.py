@@ -56,8 +56,13 @@ def _failure_message(result: Any) -> str:
 
 
 def _commits(tmp_path: Path) -> list[str]:
-    store = LocalIcechunkStore(path=str(Settings(home=tmp_path).store_path))
-    return [r.region for r in iter_region_commits(store.repository(), "main")]
+    """Regions of every region commit on any branch (each version builds on its own branch)."""
+    repo = LocalIcechunkStore(path=str(Settings(home=tmp_path).store_path)).repository()
+    seen: dict[str, str] = {}
+    for branch in sorted(repo.list_branches()):
+        for record in iter_region_commits(repo, branch):
+            seen[record.snapshot_id] = record.region
+    return sorted(seen.values())
 
 
 def test_definitions_load() -> None:
@@ -81,10 +86,11 @@ def test_one_region_in_process_then_rerun_is_a_noop(
     assert meta["status"].value == "written"
     snapshot = meta["snapshot_id"].value
     assert isinstance(snapshot, str) and len(snapshot) == 20
-    [record] = iter_region_commits(
-        LocalIcechunkStore(path=str(Settings(home=tmp_path).store_path)).repository(), "main"
-    )
+    repo = LocalIcechunkStore(path=str(Settings(home=tmp_path).store_path)).repository()
+    [record] = iter_region_commits(repo, str(meta["branch"].value))
     assert (record.region, record.snapshot_id, record.run_id) == (region_id, snapshot, first.run_id)
+    assert str(meta["branch"].value).startswith("build-")
+    assert list(iter_region_commits(repo, "main")) == [], "regions never commit to main: only a release moves it"
 
     again = _run(tmp_path, demo_registry, demo_inputs, instance, region_id)
     assert again.success
@@ -183,7 +189,8 @@ class _AlwaysLosesRace(LocalIcechunkStore):
     @contextmanager
     def commit_guard(self) -> Iterator[None]:
         repo = self.repository()
-        session = repo.writable_session(self.branch)
+        # the version's branch, where the region commits
+        session = repo.writable_session(next(b for b in repo.list_branches() if b.startswith("build-")))
         stored = xr.open_zarr(session.store, consolidated=False)
         rival = stored.isel(latitude=slice(0, 256), longitude=slice(256, 512)).load()
         rival = rival.drop_attrs(deep=True)

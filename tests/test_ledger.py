@@ -10,6 +10,7 @@ import pytest
 import xarray as xr
 
 from resources.ledger import (
+    BuildKey,
     MisalignedRegionError,
     TemplateMissingError,
     committed_regions,
@@ -36,8 +37,7 @@ def _write(store: LocalIcechunkStore, registry: RegionRegistry, region_id: str, 
         registry.grid,
         registry.get(region_id),
         ds,
-        params_version=params,
-        code_version="test",
+        key=BuildKey(params, "inputs", "test"),
         run_id="r",
     )
 

@@ -18,6 +18,7 @@ import pytest
 import xarray as xr
 import yaml
 from _services import S3_KEYS, moto_s3, postgres_url
+from _targets import default_target, inputs_resource, params_resource
 from dagster import (
     AssetKey,
     AssetMaterialization,
@@ -28,14 +29,11 @@ from dagster import (
 )
 
 from resources.ledger import iter_region_commits, write_region
-from resources.model import ModelParamsResource
 from resources.store import S3IcechunkStore
 from risk_assets.assets import region_partitions
 from risk_assets.grid import RegionRegistry
-from risk_assets.params import DEFAULT_PARAMS_PATH, load_params, params_version
 from risk_assets.schema import DIMS, VARIABLES, coordinates
 from risk_assets.sensors import build_reconciliation_sensor
-from risk_assets.version import MODEL_CODE_VERSION
 
 BUCKET = "risk-pg-test"
 
@@ -113,7 +111,9 @@ def test_multiprocess_region_build_on_postgres(
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert instance.get_materialized_partitions(AssetKey("risk_raster")) == set(regions)
         assert len(instance.get_runs()) == 1 + len(regions)
-    commits = [c.region for c in iter_region_commits(store.repository(), "main")]
+    target = default_target(demo_inputs, demo_registry)  # type: ignore[arg-type]
+    branch = target.version.branch
+    commits = [c.region for c in iter_region_commits(store.repository(), branch)]
     assert sorted(commits) == sorted(regions), "one commit per region on the S3 store, none lost"
 
     # The reconciliation sensor on the same Postgres instance: a region committed outside
@@ -128,13 +128,14 @@ def test_multiprocess_region_build_on_postgres(
             {v.name: (DIMS, np.ones(region.shape, dtype=v.dtype)) for v in VARIABLES},
             coords=coordinates(demo_registry.grid, region.rows, region.cols),
         ),
-        params_version=params_version(load_params()),
-        code_version=MODEL_CODE_VERSION,
+        key=target.region_key(outside),
         run_id="outside-dagster",
+        branch=branch,
     )
     job = define_asset_job("build_region", selection=["risk_raster"], partitions_def=region_partitions(demo_registry))
-    sensor = build_reconciliation_sensor(demo_registry, job)
-    resources = {"store": store, "params": ModelParamsResource(path=str(DEFAULT_PARAMS_PATH))}
+    release = define_asset_job("release_raster", selection=["raster_release"])
+    sensor = build_reconciliation_sensor(demo_registry, job, release)
+    resources = {"store": store, "params": params_resource(), "inputs": inputs_resource(demo_inputs)}  # type: ignore[arg-type]
     with DagsterInstance.from_config(str(home)) as instance:
         cursor = None
         reported = []

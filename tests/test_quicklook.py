@@ -213,7 +213,9 @@ def _stored_region(home: Path, registry: RegionRegistry, region_id: str) -> xr.D
     """The region as stored on the branch tip, read back from the repository."""
     repo = LocalIcechunkStore(path=str(Settings(home=home).store_path)).repository()
     region = registry.get(region_id)
-    stored = xr.open_zarr(repo.readonly_session(branch="main").store, consolidated=False)
+    # the version's branch, where regions are written (main before the first region)
+    branch = next((b for b in repo.list_branches() if b.startswith("build-")), "main")
+    stored = xr.open_zarr(repo.readonly_session(branch=branch).store, consolidated=False)
     region_ds: xr.Dataset = stored.isel(latitude=region.rows, longitude=region.cols).load()
     return region_ds
 

@@ -13,6 +13,7 @@ import icechunk
 import numpy as np
 import pytest
 import xarray as xr
+from _targets import inputs_resource, params_resource
 from dagster import (
     AssetCheckEvaluation,
     AssetKey,
@@ -23,19 +24,17 @@ from dagster import (
     define_asset_job,
 )
 
-from resources.ledger import write_region
-from resources.model import ModelParamsResource
+from resources.ledger import BuildKey, ensure_branch, write_region
 from resources.store import LocalIcechunkStore
 from risk_assets.assets import region_partitions
 from risk_assets.grid import RegionRegistry
-from risk_assets.params import DEFAULT_PARAMS_PATH, load_params, params_version
+from risk_assets.inputs import InputSet
 from risk_assets.reconcile import CommitEntry, ReconcileState, RecordEntry, reconcile
 from risk_assets.schema import DIMS, VARIABLES, coordinates
 from risk_assets.sensors import REGION_CHECK, build_reconciliation_sensor
-from risk_assets.version import MODEL_CODE_VERSION
+from risk_assets.versions import Target
 
 KEY = AssetKey("risk_raster")
-CURRENT = params_version(load_params())
 
 
 @dataclass
@@ -45,10 +44,20 @@ class Env:
     store: LocalIcechunkStore
     registry: RegionRegistry
     instance: DagsterInstance
+    inputs: InputSet
+    target: Target
     cursor: str | None = None
     run_keys: list[str] = field(default_factory=list)
 
-    def commit(self, region_id: str, params: str = CURRENT, run_id: str = "outside-dagster") -> str:
+    @property
+    def branch(self) -> str:
+        """The current version's branch, where regions are committed."""
+        return self.target.version.branch
+
+    def commit(self, region_id: str, params: str | None = None, run_id: str = "outside-dagster") -> str:
+        key = self.target.region_key(region_id)
+        if params is not None:
+            key = BuildKey(params, key.inputs_version, key.code_version)
         region = self.registry.get(region_id)
         ds = xr.Dataset(
             {v.name: (DIMS, np.ones(region.shape, dtype=v.dtype)) for v in VARIABLES},
@@ -59,9 +68,9 @@ class Env:
             self.registry.grid,
             region,
             ds,
-            params_version=params,
-            code_version=MODEL_CODE_VERSION,
+            key=key,
             run_id=run_id,
+            branch=self.branch,
         )
         return result.snapshot_id
 
@@ -69,21 +78,24 @@ class Env:
         """A materialization recorded by Dagster (as a run would record it)."""
         self.instance.report_runless_asset_event(
             AssetMaterialization(
-                KEY, partition=region_id, metadata={"snapshot_id": snapshot_id, "params_version": CURRENT}
+                KEY,
+                partition=region_id,
+                metadata={"snapshot_id": snapshot_id, "params_version": self.target.region_key(region_id)[0]},
             )
         )
 
     def tip(self) -> str:
-        return self.store.repository().lookup_branch("main")
+        return self.store.repository().lookup_branch(self.branch)
 
 
 def _tick(env: Env) -> SensorResult:
     job = define_asset_job("build_region", selection=[KEY], partitions_def=region_partitions(env.registry))
-    sensor = build_reconciliation_sensor(env.registry, job)
+    release = define_asset_job("release_raster", selection=["raster_release"])
+    sensor = build_reconciliation_sensor(env.registry, job, release)
     context = build_sensor_context(
         instance=env.instance,
         cursor=env.cursor,
-        resources={"store": env.store, "params": ModelParamsResource(path=str(DEFAULT_PARAMS_PATH))},
+        resources={"store": env.store, "params": params_resource(), "inputs": inputs_resource(env.inputs)},
     )
     result = sensor(context)
     assert isinstance(result, SensorResult)
@@ -115,9 +127,12 @@ def _requested(result: SensorResult) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def env(demo_store: LocalIcechunkStore, demo_registry: RegionRegistry) -> Iterator[Env]:
+def env(
+    demo_store: LocalIcechunkStore, demo_registry: RegionRegistry, demo_inputs: InputSet, demo_target: Target
+) -> Iterator[Env]:
+    ensure_branch(demo_store.repository(), demo_target.version.branch, "main")
     with DagsterInstance.ephemeral() as instance:
-        yield Env(demo_store, demo_registry, instance)
+        yield Env(demo_store, demo_registry, instance, demo_inputs, demo_target)
 
 
 # --- the scenarios -------------------------------------------------------------------------
@@ -157,7 +172,7 @@ def recorded_by_dagster_but_lost_from_the_store(env: Env) -> None:
     env.record(b, env.commit(b))
     _tick(env)
     # the store loses b: the branch is reset to before its commit
-    env.store.repository().reset_branch("main", before_b)
+    env.store.repository().reset_branch(env.branch, before_b)
     result = _tick(env)
     assert _requested(result) == [(b, "repair")]
     assert _checks(result) == [(b, False)]
@@ -177,13 +192,30 @@ def recorded_by_dagster_but_lost_from_the_store(env: Env) -> None:
     assert len(env.run_keys) == 1
 
 
-def stale_parameters_are_requested_again(env: Env) -> None:
+def stale_regions_are_left_to_automation(env: Env) -> None:
     a, b = env.registry.ids[:2]
     env.record(a, env.commit(a, params="older0000000"))
     env.record(b, env.commit(b))
     result = _tick(env)
-    assert _requested(result) == [(a, "stale")]
+    # automation requests each change exactly once; the sensor requesting it too would build it twice
+    assert _requested(result) == []
     assert _reported(result) == []
+
+
+def a_complete_version_is_released_once(env: Env) -> None:
+    *most, last = env.registry.ids
+    for region in most:
+        env.commit(region)
+    assert not [r for r in _requested(_tick(env)) if r[1] == "release"], "incomplete: nothing to release"
+    env.commit(last)
+    result = _tick(env)
+    assert _requested(result) == [("None", "release")]
+    again = _tick(env)
+    assert again.run_requests and again.run_requests[0].run_key == result.run_requests[0].run_key  # type: ignore[index]
+    assert len(env.run_keys) == 1, "the daemon launches one release per complete build"
+    # once main holds the version (the release promoted it), nothing more is requested
+    env.store.repository().reset_branch("main", env.tip())
+    assert _requested(_tick(env)) == []
 
 
 def commits_arriving_between_ticks_are_read_once(env: Env) -> None:
@@ -204,8 +236,8 @@ def a_branch_reset_rebuilds_from_the_whole_history(env: Env) -> None:
     fork = env.tip()
     env.commit(b)
     _tick(env)  # a and b reported
-    # main is rewound past b and moves on with c: the remembered tip is no ancestor any more
-    env.store.repository().reset_branch("main", fork)
+    # the branch is rewound past b and moves on with c: the remembered tip is no ancestor any more
+    env.store.repository().reset_branch(env.branch, fork)
     env.commit(c)
     result = _tick(env)
     assert _reported(result) == [c]
@@ -252,7 +284,8 @@ SCENARIOS: list[Callable[[Env], None]] = [
     commits_made_outside_dagster_are_reported,
     nothing_new_reads_nothing_and_does_nothing,
     recorded_by_dagster_but_lost_from_the_store,
-    stale_parameters_are_requested_again,
+    stale_regions_are_left_to_automation,
+    a_complete_version_is_released_once,
     commits_arriving_between_ticks_are_read_once,
     a_commit_landing_during_a_tick_is_read_by_the_next,
     a_branch_reset_rebuilds_from_the_whole_history,
@@ -278,16 +311,16 @@ def test_records_are_paged_beyond_one_fetch(env: Env, monkeypatch: pytest.Monkey
 
 
 def test_reconcile_is_a_pure_decision() -> None:
-    commit = CommitEntry("SNAP", "p", "c", "run", "t")
+    commit = CommitEntry("SNAP", "p", "c", "run", "t", "i")
     actions = reconcile(
         desired=["r1", "r2", "r3", "r4", "r5"],
-        version=("p", "c"),
+        keys={r: BuildKey("p", "i", "c") for r in ["r1", "r2", "r3", "r4", "r5"]},
         records={
             "r1": RecordEntry("SNAP", "p", 1),
             "r3": RecordEntry("GONE", "p", 2),
             "r5": RecordEntry("OLD", "p", 3),
         },
-        commits={"r1": commit, "r2": commit, "r4": CommitEntry("X", "old", "c", "run", "t"), "r5": commit},
+        commits={"r1": commit, "r2": commit, "r4": CommitEntry("X", "old", "c", "run", "t", "i"), "r5": commit},
     )
     assert [r for r, _ in actions.report] == ["r2", "r5"]
     assert [r for r, _ in actions.repair] == ["r3"]
@@ -297,6 +330,7 @@ def test_reconcile_is_a_pure_decision() -> None:
 def test_cursor_round_trips(tmp_path: Path) -> None:
     state = ReconcileState(
         tip="T",
+        branch="build-x",
         commits={f"y{i}_x0": CommitEntry("S", "p", "c", "r", "t") for i in range(1000)},
         records_after=7,
         records={"y0_x0": RecordEntry(None, None, 7)},

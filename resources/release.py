@@ -1,0 +1,467 @@
+"""Versions become releases: completeness, the pyramid commit, tag, manifest and promotion.
+
+A raster version is built on its branch ``build-<version>`` (see :mod:`risk_assets.versions`).
+When every region's newest commit there carries the region's current build key and every
+region's chunks exist, the version is complete, and:
+
+1. :func:`commit_pyramid` writes the web map's multiscale pyramid into the branch, from the
+   complete snapshot, in one commit whose metadata carries the ledger table (every region's
+   newest commit): the released snapshot records its own lineage, and that record survives
+   ``expire_snapshots``.
+2. :func:`release` writes the manifest and pictures next to the repository, tags the
+   snapshot (``release-<UTC time>-<version>``: Icechunk never lets a deleted tag name be
+   reused, so names are never recycled) and only then moves ``main`` to it with one
+   conditional ``reset_branch``. Readers of ``main`` see the previous version until that
+   moment, and the new one entirely after it.
+
+A crash between steps is safe to rerun: a pyramid already committed for the version is kept,
+a tag already pointing at the snapshot is reused, and ``main`` is moved only if it has not
+moved since it was read.
+"""
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import icechunk
+import xarray as xr
+
+from resources.ledger import (
+    LEDGER_KEY,
+    CommitRecord,
+    branch_exists,
+    committed_regions,
+    ledger_table,
+    regions_with_chunks,
+)
+from resources.store import IcechunkStore
+from risk_assets.grid import RegionRegistry
+from risk_assets.pictures import DiffStats, diff_png, overview_png
+from risk_assets.pyramid import PyramidLevel, open_level, write_pyramid
+from risk_assets.schema import VARIABLES
+from risk_assets.versions import RasterVersion, Target
+
+PYRAMID_KIND = "pyramid"
+RELEASE_TAG_PREFIX = "release-"
+MANIFEST = "manifest.json"
+OVERVIEW = "overview.png"
+DIFF = "diff.png"
+
+
+class IncompleteVersionError(RuntimeError):
+    """The version cannot be released: regions are missing, stale or without chunks."""
+
+
+class PromotionConflictError(RuntimeError):
+    """``main`` moved while the release was being made: nothing was promoted."""
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """How far one raster version is built on its branch.
+
+    Attributes
+    ----------
+    version
+        The raster version.
+    branch
+        Its branch (it may not exist yet).
+    tip
+        The branch tip, or ``None`` before the first region started the branch.
+    regions
+        The newest commit of every region on the branch (on the readers' branch before the
+        version's branch starts).
+    not_built
+        Regions whose newest commit is not for their current build key (or who have none).
+    chunks_missing
+        Regions some of whose variables have no chunk in the tip's snapshot.
+    """
+
+    version: RasterVersion
+    branch: str
+    tip: str | None
+    regions: dict[str, CommitRecord]
+    not_built: list[str]
+    chunks_missing: list[str]
+
+    @property
+    def complete(self) -> bool:
+        """Every region built for its key and present in the store."""
+        return self.tip is not None and not self.not_built and not self.chunks_missing
+
+    def checks(self) -> dict[str, dict[str, Any]]:
+        """Check results for the manifest and metadata."""
+        return {
+            "ledger_complete": {
+                "passed": not self.not_built,
+                "description": "every region's newest commit on the branch carries its current build key",
+                "regions_failing": self.not_built,
+            },
+            "chunks_in_store": {
+                "passed": not self.chunks_missing,
+                "description": "every region's chunks exist in the snapshot, read from the store",
+                "regions_failing": self.chunks_missing,
+            },
+        }
+
+
+def version_status(store: IcechunkStore, registry: RegionRegistry, target: Target) -> VersionStatus:
+    """Read how complete ``target``'s version is on its branch (ledger and chunks)."""
+    version = target.version
+    repo = store.repository()
+    started = branch_exists(repo, version.branch)
+    # Before its first region, the version's branch would start from the readers' branch:
+    # what is already built for the version is what that branch holds.
+    read_from = repo.lookup_branch(version.branch if started else store.branch)
+    regions = committed_regions(repo, snapshot_id=read_from)
+    keys = target.keys(registry.ids)
+    not_built = [r for r in registry.ids if r not in regions or regions[r].key != keys[r]]
+    chunks = regions_with_chunks(repo, snapshot_id=read_from)
+    missing = [r.id for r in registry if any(f"{r.iy}/{r.ix}" not in keys_ for keys_ in chunks.values())]
+    return VersionStatus(version, version.branch, read_from if started else None, regions, not_built, missing)
+
+
+def _incomplete_message(status: VersionStatus) -> str:
+    def some(ids: list[str]) -> str:
+        return ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+
+    parts = []
+    if status.tip is None:
+        return f"version {status.version.id} has not started: no region was built on {status.branch}"
+    if status.not_built:
+        parts.append(f"{len(status.not_built)} regions not built for their current key ({some(status.not_built)})")
+    if status.chunks_missing:
+        parts.append(f"{len(status.chunks_missing)} regions without chunks ({some(status.chunks_missing)})")
+    return (
+        f"version {status.version.id} on {status.branch} is incomplete: {'; '.join(parts)}. "
+        "Backfill the missing partitions of risk_raster (or `risk backfill-missing`), then release again."
+    )
+
+
+@dataclass(frozen=True)
+class PyramidCommit:
+    """The pyramid of a version, committed on its branch."""
+
+    snapshot_id: str
+    levels: list[PyramidLevel]
+    created: bool
+
+
+def _is_pyramid_of(info: icechunk.SnapshotInfo, version: RasterVersion) -> bool:
+    meta = info.metadata or {}
+    return meta.get("kind") == PYRAMID_KIND and meta.get("raster_version") == version.id
+
+
+def commit_pyramid(store: IcechunkStore, registry: RegionRegistry, target: Target, run_id: str) -> PyramidCommit:
+    """Write the pyramid of a complete version into its branch and commit it with the ledger table.
+
+    Idempotent: if the branch tip is already this version's pyramid commit, nothing is written.
+
+    Raises
+    ------
+    IncompleteVersionError
+        If any region is missing, stale or without chunks (nothing is written).
+    """
+    status = version_status(store, registry, target)
+    if not status.complete:
+        raise IncompleteVersionError(_incomplete_message(status))
+    assert status.tip is not None
+    repo = store.repository()
+    tip_info = repo.lookup_snapshot(status.tip)
+    if _is_pyramid_of(tip_info, status.version):
+        levels = [PyramidLevel(**level) for level in (tip_info.metadata or {}).get("levels", [])]
+        return PyramidCommit(status.tip, levels, created=False)
+    with store.writer_lease():
+        session = repo.writable_session(status.branch)
+        levels = write_pyramid(session, registry.grid)
+        metadata: dict[str, Any] = {
+            "kind": PYRAMID_KIND,
+            "run_id": run_id,
+            "written_at": datetime.now(UTC).isoformat(),
+            **status.version.as_metadata(),
+            "levels": [level.as_metadata() for level in levels],
+            LEDGER_KEY: ledger_table(status.regions),
+        }
+        with store.commit_guard():
+            # No rebase: the branch must still be exactly the complete snapshot the pyramid was
+            # made from. A region committed meanwhile makes this fail, and the release waits.
+            snapshot_id = session.commit(f"pyramid of version {status.version.id}", metadata=metadata)
+    return PyramidCommit(snapshot_id, levels, created=True)
+
+
+def release_tags(repo: icechunk.Repository) -> list[str]:
+    """Release tags, oldest first (names start with the UTC time of the release)."""
+    return sorted(t for t in repo.list_tags() if t.startswith(RELEASE_TAG_PREFIX))
+
+
+def latest_release(repo: icechunk.Repository) -> str | None:
+    """The newest release tag, or ``None``."""
+    tags = release_tags(repo)
+    return tags[-1] if tags else None
+
+
+@dataclass(frozen=True)
+class Release:
+    """What :func:`release` did."""
+
+    tag: str
+    snapshot_id: str
+    version: RasterVersion
+    manifest: dict[str, Any]
+    files: dict[str, str]
+    promoted: bool
+    previous_tag: str | None
+    diff: DiffStats | None = None
+    overview: bytes = field(default=b"", repr=False)
+    diff_picture: bytes | None = field(default=None, repr=False)
+
+
+def _coarsest(repo: icechunk.Repository, snapshot_id: str, levels: list[PyramidLevel]) -> tuple[int, xr.Dataset]:
+    factor = max(level.factor for level in levels)
+    return factor, open_level(repo.readonly_session(snapshot_id=snapshot_id).store, factor)
+
+
+def _pyramid_levels(info: icechunk.SnapshotInfo) -> list[PyramidLevel]:
+    return [PyramidLevel(**level) for level in (info.metadata or {}).get("levels", [])]
+
+
+def release(
+    store: IcechunkStore,
+    registry: RegionRegistry,
+    target: Target,
+    *,
+    run_id: str,
+    git_revision: str,
+    inputs: Mapping[str, str],
+    extra_checks: Mapping[str, dict[str, Any]] | None = None,
+    now: datetime | None = None,
+) -> Release:
+    """Release the version of ``target``: manifest and pictures, tag, then promote ``main``.
+
+    Parameters
+    ----------
+    store
+        The repository.
+    registry
+        The grid's regions.
+    target
+        The parameters, overrides, inputs and code the version was built from.
+    run_id
+        The run making the release.
+    git_revision
+        The code's git commit.
+    inputs
+        Location of each input dataset, by name.
+    extra_checks
+        More check results to record (e.g. Dagster's records against the commit log); a
+        failed one refuses the release.
+    now
+        Release time (for the tag name); the current time by default.
+
+    Raises
+    ------
+    IncompleteVersionError
+        If the version is incomplete, its pyramid is not committed, or a check failed.
+    PromotionConflictError
+        If ``main`` moved during the release.
+    """
+    status = version_status(store, registry, target)
+    checks = {**status.checks(), **(extra_checks or {})}
+    if not status.complete:
+        raise IncompleteVersionError(_incomplete_message(status))
+    failed = [name for name, result in checks.items() if not result.get("passed")]
+    if failed:
+        raise IncompleteVersionError(f"checks failed for version {status.version.id}: {', '.join(failed)}")
+    assert status.tip is not None
+    repo = store.repository()
+    tip_info = repo.lookup_snapshot(status.tip)
+    if not _is_pyramid_of(tip_info, status.version):
+        raise IncompleteVersionError(
+            f"the tip of {status.branch} is not the pyramid of version {status.version.id}: materialize risk_pyramid"
+        )
+    main_before = repo.lookup_branch(store.branch)
+    tags = release_tags(repo)
+    existing = [t for t in tags if repo.lookup_tag(t) == status.tip]
+    previous = [t for t in tags if repo.lookup_tag(t) != status.tip]
+    previous_tag = previous[-1] if previous else None
+    when = now or datetime.now(UTC)
+    tag = existing[0] if existing else f"{RELEASE_TAG_PREFIX}{when:%Y%m%dT%H%M%SZ}-{status.version.id}"
+
+    levels = _pyramid_levels(tip_info)
+    factor, level = _coarsest(repo, status.tip, levels)
+    failing = set().union(*(set(r.get("regions_failing", [])) for r in checks.values()))
+    overview = overview_png(
+        level,
+        registry,
+        factor,
+        missing=status.chunks_missing,
+        failed=sorted(failing),
+        title=f"{tag} (version {status.version.id})",
+    )
+    diff_stats: DiffStats | None = None
+    diff_picture: bytes | None = None
+    if previous_tag is not None:
+        previous_snapshot = repo.lookup_tag(previous_tag)
+        previous_levels = _pyramid_levels(repo.lookup_snapshot(previous_snapshot))
+        if any(p.factor == factor for p in previous_levels):
+            old = open_level(repo.readonly_session(snapshot_id=previous_snapshot).store, factor)
+            if old.sizes == level.sizes:
+                diff_picture, diff_stats = diff_png(level, old, title=f"risk change: {previous_tag} -> {tag}")
+
+    manifest: dict[str, Any] = {
+        "tag": tag,
+        "snapshot_id": status.tip,
+        "released_at": when.isoformat(),
+        "released_by_run": run_id,
+        "store": store.location(),
+        "grid": {"name": registry.grid.name, "fingerprint": registry.grid.fingerprint},
+        "raster_version": status.version.as_metadata(),
+        "params": {
+            "version": status.version.params_version,
+            "content": target.params.model_dump(mode="json"),
+            "overrides_version": status.version.overrides_version,
+            "overrides": target.overrides.model_dump(mode="json"),
+        },
+        "inputs": {
+            name: {"location": inputs.get(name, ""), "version": version}
+            for name, version in sorted(target.input_versions.items())
+        },
+        "inputs_version": status.version.inputs_version,
+        "code": {"code_version": status.version.code_version, "git_revision": git_revision},
+        "variables": [v.name for v in VARIABLES],
+        "pyramid": [level_.as_metadata() for level_ in levels],
+        "regions": {
+            region: _region_lineage(record) for region, record in sorted(status.regions.items()) if region in registry
+        },
+        "checks": checks,
+        "previous_release": previous_tag,
+        "previous_main": main_before,
+        "diff": diff_stats.as_metadata() if diff_stats is not None else None,
+    }
+    # Files first, then the tag, then main: a crash leaves at worst unreferenced files, and a
+    # rerun finds the tag on the snapshot and reuses its name.
+    files = {
+        MANIFEST: store.write_release_file(tag, MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()),
+        OVERVIEW: store.write_release_file(tag, OVERVIEW, overview),
+    }
+    if diff_picture is not None:
+        files[DIFF] = store.write_release_file(tag, DIFF, diff_picture)
+    if not existing:
+        repo.create_tag(tag, status.tip)
+    promoted = False
+    if main_before != status.tip:
+        try:
+            repo.reset_branch(store.branch, status.tip, from_snapshot_id=main_before)
+        except icechunk.ConflictError as err:
+            raise PromotionConflictError(
+                f"{store.branch} moved while version {status.version.id} was being released; it was not "
+                f"promoted (tag {tag} exists). Run the release again."
+            ) from err
+        promoted = True
+    return Release(
+        tag=tag,
+        snapshot_id=status.tip,
+        version=status.version,
+        manifest=manifest,
+        files=files,
+        promoted=promoted,
+        previous_tag=previous_tag,
+        diff=diff_stats,
+        overview=overview,
+        diff_picture=diff_picture,
+    )
+
+
+def read_manifest(store: IcechunkStore, tag: str) -> dict[str, Any]:
+    """The manifest of release ``tag``."""
+    payload: dict[str, Any] = json.loads(store.read_release_file(tag, MANIFEST))
+    return payload
+
+
+def release_regions(store: IcechunkStore, tag: str) -> dict[str, CommitRecord]:
+    """Every region's commit in release ``tag``, read from the commit log (not the manifest)."""
+    repo = store.repository()
+    return committed_regions(repo, snapshot_id=repo.lookup_tag(tag))
+
+
+def lineage(
+    store: IcechunkStore, registry: RegionRegistry, tag: str | None = None, point: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """What produced release ``tag`` (the newest by default), or one point of it.
+
+    Region commits are read from the commit log of the tagged snapshot; parameter content and
+    input locations from the release manifest.
+
+    Parameters
+    ----------
+    store
+        The repository.
+    registry
+        The grid's regions (to find the region of ``point``).
+    tag
+        A release tag; the newest release if ``None``.
+    point
+        ``(longitude, latitude)`` in degrees: report only the region holding it.
+
+    Raises
+    ------
+    LookupError
+        If there is no such release (the message lists the releases).
+    UnknownRegionError
+        If ``point`` is outside the grid or in no region.
+    """
+    repo = store.repository()
+    tags = release_tags(repo)
+    if tag is None:
+        if not tags:
+            raise LookupError(f"{store.location()} has no release yet: run `risk build` or the release_raster job")
+        tag = tags[-1]
+    elif tag not in tags:
+        known = ", ".join(tags[-5:]) or "none"
+        raise LookupError(f"no release {tag!r} in {store.location()}; the newest releases are: {known}")
+    snapshot_id = repo.lookup_tag(tag)
+    regions = committed_regions(repo, snapshot_id=snapshot_id)
+    manifest = read_manifest(store, tag)
+    info: dict[str, Any] = {
+        "tag": tag,
+        "snapshot_id": snapshot_id,
+        "released_at": manifest["released_at"],
+        "raster_version": manifest["raster_version"],
+        "params_version": manifest["params"]["version"],
+        "overrides_version": manifest["params"]["overrides_version"],
+        "inputs": manifest["inputs"],
+        "code": manifest["code"],
+        "checks": {name: result["passed"] for name, result in manifest["checks"].items()},
+    }
+    if point is None:
+        info["params"] = manifest["params"]["content"]
+        info["overrides"] = manifest["params"]["overrides"]
+        info["regions"] = {region: _region_lineage(record) for region, record in sorted(regions.items())}
+        info["runs"] = sorted({record.run_id for record in regions.values()})
+        return info
+    region = registry.region_at(*point)
+    record = regions.get(region.id)
+    overrides = manifest["params"]["overrides"]
+    override = dict(overrides.get("regions", overrides).get(region.id, {})) if isinstance(overrides, dict) else {}
+    info["point"] = {"longitude": point[0], "latitude": point[1]}
+    info["region"] = {
+        "id": region.id,
+        "bounds": list(region.bounds),
+        **(_region_lineage(record) if record is not None else {"commit": None}),
+        "params": {**manifest["params"]["content"], **override},
+        "override": override,
+    }
+    return info
+
+
+def _region_lineage(record: CommitRecord) -> dict[str, Any]:
+    return {
+        "snapshot_id": record.snapshot_id,
+        "run_id": record.run_id,
+        "params_version": record.params_version,
+        "inputs_version": record.inputs_version,
+        "code_version": record.code_version,
+        "committed_at": record.written_at.isoformat(),
+    }

@@ -1,0 +1,114 @@
+"""The pyramid and release assets: a complete version becomes what the web map reads.
+
+Both are thin: the work is in :mod:`resources.release`. The reconciliation sensor requests
+the release job once every region of the current version is committed on its branch.
+"""
+
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from resources.model import InputsResource, ModelParamsResource, current_target
+from resources.release import IncompleteVersionError, PromotionConflictError, commit_pyramid, release
+from resources.store import IcechunkStore, StoreError
+from risk_assets.assets import RASTER_KEY
+from risk_assets.grid import RegionRegistry
+from risk_assets.inputs import InputError
+from risk_assets.params import ParamsError
+from risk_assets.quicklook import png_markdown
+from risk_assets.sensors import STATUS_KEY, recorded_not_committed
+from risk_assets.version import git_revision
+
+PYRAMID_KEY = "risk_pyramid"
+RELEASE_KEY = "raster_release"
+_SETUP_ERRORS = (ParamsError, InputError, StoreError)
+
+
+def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
+    """``risk_pyramid`` and ``raster_release`` of one grid."""
+
+    @asset(name=PYRAMID_KEY, deps=[RASTER_KEY], group_name="release")
+    def risk_pyramid(
+        context: AssetExecutionContext,
+        store: IcechunkStore,
+        params: ModelParamsResource,
+        inputs: InputsResource,
+    ) -> MaterializeResult:  # type: ignore[type-arg]
+        """Coarsened levels of the complete version for the web map, committed on its branch.
+
+        The commit also records every region's commit (the ledger table), so the release
+        that tags it carries its own lineage.
+        """
+        try:
+            target = current_target(params, inputs, registry.ids)
+            result = commit_pyramid(store, registry, target, context.run_id)
+        except (*_SETUP_ERRORS, IncompleteVersionError) as err:
+            raise Failure(description=str(err), allow_retries=False) from err
+        return MaterializeResult(
+            metadata={
+                "status": "committed" if result.created else "already committed",
+                "snapshot_id": result.snapshot_id,
+                "raster_version": target.version.id,
+                "branch": target.version.branch,
+                "levels": MetadataValue.json([level.as_metadata() for level in result.levels]),
+            }
+        )
+
+    @asset(name=RELEASE_KEY, deps=[risk_pyramid, STATUS_KEY], group_name="release")
+    def raster_release(
+        context: AssetExecutionContext,
+        store: IcechunkStore,
+        params: ModelParamsResource,
+        inputs: InputsResource,
+    ) -> MaterializeResult:  # type: ignore[type-arg]
+        """Tag the complete version, write its manifest and pictures, and promote ``main`` to it."""
+        try:
+            target = current_target(params, inputs, registry.ids)
+            # Dagster's records against the commit log, as the release's third check.
+            lost = recorded_not_committed(store, registry, target, context.instance)
+            made = release(
+                store,
+                registry,
+                target,
+                run_id=context.run_id,
+                git_revision=git_revision(),
+                inputs=inputs.input_set().model_dump(),
+                extra_checks={
+                    "records_match_commit_log": {
+                        "passed": not lost,
+                        "description": "every region Dagster records as materialized is in the commit log",
+                        "regions_failing": lost,
+                    }
+                },
+            )
+        except (*_SETUP_ERRORS, IncompleteVersionError, PromotionConflictError) as err:
+            raise Failure(description=str(err), allow_retries=False) from err
+        manifest = made.manifest
+        metadata: dict[str, Any] = {
+            "tag": made.tag,
+            "snapshot_id": made.snapshot_id,
+            "promoted": made.promoted,
+            "previous_release": made.previous_tag or "none",
+            "raster_version": MetadataValue.json(manifest["raster_version"]),
+            "params": MetadataValue.json(manifest["params"]),
+            "inputs": MetadataValue.json(manifest["inputs"]),
+            "code": MetadataValue.json(manifest["code"]),
+            "checks": MetadataValue.json(manifest["checks"]),
+            "regions": len(manifest["regions"]),
+            "manifest": MetadataValue.path(made.files["manifest.json"]),
+            "overview": MetadataValue.md(png_markdown(made.overview, f"overview of {made.tag}")),
+        }
+        if made.diff is not None and made.diff_picture is not None:
+            metadata["diff"] = MetadataValue.md(png_markdown(made.diff_picture, f"risk change {made.previous_tag}"))
+            metadata["diff_stats"] = MetadataValue.json(made.diff.as_metadata())
+        context.log.info(f"released {made.tag} ({made.snapshot_id}); main promoted: {made.promoted}")
+        return MaterializeResult(metadata=metadata)
+
+    return [risk_pyramid, raster_release]

@@ -1,0 +1,129 @@
+"""What the raster should be now: versions of parameters, overrides, inputs and code.
+
+A *raster version* names one complete state of the raster: the global parameters, every
+region's override, the input datasets and the model code. Each raster version is built on
+its own Icechunk branch, ``build-<version>``; ``main`` moves to that branch's tip only when
+every region is committed there and the checks pass (see :mod:`risk_assets.release`).
+
+A region's *build key* (:class:`resources.ledger.BuildKey`) is narrower: the version of its
+*effective* parameters (global parameters with its override), the inputs version and the
+code version. A region is rebuilt only when its build key changes, so a new override
+rebuilds its region alone, while the raster version (and so the branch) still changes.
+
+Pure data: the files are read by :mod:`resources.model`.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from resources.ledger import BuildKey
+from risk_assets.params import ModelParams, RegionOverrides, params_version
+
+#: Prefix of the build branches; ``main`` is never written by a region.
+BUILD_BRANCH_PREFIX = "build-"
+#: The branch readers use: the last complete, checked raster version.
+MAIN = "main"
+
+
+def _digest(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class RasterVersion:
+    """The versions that make up one complete raster.
+
+    Attributes
+    ----------
+    params_version
+        Content hash of the global parameters.
+    overrides_version
+        Content hash of all per-region overrides.
+    inputs_version
+        Hash of the input datasets' versions.
+    code_version
+        The model code version.
+    """
+
+    params_version: str
+    overrides_version: str
+    inputs_version: str
+    code_version: str
+
+    @property
+    def id(self) -> str:
+        """A 12-hex-digit name of this version."""
+        return _digest(
+            {
+                "params": self.params_version,
+                "overrides": self.overrides_version,
+                "inputs": self.inputs_version,
+                "code": self.code_version,
+            }
+        )
+
+    @property
+    def branch(self) -> str:
+        """The Icechunk branch this version is built on."""
+        return f"{BUILD_BRANCH_PREFIX}{self.id}"
+
+    def as_metadata(self) -> dict[str, str]:
+        """The versions as plain strings, for commit and Dagster metadata."""
+        return {
+            "raster_version": self.id,
+            "params_version": self.params_version,
+            "overrides_version": self.overrides_version,
+            "inputs_version": self.inputs_version,
+            "code_version": self.code_version,
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    """What every region should be built from, as read from the files right now.
+
+    Attributes
+    ----------
+    params
+        The global parameters.
+    overrides
+        The per-region overrides.
+    input_versions
+        Version of each input dataset, by name.
+    inputs_version
+        Hash of ``input_versions``.
+    code_version
+        The model code version.
+    """
+
+    params: ModelParams
+    overrides: RegionOverrides
+    input_versions: dict[str, str]
+    inputs_version: str
+    code_version: str
+    _params_version: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_params_version", params_version(self.params))
+
+    @property
+    def version(self) -> RasterVersion:
+        """The raster version this target builds."""
+        return RasterVersion(self._params_version, self.overrides.version(), self.inputs_version, self.code_version)
+
+    def region_params(self, region_id: str) -> ModelParams:
+        """The effective parameters of one region (raises ``ParamsError`` if the override is invalid)."""
+        return self.overrides.apply(self.params, region_id)
+
+    def region_key(self, region_id: str) -> BuildKey:
+        """The build key of one region."""
+        # Regions without an override share the global version: no hashing per region.
+        if not self.overrides.for_region(region_id):
+            return BuildKey(self._params_version, self.inputs_version, self.code_version)
+        return BuildKey(params_version(self.region_params(region_id)), self.inputs_version, self.code_version)
+
+    def keys(self, region_ids: Iterable[str]) -> dict[str, BuildKey]:
+        """The build key of each region."""
+        return {region: self.region_key(region) for region in region_ids}
