@@ -176,11 +176,15 @@ def iter_region_commits(
 
 
 def committed_regions(
-    repo: icechunk.Repository, branch: str | None = None, *, snapshot_id: str | None = None
+    repo: icechunk.Repository,
+    branch: str | None = None,
+    *,
+    snapshot_id: str | None = None,
+    use_ledger: bool = True,
 ) -> dict[str, CommitRecord]:
-    """The newest commit of every region on ``branch`` (or from ``snapshot_id``)."""
+    """The newest commit of every region on ``branch`` (or from ``snapshot_id``; see :func:`iter_region_commits`)."""
     latest: dict[str, CommitRecord] = {}
-    for record in iter_region_commits(repo, branch, snapshot_id=snapshot_id):
+    for record in iter_region_commits(repo, branch, snapshot_id=snapshot_id, use_ledger=use_ledger):
         latest.setdefault(record.region, record)
     return latest
 

@@ -33,6 +33,7 @@ from resources.ledger import (
     CommitRecord,
     branch_exists,
     committed_regions,
+    ensure_branch,
     ledger_table,
     regions_with_chunks,
 )
@@ -51,7 +52,18 @@ DIFF = "diff.png"
 
 
 class IncompleteVersionError(RuntimeError):
-    """The version cannot be released: regions are missing, stale or without chunks."""
+    """The version cannot be released: regions are missing, stale or without chunks, or a check failed.
+
+    Attributes
+    ----------
+    overview
+        When the pyramid exists but a check failed: the overview map with the failing regions
+        marked (PNG), for the failure's metadata.
+    """
+
+    def __init__(self, message: str, overview: bytes | None = None) -> None:
+        super().__init__(message)
+        self.overview = overview
 
 
 class PromotionConflictError(RuntimeError):
@@ -88,8 +100,9 @@ class VersionStatus:
 
     @property
     def complete(self) -> bool:
-        """Every region built for its key and present in the store."""
-        return self.tip is not None and not self.not_built and not self.chunks_missing
+        """Every region built for its key and present in the store (on the readers' branch if
+        the version's branch has not started: a version that changes no region's data)."""
+        return not self.not_built and not self.chunks_missing
 
     def checks(self) -> dict[str, dict[str, Any]]:
         """Check results for the manifest and metadata."""
@@ -128,8 +141,6 @@ def _incomplete_message(status: VersionStatus) -> str:
         return ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
     parts = []
-    if status.tip is None:
-        return f"version {status.version.id} has not started: no region was built on {status.branch}"
     if status.not_built:
         parts.append(f"{len(status.not_built)} regions not built for their current key ({some(status.not_built)})")
     if status.chunks_missing:
@@ -167,8 +178,13 @@ def commit_pyramid(store: IcechunkStore, registry: RegionRegistry, target: Targe
     status = version_status(store, registry, target)
     if not status.complete:
         raise IncompleteVersionError(_incomplete_message(status))
-    assert status.tip is not None
     repo = store.repository()
+    if status.tip is None:
+        # Complete before its first region ran (it changes no region's data): start its branch
+        # so it gets its own pyramid commit, tag and manifest like any version.
+        ensure_branch(repo, status.branch, store.branch)
+        status = version_status(store, registry, target)
+    assert status.tip is not None
     tip_info = repo.lookup_snapshot(status.tip)
     if _is_pyramid_of(tip_info, status.version):
         levels = [PyramidLevel(**level) for level in (tip_info.metadata or {}).get("levels", [])]
@@ -189,6 +205,14 @@ def commit_pyramid(store: IcechunkStore, registry: RegionRegistry, target: Targe
             # made from. A region committed meanwhile makes this fail, and the release waits.
             snapshot_id = session.commit(f"pyramid of version {status.version.id}", metadata=metadata)
     return PyramidCommit(snapshot_id, levels, created=True)
+
+
+def is_released(repo: icechunk.Repository, readers_branch: str, version: RasterVersion) -> bool:
+    """Whether ``readers_branch`` holds ``version`` as released (tagged, and at its branch's tip)."""
+    if not branch_exists(repo, version.branch):
+        return False
+    tagged = any(t.endswith(f"-{version.id}") for t in release_tags(repo))
+    return tagged and repo.lookup_branch(readers_branch) == repo.lookup_branch(version.branch)
 
 
 def release_tags(repo: icechunk.Repository) -> list[str]:
@@ -271,9 +295,6 @@ def release(
     checks = {**status.checks(), **(extra_checks or {})}
     if not status.complete:
         raise IncompleteVersionError(_incomplete_message(status))
-    failed = [name for name, result in checks.items() if not result.get("passed")]
-    if failed:
-        raise IncompleteVersionError(f"checks failed for version {status.version.id}: {', '.join(failed)}")
     assert status.tip is not None
     repo = store.repository()
     tip_info = repo.lookup_snapshot(status.tip)
@@ -291,15 +312,23 @@ def release(
 
     levels = _pyramid_levels(tip_info)
     factor, level = _coarsest(repo, status.tip, levels)
-    failing = set().union(*(set(r.get("regions_failing", [])) for r in checks.values()))
+    failing = sorted(set().union(*(set(r.get("regions_failing", [])) for r in checks.values())))
+    failed = [name for name, result in checks.items() if not result.get("passed")]
     overview = overview_png(
         level,
         registry,
         factor,
         missing=status.chunks_missing,
-        failed=sorted(failing),
-        title=f"{tag} (version {status.version.id})",
+        failed=failing,
+        title=f"version {status.version.id}: checks failed" if failed else f"{tag} (version {status.version.id})",
     )
+    if failed:
+        # Nothing is tagged or promoted; the overview shows where the failing regions are.
+        raise IncompleteVersionError(
+            f"checks failed for version {status.version.id}: {', '.join(failed)} (regions: {', '.join(failing)}); "
+            f"{store.branch} was not moved",
+            overview=overview,
+        )
     diff_stats: DiffStats | None = None
     diff_picture: bytes | None = None
     if previous_tag is not None:

@@ -9,6 +9,7 @@ Lineage in the asset graph::
     raster_template ────────┘            raster_status (checks) ───────┘
 """
 
+from pathlib import Path
 from typing import cast
 
 import xarray as xr
@@ -76,7 +77,8 @@ def _input_source(name: str) -> SourceAsset:
     def observe(inputs: InputsResource) -> ObserveResult:
         url = str(getattr(inputs, name))
         try:
-            version = input_version(url)
+            cache = Path(inputs.checksum_cache) if inputs.checksum_cache else None
+            version = input_version(url, name=name, cache=cache)
         except InputError as err:
             raise Failure(description=str(err), allow_retries=False) from err
         return ObserveResult(data_version=DataVersion(version), metadata={"url": url, "version": version})

@@ -202,11 +202,11 @@ def _release(store: "IcechunkStore", version: "RasterVersion", log_path: Path) -
     """Release the complete version through Dagster (unless ``main`` already holds it)."""
     from dagster import DagsterInstance, execute_job, reconstructable
 
+    from resources.release import is_released
     from risk_assets.definitions import release_job
     from risk_assets.runs import failure_reasons
 
-    repo = store.repository()
-    if repo.lookup_branch(store.branch) == repo.lookup_branch(version.branch):
+    if is_released(store.repository(), store.branch, version):
         return f"{store.branch} already holds version {version.id}: nothing to release"
     with DagsterInstance.get() as instance, _stderr_to(log_path):
         result = execute_job(
@@ -282,7 +282,7 @@ def _missing_regions(args: argparse.Namespace) -> tuple["RegionRegistry", "Icech
 def cmd_status(args: argparse.Namespace) -> int:
     """Show how far the current version is built, and what readers of ``main`` see."""
     registry, store, target, branch, missing = _missing_regions(args)
-    from resources.release import latest_release
+    from resources.release import is_released, latest_release
 
     version = target.version
     repo = store.repository()
@@ -293,8 +293,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"inputs {version.inputs_version}, code {version.code_version}) on branch {branch}: "
         f"{len(registry) - len(missing)} of {len(registry)} regions committed"
     )
-    released = branch == version.branch and repo.lookup_branch(branch) == main_tip
-    print(f"{store.branch} ({main_tip}) {'holds this version' if released else 'holds an earlier version'}")
+    held = "holds this version" if is_released(repo, store.branch, version) else "does not hold this version yet"
+    print(f"{store.branch} ({main_tip}) {held}")
     print(f"latest release: {latest_release(repo) or 'none'}")
     if missing:
         print("missing: " + " ".join(missing))
@@ -382,6 +382,38 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_maintain(args: argparse.Namespace) -> int:
+    """Run the maintenance job (ledger checkpoint, expiry, GC) through Dagster, in this process."""
+    _configure_environment(Path(args.home).resolve(), args.grid)
+    from dagster import DagsterInstance
+
+    from risk_assets.definitions import defs
+    from risk_assets.maintenance_job import MAINTENANCE_JOB
+    from risk_assets.runs import failure_reasons
+
+    config = {"expire_older_than_days": args.days, "garbage_collect": not args.no_gc, "dry_run": args.dry_run}
+    with DagsterInstance.get() as instance:
+        # Through the instance, so the job sees the region and release runs it must not race.
+        result = defs.resolve_job_def(MAINTENANCE_JOB).execute_in_process(
+            instance=instance,
+            run_config={"ops": {"maintain_store": {"config": config}}, **QUIET_RUN_CONFIG},
+            raise_on_error=False,
+        )
+    if not result.success:
+        reasons = failure_reasons(result.all_events)
+        print("maintenance refused or failed: " + (reasons[-1] if reasons else result.run_id), file=sys.stderr)
+        return 1
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = output.event_specific_data.metadata  # type: ignore[union-attr]
+    print(
+        f"{'dry run: ' if args.dry_run else ''}{metadata['snapshots_expired'].value} snapshots expired, "
+        f"{metadata['checkpoints'].value} ledger checkpoints, {metadata['gc_bytes_deleted'].value} bytes and "
+        f"{metadata['gc_chunks_deleted'].value} chunks collected; ledger regions: "
+        f"{metadata['ledger_regions_after'].value}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``risk`` command."""
     parser = argparse.ArgumentParser(prog="risk", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -414,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("--lat", type=float, default=None, help="latitude of a point (degrees)")
     lineage.add_argument("--json", action="store_true", help="print JSON")
     lineage.set_defaults(func=cmd_lineage)
+    maintain = sub.add_parser("maintain", help="expire old snapshots and collect garbage, keeping the ledger")
+    maintain.add_argument("--days", type=float, default=7.0, help="expire snapshots older than this (default: 7)")
+    maintain.add_argument("--no-gc", action="store_true", help="expire only; collect no garbage")
+    maintain.add_argument("--dry-run", action="store_true", help="change nothing; report what would be done")
+    maintain.set_defaults(func=cmd_maintain)
     args = parser.parse_args(argv)
     from dagster import BetaWarning
 

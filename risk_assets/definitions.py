@@ -81,6 +81,7 @@ def build_resources(
             burn_probability=inputs.burn_probability,
             conditional_risk=inputs.conditional_risk,
             wind_direction=inputs.wind_direction,
+            checksum_cache=str(settings.var_dir / "input-checksums.json"),
         ),
         IO_MANAGER_KEY: IcechunkRegionIOManager(store=store, grid=settings.grid),
     }

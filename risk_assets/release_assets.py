@@ -88,7 +88,12 @@ def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
                     }
                 },
             )
-        except (*_SETUP_ERRORS, IncompleteVersionError, PromotionConflictError) as err:
+        except IncompleteVersionError as err:
+            picture = (
+                {"overview": MetadataValue.md(png_markdown(err.overview, "failing regions"))} if err.overview else {}
+            )
+            raise Failure(description=str(err), allow_retries=False, metadata=picture) from err
+        except (*_SETUP_ERRORS, PromotionConflictError) as err:
             raise Failure(description=str(err), allow_retries=False) from err
         manifest = made.manifest
         metadata: dict[str, Any] = {
@@ -102,6 +107,8 @@ def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
             "code": MetadataValue.json(manifest["code"]),
             "checks": MetadataValue.json(manifest["checks"]),
             "regions": len(manifest["regions"]),
+            # every region's commit and run, as in the manifest
+            "region_lineage": MetadataValue.json(manifest["regions"]),
             "manifest": MetadataValue.path(made.files["manifest.json"]),
             "overview": MetadataValue.md(png_markdown(made.overview, f"overview of {made.tag}")),
         }

@@ -37,6 +37,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from resources.ledger import branch_exists, regions_with_chunks
 from resources.model import InputsResource, ModelParamsResource, current_target
+from resources.release import is_released
 from resources.store import IcechunkStore, StoreError
 from risk_assets.grid import RegionRegistry
 from risk_assets.inputs import InputError
@@ -257,7 +258,7 @@ def build_reconciliation_sensor(
         # Regions committed under another build key are left to automation, which requests
         # each change exactly once; requesting them here too would build them twice.
         complete = all(region in state.commits and state.commits[region].key == keys[region] for region in desired)
-        if complete and branch != store.branch and repo.lookup_branch(store.branch) != repo.lookup_branch(branch):
+        if complete and not is_released(repo, store.branch, version):
             run_requests.append(
                 RunRequest(
                     job_name=release_job.name,

@@ -14,13 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from _targets import default_target
+from _targets import inputs_resource, params_resource
 
 from resources.ledger import committed_regions
 from resources.store import LocalIcechunkStore
 from risk_assets.grid import load_registry
 from risk_assets.inputs import InputSet
 from risk_assets.settings import Settings
+from risk_assets.versions import Target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,11 +60,16 @@ class Project:
     @property
     def branch(self) -> str:
         """The branch of the current raster version (default parameters, the project's inputs)."""
+        return self.target().version.branch
+
+    def target(self) -> Target:
+        """What the project's raster is built from now."""
+        from resources.model import current_target
         from risk_assets.synthetic import local_input_set
 
-        return default_target(
-            local_input_set(self.settings.inputs_dir), load_registry(self.settings.grid)
-        ).version.branch
+        params = params_resource(overrides=str(self.settings.overrides_path))
+        inputs = inputs_resource(local_input_set(self.settings.inputs_dir))
+        return current_target(params, inputs, load_registry(self.settings.grid).ids)
 
     def committed(self) -> set[str]:
         """Regions committed on the current version's branch."""
@@ -78,19 +84,26 @@ def server_up(url: str) -> bool:
         return False
 
 
-def make_project(tmp_path: Path, demo_inputs: InputSet) -> Project:
-    """A fresh project folder: the repository's dagster.yaml, the demo inputs, a free port."""
+def make_project(tmp_path: Path, inputs: InputSet, grid: str = "demo") -> Project:
+    """A fresh project folder: the repository's dagster.yaml, ``inputs`` of ``grid``, a free port.
+
+    Its parameters are the checked-in defaults; its overrides file (empty) is in the folder,
+    so a test may change it.
+    """
     home = tmp_path / "project"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    settings = Settings(home=home, grid="demo", sensor_interval_s=5)
-    shutil.copytree(Path(demo_inputs.burn_probability).parent, settings.inputs_dir)
+    overrides = home / "overrides.yaml"
+    overrides.write_text("{}\n")
+    settings = Settings(home=home, grid=grid, sensor_interval_s=5, overrides_path=overrides)
+    shutil.copytree(Path(inputs.burn_probability).parent, settings.inputs_dir)
     port = free_port()
     env = os.environ | {
         "DAGSTER_HOME": str(home),
         "RISK_HOME": str(home),
-        "RISK_GRID": "demo",
+        "RISK_GRID": grid,
         "RISK_SENSOR_INTERVAL": "5",
+        "RISK_OVERRIDES": str(overrides),
     }
     return Project(home, settings, env, f"http://127.0.0.1:{port}")
 

@@ -165,3 +165,33 @@ def test_changes_do_not_flood_the_run_queue() -> None:
         t for t in runs["tag_concurrency_limits"] if (t["key"], t["value"]) == next(iter(REGION_RUN_TAG.items()))
     ]
     assert limit["limit"] < runs["max_concurrent_runs"], "region runs leave room for release and maintenance runs"
+
+
+def test_a_change_over_every_region_is_one_backfill_request(
+    built: tuple[Definitions, DagsterInstance, Automation], params_file: Path, demo_registry: RegionRegistry
+) -> None:
+    """What the automation sensor emits for a global change: one backfill, not a run per region.
+
+    ``evaluate_automation_conditions`` evaluates like the sensor but returns partitions; the
+    sensor turns them into requests with Dagster's ``build_run_requests`` and its
+    ``emit_backfills`` setting, called here the same way.
+    """
+    from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
+
+    from risk_assets.definitions import REGION_RUN_TAG
+
+    defs, instance, automation = built
+    params_file.write_text(params_file.read_text().replace("blur_sigma_m: 120.0", "blur_sigma_m: 90.0"))
+    _observe(defs, instance)
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=automation.cursor)
+    sensor = defs.resolve_sensor_def("risk_automation")
+    assert isinstance(sensor, AutomationConditionSensorDefinition)
+    requests = build_run_requests(
+        list(result._requested_subsets), defs.resolve_asset_graph(), sensor.run_tags, sensor.emit_backfills
+    )
+    [request] = requests
+    assert request.requires_backfill_daemon(), "one backfill request"
+    subset = request.asset_graph_subset
+    assert subset is not None
+    assert sorted(subset.get_partitions_subset(KEY).get_partition_keys()) == sorted(demo_registry.ids)
+    assert request.tags.items() >= REGION_RUN_TAG.items()

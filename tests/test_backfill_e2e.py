@@ -150,8 +150,11 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
         assert instance.get_materialized_partitions(KEY) == set(ids)
 
         # Complete: the sensor requests the release, which tags the version and promotes main.
-        repo = project.store.repository()
-        wait_for(lambda: latest_release(project.store.repository()) is not None, 240, "the release of the version")
+        def released() -> bool:
+            runs = instance.get_runs(RunsFilter(tags={"risk/reason": "release"}))
+            return bool(runs) and all(r.is_finished for r in runs)
+
+        wait_for(released, 240, "the release run of the version")
         releases = instance.get_runs(RunsFilter(tags={"risk/reason": "release"}))
         assert len(releases) == 1 and releases[0].is_success
         repo = project.store.repository()

@@ -4,6 +4,7 @@ Regions hold constant values per version here (1.0 for the first, 2.0 for the se
 a reader can tell at every pixel which version it sees; the model itself is tested elsewhere.
 """
 
+import io
 import json
 import os
 import subprocess
@@ -244,6 +245,19 @@ def test_lineage_command_prints_the_release_and_a_point(world: World) -> None:
     point = risk(tag, "--lon", str(lon), "--lat", str(lat))
     assert point.returncode == 0, point.stderr
     assert f"region {ids[10]}" in point.stdout and manifest["regions"][ids[10]]["snapshot_id"] in point.stdout
+    # maintenance from the command line keeps what lineage reads
+    maintained = subprocess.run(
+        [sys.executable, "-m", "risk_assets.cli", "--home", str(world.home), "maintain", "--days", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert maintained.returncode == 0, maintained.stderr
+    assert "snapshots expired" in maintained.stdout
+    after = risk("--json")
+    assert json.loads(after.stdout)["regions"] == info["regions"]
     outside = risk("--lon", "0", "--lat", "0")
     assert outside.returncode == 1 and "outside grid" in outside.stderr
     unknown = risk("release-nope")
@@ -287,3 +301,41 @@ def test_maintenance_after_releases_keeps_ledger_lineage_and_data(world: World) 
         for r in ids[:5]
     ]
     assert results == ["skipped"] * 5
+
+
+def test_a_failed_check_refuses_the_release_and_maps_the_failing_regions(world: World) -> None:
+    from PIL import Image
+
+    from risk_assets.pictures import FAILED_COLOUR, render_overview
+
+    ids = world.registry.ids
+    target = world.build(ids, 1.0)
+    commit_pyramid(world.store, world.registry, target, run_id="pyramid-run")
+    main_before = world.store.repository().lookup_branch("main")
+    failing = [ids[0], ids[-1]]
+    with pytest.raises(IncompleteVersionError, match="records_match_commit_log") as raised:
+        release(
+            world.store,
+            world.registry,
+            target,
+            run_id="release-run",
+            git_revision="abc123",
+            inputs=world.inputs.model_dump(),
+            extra_checks={"records_match_commit_log": {"passed": False, "regions_failing": failing}},
+        )
+    repo = world.store.repository()
+    assert repo.lookup_branch("main") == main_before and latest_release(repo) is None, "nothing tagged or moved"
+    assert raised.value.overview is not None
+    # the same layout as the picture in the error: the failing regions' outlines are in the failure colour
+    from resources.release import _coarsest, _pyramid_levels  # the level the release drew
+
+    tip = repo.lookup_branch(target.version.branch)
+    factor, level = _coarsest(repo, tip, _pyramid_levels(repo.lookup_snapshot(tip)))
+    layout = render_overview(level, world.registry, factor, missing=[], failed=failing, title="x")
+    image = np.asarray(Image.open(io.BytesIO(raised.value.overview)).convert("RGB"))
+    want = tuple(int(FAILED_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
+    for region_id in failing:
+        west, south, _, north = world.registry.get(region_id).bounds
+        col, row = layout.pixel_of(west, (south + north) / 2)  # on the region's western edge
+        patch = image[int(row) - 3 : int(row) + 4, int(col) - 3 : int(col) + 4].reshape(-1, 3)
+        assert any(tuple(p) == want for p in patch), region_id

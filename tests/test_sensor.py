@@ -213,8 +213,10 @@ def a_complete_version_is_released_once(env: Env) -> None:
     again = _tick(env)
     assert again.run_requests and again.run_requests[0].run_key == result.run_requests[0].run_key  # type: ignore[index]
     assert len(env.run_keys) == 1, "the daemon launches one release per complete build"
-    # once main holds the version (the release promoted it), nothing more is requested
-    env.store.repository().reset_branch("main", env.tip())
+    # once the version is released (tagged, main moved to it), nothing more is requested
+    repo = env.store.repository()
+    repo.create_tag(f"release-20261125T000000Z-{env.target.version.id}", env.tip())
+    repo.reset_branch("main", env.tip())
     assert _requested(_tick(env)) == []
 
 

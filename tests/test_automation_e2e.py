@@ -1,0 +1,125 @@
+"""A parameter change reaches main by itself: the daemon's sensors, real runs, a real repository.
+
+On the small ``mini`` grid: ``risk build`` builds and releases a first version; with `dagster
+dev` running, a per-region override is written and observed on demand. The automation sensor
+(running by default) rebuilds exactly that region on the new version's branch, the
+reconciliation sensor requests the release once the version is complete, and the release moves
+``main``. Until then, a reader of ``main`` sees the first version everywhere. The release's
+overview map then renders in the Dagster UI (headless chromium).
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from _dagster_dev import CHROMIUM, CHROMIUM_ARGS, Project, dagster_dev, make_project, wait_for
+from dagster import DagsterInstance
+from playwright.sync_api import sync_playwright
+
+from resources.release import latest_release, read_manifest
+from risk_assets.definitions import PREPARE_JOB, build_definitions
+from risk_assets.grid import load_registry
+from risk_assets.inputs import InputSet
+from risk_assets.synthetic import generate_inputs
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    inputs: InputSet = generate_inputs(load_registry("mini").grid, tmp_path / "inputs", seed=0)
+    return make_project(tmp_path, inputs, grid="mini")
+
+
+def _main_risk(project: Project) -> np.ndarray:
+    repo = project.store.repository()
+    values: np.ndarray = xr.open_zarr(repo.readonly_session(branch="main").store, consolidated=False)["risk"].values
+    return values
+
+
+def _release_overview_in_the_ui(project: Project, tmp_path: Path) -> list[int]:
+    """Open the release asset in the Dagster UI and return the decoded size of its overview map."""
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required: `make browser` installs it"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{project.url}/assets/raster_release", wait_until="networkidle")
+        skip = page.get_by_role("button", name="Skip")  # the first visit's community pop-up
+        skip.wait_for(timeout=15_000)
+        skip.click()
+        row = page.get_by_role("row").filter(has=page.get_by_text("overview", exact=True))
+        row.get_by_text("[Show Markdown]").click()
+        image = page.get_by_role("dialog").locator("img")
+        image.wait_for(timeout=15_000)
+        page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=15_000)
+        page.screenshot(path=str(tmp_path / "release-overview.png"))
+        size: list[int] = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        browser.close()
+    return size
+
+
+@pytest.mark.slow
+def test_an_override_is_rebuilt_released_and_promoted_by_the_daemon(project: Project) -> None:
+    registry = load_registry("mini")
+    built = subprocess.run(
+        [sys.executable, "-m", "risk_assets.cli", "--home", str(project.home), "--grid", "mini", "build"],
+        env=project.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    first = latest_release(project.store.repository())
+    assert first is not None, built.stdout
+    before = _main_risk(project)
+    region = registry.get(registry.ids[5])
+
+    with dagster_dev(project), DagsterInstance.from_config(str(project.home)) as instance:
+        runs_before = {r.run_id for r in instance.get_runs()}
+        project.settings.overrides_path.write_text(f"{region.id}:\n  blur_sigma_m: 200.0\n")
+        # on demand, as the UI's "Materialize" of the prepare job would (the schedule does it every 10 min)
+        defs = build_definitions(project.settings)
+        assert defs.resolve_job_def(PREPARE_JOB).execute_in_process(instance=instance).success
+
+        def released() -> bool:
+            # while the new version is being built, main is the first release, entirely
+            now = _main_risk(project)
+            if latest_release(project.store.repository()) == first:
+                np.testing.assert_array_equal(now, before)
+                return False
+            releases = [r for r in instance.get_runs() if r.tags.get("risk/reason") == "release"]
+            return bool(releases) and all(r.is_finished for r in releases)
+
+        wait_for(released, 400, "automation to rebuild the region and the sensor to release the version")
+
+        new_runs = [r for r in instance.get_runs() if r.run_id not in runs_before]
+        region_runs = [r for r in new_runs if r.tags.get("dagster/partition")]
+        assert [r.tags["dagster/partition"] for r in region_runs] == [region.id], "only the overridden region"
+        assert region_runs[0].tags.get("risk/kind") == "region"
+        assert all(r.is_success for r in new_runs if r.is_finished)
+        assert len([r for r in new_runs if r.tags.get("risk/reason") == "release"]) == 1
+        overview = _release_overview_in_the_ui(project, tmp_path=project.home)
+        assert overview[0] > 400 and overview[1] > 300, "the browser decoded the release's overview map"
+
+    repo = project.store.repository()
+    second = latest_release(repo)
+    assert second is not None and second != first
+    assert repo.lookup_branch("main") == repo.lookup_tag(second)
+    after = _main_risk(project)
+    rows, cols = region.rows, region.cols
+    changed = ~np.isclose(after, before, equal_nan=True)
+    assert changed[rows, cols].any(), "the overridden region changed"
+    outside = changed.copy()
+    outside[rows, cols] = False
+    assert not outside.any(), "no other region changed"
+    old, new = read_manifest(project.store, first), read_manifest(project.store, second)
+    assert new["previous_release"] == first
+    assert {r for r in registry.ids if new["regions"][r]["snapshot_id"] != old["regions"][r]["snapshot_id"]} == {
+        region.id
+    }, "the other regions are carried over: the same commits as in the first release"
+    assert new["params"]["overrides"]["regions"] == {region.id: {"blur_sigma_m": 200.0}}
+    assert new["diff"] is not None and new["diff"]["share_changed"] > 0
+    assert (project.store.releases_dir / second / "diff.png").exists()
+    assert xr.open_zarr(repo.readonly_session(tag=first).store, consolidated=False)["risk"].shape == before.shape
