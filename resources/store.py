@@ -28,6 +28,22 @@ class WritersActiveError(RuntimeError):
     """Maintenance refused: region writers hold leases on the repository right now."""
 
 
+@contextmanager
+def _flock(path: Path, operation: int) -> Iterator[None]:
+    """Hold ``fcntl.flock(operation)`` on ``path`` (created if needed) for the duration.
+
+    The kernel drops the lock when the descriptor closes or its holder dies, so a killed
+    process never leaves it held. ``LOCK_NB`` makes a held lock raise ``BlockingIOError``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        os.close(fd)
+
+
 class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # generic only for typing
     """Base of the Icechunk storage resources.
 
@@ -176,13 +192,8 @@ class LocalIcechunkStore(IcechunkStore):
         ``flock`` is released by the kernel when the holder dies, so a killed worker never
         leaves the lock held.
         """
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _flock(self.lock_path, fcntl.LOCK_EX):
             yield
-        finally:
-            os.close(fd)  # closing the descriptor drops the lock
 
     @property
     def writers_lock_path(self) -> Path:
@@ -198,13 +209,8 @@ class LocalIcechunkStore(IcechunkStore):
         a new writer waits here until maintenance is done; the kernel releases the lease of
         a writer that dies.
         """
-        self.writers_lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.writers_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+        with _flock(self.writers_lock_path, fcntl.LOCK_SH):
             yield
-        finally:
-            os.close(fd)  # closing the descriptor drops the lease
 
     @contextmanager
     def maintenance_lock(self) -> Iterator[None]:
@@ -217,20 +223,15 @@ class LocalIcechunkStore(IcechunkStore):
         WritersActiveError
             If any region writer holds a lease (or other maintenance holds the lock).
         """
-        self.writers_lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.writers_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as err:
-                raise WritersActiveError(
-                    f"refusing maintenance of {self.location()}: region writers hold leases on it "
-                    f"({self.writers_lock_path}). Wait for the running region writers to finish, or "
-                    "stop them, then run maintenance again; nothing was changed"
-                ) from err
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor drops the lock
+            with _flock(self.writers_lock_path, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                yield
+        except BlockingIOError as err:
+            raise WritersActiveError(
+                f"refusing maintenance of {self.location()}: region writers hold leases on it "
+                f"({self.writers_lock_path}). Wait for the running region writers to finish, or "
+                "stop them, then run maintenance again; nothing was changed"
+            ) from err
 
 
 class S3IcechunkStore(IcechunkStore):

@@ -155,3 +155,30 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def markdown_image_in_the_ui(url: str, page_path: str, row_label: str, screenshot: Path) -> tuple[str, list[int]]:
+    """Open ``page_path`` of the UI in headless chromium, show the markdown metadata ``row_label``
+    and return its image's ``src`` and decoded size (what the browser really drew)."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required: `make browser` installs it"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}{page_path}", wait_until="networkidle")
+        # The first visit shows a "Join the Dagster community" pop-up.
+        skip = page.get_by_role("button", name="Skip")
+        skip.wait_for(timeout=15_000)
+        skip.click()
+        # Markdown metadata shows as a "[Show Markdown]" link in the metadata table.
+        row = page.get_by_role("row").filter(has=page.get_by_text(row_label, exact=True))
+        row.get_by_text("[Show Markdown]").click()
+        image = page.get_by_role("dialog").locator("img")
+        image.wait_for(timeout=15_000)
+        page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=15_000)
+        page.screenshot(path=str(screenshot))
+        src = image.get_attribute("src") or ""
+        size: list[int] = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        browser.close()
+    return src, size

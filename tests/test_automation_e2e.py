@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from _dagster_dev import CHROMIUM, CHROMIUM_ARGS, Project, dagster_dev, make_project, wait_for
+from _dagster_dev import Project, dagster_dev, make_project, markdown_image_in_the_ui, wait_for
 from dagster import DagsterInstance
-from playwright.sync_api import sync_playwright
 
 from resources.release import latest_release, read_manifest
 from risk_assets.definitions import PREPARE_JOB, build_definitions
@@ -36,27 +35,6 @@ def _main_risk(project: Project) -> np.ndarray:
     repo = project.store.repository()
     values: np.ndarray = xr.open_zarr(repo.readonly_session(branch="main").store, consolidated=False)["risk"].values
     return values
-
-
-def _release_overview_in_the_ui(project: Project, tmp_path: Path) -> list[int]:
-    """Open the release asset in the Dagster UI and return the decoded size of its overview map."""
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required: `make browser` installs it"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{project.url}/assets/raster_release", wait_until="networkidle")
-        skip = page.get_by_role("button", name="Skip")  # the first visit's community pop-up
-        skip.wait_for(timeout=15_000)
-        skip.click()
-        row = page.get_by_role("row").filter(has=page.get_by_text("overview", exact=True))
-        row.get_by_text("[Show Markdown]").click()
-        image = page.get_by_role("dialog").locator("img")
-        image.wait_for(timeout=15_000)
-        page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=15_000)
-        page.screenshot(path=str(tmp_path / "release-overview.png"))
-        size: list[int] = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
-        browser.close()
-    return size
 
 
 @pytest.mark.slow
@@ -100,8 +78,11 @@ def test_an_override_is_rebuilt_released_and_promoted_by_the_daemon(project: Pro
         assert region_runs[0].tags.get("risk/kind") == "region"
         assert all(r.is_success for r in new_runs if r.is_finished)
         assert len([r for r in new_runs if r.tags.get("risk/reason") == "release"]) == 1
-        overview = _release_overview_in_the_ui(project, tmp_path=project.home)
-        assert overview[0] > 400 and overview[1] > 300, "the browser decoded the release's overview map"
+        src, size = markdown_image_in_the_ui(
+            project.url, "/assets/raster_release", "overview", project.home / "release-overview.png"
+        )
+        assert src.startswith("data:image/png;base64,")
+        assert size[0] > 400 and size[1] > 300, "the browser decoded the release's overview map"
 
     repo = project.store.repository()
     second = latest_release(repo)

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _dagster_dev import CHROMIUM, CHROMIUM_ARGS, dagster_dev, make_project
+from _dagster_dev import CHROMIUM, dagster_dev, make_project, markdown_image_in_the_ui
 from dagster import DagsterInstance, materialize
-from playwright.sync_api import sync_playwright
 
 from risk_assets.assets import build_assets
 from risk_assets.definitions import build_resources
@@ -45,24 +44,13 @@ def test_quicklook_renders_on_the_partition_page(
     data_uri = markdown.split("](", 1)[1].split(")", 1)[0]
     assert data_uri.startswith("data:image/png;base64,")
 
-    with dagster_dev(project), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{project.url}/assets/risk_raster?view=partitions&partition={REGION}", wait_until="networkidle")
-        # The first visit shows a "Join the Dagster community" pop-up.
-        skip = page.get_by_role("button", name="Skip")
-        skip.wait_for(timeout=15_000)
-        skip.click()
-        # Markdown metadata shows as a "[Show Markdown]" link in the partition's metadata table.
-        row = page.get_by_role("row").filter(has=page.get_by_text("quicklook", exact=True))
-        row.get_by_text("[Show Markdown]").click()
-        image = page.get_by_role("dialog").locator("img[alt=quicklook]")
-        image.wait_for(timeout=15_000)
-        page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=15_000)
-        page.screenshot(path=str(tmp_path / "quicklook-dialog.png"))
-        src = image.get_attribute("src")
-        size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
-        browser.close()
+    with dagster_dev(project):
+        src, size = markdown_image_in_the_ui(
+            project.url,
+            f"/assets/risk_raster?view=partitions&partition={REGION}",
+            "quicklook",
+            tmp_path / "quicklook-dialog.png",
+        )
 
     assert src == data_uri, "the UI shows the very PNG the materialization recorded"
     assert size == [256, 256], "the browser decoded the 256 x 256 px demo region's PNG"
