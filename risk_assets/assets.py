@@ -15,15 +15,19 @@ from typing import cast
 import xarray as xr
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
     AssetsDefinition,
     AssetSelection,
     AutomationCondition,
+    DagsterInstance,
     DataVersion,
     DataVersionsByPartition,
     Failure,
     MaterializeResult,
     MetadataValue,
     ObserveResult,
+    OpExecutionContext,
     SourceAsset,
     StaticPartitionsDefinition,
     asset,
@@ -50,6 +54,11 @@ from risk_assets.version import MODEL_CODE_VERSION
 #: Dagster concurrency pool of the region writers; its limit is set in dagster.yaml.
 WRITER_POOL = "icechunk_writers"
 IO_MANAGER_KEY = "icechunk_io_manager"
+#: The tag under which Dagster stores an observation's data version (its value is not exported
+#: publicly; test_automation checks that observations carry it).
+DATA_VERSION_TAG = "dagster/data_version"
+#: Observation records fetched per call (Dagster caps one fetch at 10,000).
+OBSERVATIONS_PAGE = 10_000
 #: The input datasets, each an observable source asset ``input_<name>``.
 INPUT_NAMES = ("burn_probability", "conditional_risk", "wind_direction")
 PARAMS_KEY = "model_params"
@@ -61,6 +70,26 @@ RASTER_KEY = "risk_raster"
 def input_key(name: str) -> str:
     """Asset key (as a string) of the observable source of input ``name``."""
     return f"input_{name}"
+
+
+def latest_observed_versions(instance: DagsterInstance, key: AssetKey) -> dict[str, str]:
+    """The data version last observed for each partition of the source ``key``."""
+    latest: dict[str, str] = {}
+    cursor: str | None = None
+    for _ in range(1_000_000):  # bounded: pages of 10,000 observations
+        page = instance.fetch_observations(
+            AssetRecordsFilter(asset_key=key), limit=OBSERVATIONS_PAGE, cursor=cursor, ascending=True
+        )
+        for record in page.records:
+            observation = record.asset_observation
+            if observation is not None and observation.partition is not None:
+                version = observation.tags.get(DATA_VERSION_TAG)
+                if version is not None:
+                    latest[observation.partition] = version
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    return latest
 
 
 def region_partitions(registry: RegionRegistry) -> StaticPartitionsDefinition:
@@ -112,17 +141,23 @@ def build_sources(registry: RegionRegistry) -> list[SourceAsset]:
         )
 
     @observable_source_asset(name=REGION_PARAMS_KEY, group_name="model", partitions_def=region_partitions(registry))
-    def region_params(params: ModelParamsResource) -> DataVersionsByPartition:
+    def region_params(context: OpExecutionContext, params: ModelParamsResource) -> DataVersionsByPartition:
         """Per-region parameter overrides; each region's data version is a hash of its override.
 
         A changed override changes only its region's data version, so automation rebuilds only
-        that region.
+        that region. Only regions whose version differs from the last one observed are recorded
+        (all of them the first time): re-recording 10,000 unchanged versions every few minutes
+        would fill the event log with nothing.
         """
         try:
             overrides = params.overrides(registry.ids)
         except ParamsError as err:
             raise Failure(description=str(err), allow_retries=False) from err
-        return DataVersionsByPartition({rid: DataVersion(overrides.region_version(rid)) for rid in registry.ids})
+        observed = latest_observed_versions(context.instance, AssetKey(REGION_PARAMS_KEY))
+        current = {rid: overrides.region_version(rid) for rid in registry.ids}
+        changed = {rid: DataVersion(v) for rid, v in current.items() if observed.get(rid) != v}
+        context.log.info(f"{len(changed)} of {len(current)} regions' overrides changed since the last observation")
+        return DataVersionsByPartition(changed)
 
     return [
         model_params,

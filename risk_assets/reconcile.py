@@ -25,7 +25,7 @@ from resources.ledger import LEDGER_KEY, BuildKey, CommitRecord
 #: Records fetched per call; Dagster caps one fetch at 10,000.
 RECORDS_PAGE = 10_000
 #: Layout version of the sensor cursor.
-CURSOR_VERSION = 2
+CURSOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,8 @@ class ReconcileState:
     records: dict[str, RecordEntry] = field(default_factory=dict)
     #: regions recorded but not committed at the last check evaluation
     flagged: set[str] = field(default_factory=set)
+    #: stale regions and when (epoch seconds) a tick first saw each of them stale
+    stale_since: dict[str, float] = field(default_factory=dict)
 
     def encode(self) -> str:
         """A compact cursor string (zlib-compressed JSON: thousands of regions fit)."""
@@ -141,6 +143,7 @@ class ReconcileState:
             "records_after": self.records_after,
             "records": {r: [e.snapshot_id, e.params_version, e.storage_id] for r, e in self.records.items()},
             "flagged": sorted(self.flagged),
+            "stale_since": self.stale_since,
         }
         raw = json.dumps(payload, separators=(",", ":")).encode()
         return base64.b64encode(zlib.compress(raw, 6)).decode()
@@ -160,6 +163,7 @@ class ReconcileState:
             records_after=int(payload["records_after"]),
             records={r: RecordEntry(*values) for r, values in payload["records"].items()},
             flagged=set(payload["flagged"]),
+            stale_since={r: float(t) for r, t in payload["stale_since"].items()},
         )
 
 

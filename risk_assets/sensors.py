@@ -8,6 +8,7 @@ returns them.
 """
 
 import hashlib
+import time
 from typing import Any
 
 import icechunk
@@ -21,10 +22,12 @@ from dagster import (
     AssetMaterialization,
     AssetsDefinition,
     DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
     MaterializeResult,
     MetadataValue,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -34,6 +37,7 @@ from dagster import (
     sensor,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
 from resources.ledger import branch_exists, regions_with_chunks
 from resources.model import InputsResource, ModelParamsResource, current_target
@@ -188,13 +192,40 @@ def release_run_key(version: RasterVersion, commits: dict[str, CommitEntry]) -> 
     return f"release:{version.id}:{digest}"
 
 
+#: Run statuses of a run that has not finished (it may still build its region).
+UNFINISHED = [
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
+
+
+def _partitions_in_flight(instance: DagsterInstance) -> set[str]:
+    """Partitions of unfinished runs."""
+    records = instance.get_run_records(RunsFilter(statuses=UNFINISHED))
+    return {p for r in records if (p := r.dagster_run.tags.get("dagster/partition")) is not None}
+
+
+def _raster_backfill_in_flight(instance: DagsterInstance) -> bool:
+    """Whether an unfinished backfill targets the raster (its regions will run in time)."""
+    backfills = instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED]))
+    return any(RASTER_KEY in (b.asset_selection or ()) for b in backfills)
+
+
 def build_reconciliation_sensor(
     registry: RegionRegistry,
     region_job: UnresolvedAssetJobDefinition,
     release_job: UnresolvedAssetJobDefinition,
     minimum_interval_seconds: int = 30,
+    stale_grace_s: float = 600.0,
 ) -> SensorDefinition:
-    """The sensor that makes Dagster's records follow the commit log, both ways, and releases complete versions."""
+    """The sensor that makes Dagster's records follow the commit log, both ways, and releases complete versions.
+
+    ``stale_grace_s``: how long a region may stay committed under an old build key, with
+    nothing in flight for it, before the sensor requests it itself (automation's job first).
+    """
     desired: list[str] = registry.ids
 
     @sensor(
@@ -246,7 +277,7 @@ def build_reconciliation_sensor(
                     },
                 )
             )
-        run_requests = [
+        run_requests: list[RunRequest] = [
             RunRequest(
                 job_name=region_job.name,
                 partition_key=region,
@@ -255,8 +286,26 @@ def build_reconciliation_sensor(
             )
             for region, record in actions.repair
         ]
-        # Regions committed under another build key are left to automation, which requests
-        # each change exactly once; requesting them here too would build them twice.
+        # Regions committed under another build key are automation's: it requests each change
+        # once, and requesting them here too would build them twice. Dagster's eager condition
+        # can swallow an update that lands while the region's previous request is in flight,
+        # though, so a region stale for longer than the grace period, with no run or raster
+        # backfill in flight, is requested here as a safety net (once per stale commit and key).
+        now = time.time()
+        state.stale_since = {r: state.stale_since.get(r, now) for r, _ in actions.stale}
+        overdue = [(r, c) for r, c in actions.stale if now - state.stale_since[r] >= stale_grace_s]
+        if overdue and not _raster_backfill_in_flight(context.instance):
+            busy = _partitions_in_flight(context.instance)
+            run_requests += [
+                RunRequest(
+                    job_name=region_job.name,
+                    partition_key=region,
+                    run_key=f"stale:{region}:{'-'.join(keys[region])}:{commit.snapshot_id}",
+                    tags={"risk/reason": "stale"},
+                )
+                for region, commit in overdue
+                if region not in busy
+            ]
         complete = all(region in state.commits and state.commits[region].key == keys[region] for region in desired)
         if complete and not is_released(repo, store.branch, version):
             run_requests.append(

@@ -195,3 +195,33 @@ def test_a_change_over_every_region_is_one_backfill_request(
     assert subset is not None
     assert sorted(subset.get_partitions_subset(KEY).get_partition_keys()) == sorted(demo_registry.ids)
     assert request.tags.items() >= REGION_RUN_TAG.items()
+
+
+def test_only_changed_overrides_are_recorded_and_a_removed_one_rebuilds_its_region(
+    built: tuple[Definitions, DagsterInstance, Automation], overrides_file: Path, demo_registry: RegionRegistry
+) -> None:
+    from risk_assets.assets import REGION_PARAMS_KEY, latest_observed_versions
+
+    defs, instance, automation = built
+    key = AssetKey(REGION_PARAMS_KEY)
+
+    def n_observations() -> int:
+        return len(instance.fetch_observations(key, limit=10_000).records)
+
+    first = n_observations()
+    assert first == len(demo_registry), "the first observation records every region"
+    assert set(latest_observed_versions(instance, key).values()) == {"none"}
+    _observe(defs, instance)
+    assert n_observations() == first, "an unchanged file records nothing"
+    region = demo_registry.ids[9]
+    overrides_file.write_text(f"{region}:\n  spread_iterations: 4\n")
+    _observe(defs, instance)
+    assert n_observations() == first + 1, "one changed region, one record"
+    assert automation.tick(defs) == [region]
+    instance.report_runless_asset_event(AssetMaterialization(KEY, partition=region))  # the run rebuilt it
+    automation.tick(defs)
+    overrides_file.write_text("{}\n")
+    _observe(defs, instance)
+    assert n_observations() == first + 2
+    assert latest_observed_versions(instance, key)[region] == "none"
+    assert automation.tick(defs) == [region], "removing the override rebuilds the region with the global values"

@@ -18,8 +18,12 @@ from dagster import (
     AssetCheckEvaluation,
     AssetKey,
     AssetMaterialization,
+    AssetsDefinition,
     DagsterInstance,
+    DagsterRunStatus,
+    Definitions,
     SensorResult,
+    asset,
     build_sensor_context,
     define_asset_job,
 )
@@ -88,10 +92,10 @@ class Env:
         return self.store.repository().lookup_branch(self.branch)
 
 
-def _tick(env: Env) -> SensorResult:
+def _tick(env: Env, stale_grace_s: float = 600.0) -> SensorResult:
     job = define_asset_job("build_region", selection=[KEY], partitions_def=region_partitions(env.registry))
     release = define_asset_job("release_raster", selection=["raster_release"])
-    sensor = build_reconciliation_sensor(env.registry, job, release)
+    sensor = build_reconciliation_sensor(env.registry, job, release, stale_grace_s=stale_grace_s)
     context = build_sensor_context(
         instance=env.instance,
         cursor=env.cursor,
@@ -108,6 +112,16 @@ def _tick(env: Env) -> SensorResult:
         if request.run_key not in env.run_keys:
             env.run_keys.append(request.run_key)
     return result
+
+
+def _stand_in_raster(registry: RegionRegistry) -> AssetsDefinition:
+    """An asset with the raster's key and partitions, so run records of its job can be made."""
+
+    @asset(name="risk_raster", partitions_def=region_partitions(registry))
+    def risk_raster() -> None:
+        raise AssertionError("never executed: only run records of its job are made")
+
+    return risk_raster
 
 
 def _reported(result: SensorResult) -> list[str]:
@@ -192,7 +206,7 @@ def recorded_by_dagster_but_lost_from_the_store(env: Env) -> None:
     assert len(env.run_keys) == 1
 
 
-def stale_regions_are_left_to_automation(env: Env) -> None:
+def stale_regions_are_left_to_automation_until_overdue(env: Env) -> None:
     a, b = env.registry.ids[:2]
     env.record(a, env.commit(a, params="older0000000"))
     env.record(b, env.commit(b))
@@ -200,6 +214,19 @@ def stale_regions_are_left_to_automation(env: Env) -> None:
     # automation requests each change exactly once; the sensor requesting it too would build it twice
     assert _requested(result) == []
     assert _reported(result) == []
+    assert set(ReconcileState.decode(env.cursor).stale_since) == {a}
+    # overdue, but a run of the region is in flight: still not requested
+    job = define_asset_job("build_region", selection=[KEY], partitions_def=region_partitions(env.registry))
+    defs = Definitions(assets=[_stand_in_raster(env.registry)], jobs=[job])
+    in_flight = env.instance.create_run_for_job(
+        defs.resolve_job_def("build_region"), status=DagsterRunStatus.STARTED, tags={"dagster/partition": a}
+    )
+    assert _requested(_tick(env, stale_grace_s=0)) == []
+    env.instance.report_run_failed(in_flight)  # the run ended without building it (an update swallowed)
+    overdue = _tick(env, stale_grace_s=0)
+    assert _requested(overdue) == [(a, "stale")]
+    assert _requested(_tick(env, stale_grace_s=0)) == [(a, "stale")]
+    assert len(env.run_keys) == 1, "one request per stale commit and key"
 
 
 def a_complete_version_is_released_once(env: Env) -> None:
@@ -286,7 +313,7 @@ SCENARIOS: list[Callable[[Env], None]] = [
     commits_made_outside_dagster_are_reported,
     nothing_new_reads_nothing_and_does_nothing,
     recorded_by_dagster_but_lost_from_the_store,
-    stale_regions_are_left_to_automation,
+    stale_regions_are_left_to_automation_until_overdue,
     a_complete_version_is_released_once,
     commits_arriving_between_ticks_are_read_once,
     a_commit_landing_during_a_tick_is_read_by_the_next,
@@ -337,6 +364,7 @@ def test_cursor_round_trips(tmp_path: Path) -> None:
         records_after=7,
         records={"y0_x0": RecordEntry(None, None, 7)},
         flagged={"y1_x0"},
+        stale_since={"y2_x0": 1.5},
     )
     encoded = state.encode()
     assert ReconcileState.decode(encoded) == state
