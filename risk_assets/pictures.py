@@ -501,7 +501,19 @@ def render_diff(new: xr.Dataset, old: xr.Dataset, *, title: str) -> tuple[Pictur
     stats = diff_stats(new, old)
     change = _risk(new) - _risk(old)  # NaN wherever either release has no data
     west, east, south, north, south_up = _extent(new)
-    fig, canvas, ax, cax = _figure((west, east, south, north), legend=False, title=title)
+    # The legend band below the map holds the numbers that summarise the change instead.
+    fig, canvas, ax, cax = _figure((west, east, south, north), legend=True, title=title)
+    fig.text(
+        0.5,
+        (_LEGEND_IN / 2) / fig.get_figheight(),
+        f"mean change {stats.mean_change:+.3g}   mean |change| {stats.mean_abs_change:.3g}   "
+        f"max increase {stats.max_increase:.3g}   max decrease {stats.max_decrease:.3g}\n"
+        f"pixels changed {stats.share_changed:.1%}   score class changed {stats.share_score_changed:.1%}   "
+        f"({stats.pixels_compared:,} pixels compared)",
+        ha="center",
+        va="center",
+        fontsize=9,
+    )
     cmap = colormaps[DIFF_CMAP].with_extremes(bad=DIFF_NODATA_COLOUR)
     norm = Normalize(vmin=-stats.colour_limit, vmax=stats.colour_limit)
     ax.imshow(
