@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import icechunk
 import xarray as xr
@@ -39,10 +39,12 @@ from resources.ledger import (
 )
 from resources.store import IcechunkStore
 from risk_assets.grid import RegionRegistry
-from risk_assets.pictures import DiffStats, diff_png, overview_png
 from risk_assets.pyramid import PyramidLevel, open_level, write_pyramid
 from risk_assets.schema import VARIABLES
 from risk_assets.versions import RasterVersion, Target
+
+if TYPE_CHECKING:
+    from risk_assets.pictures import DiffStats
 
 PYRAMID_KIND = "pyramid"
 RELEASE_TAG_PREFIX = "release-"
@@ -237,7 +239,7 @@ class Release:
     files: dict[str, str]
     promoted: bool
     previous_tag: str | None
-    diff: DiffStats | None = None
+    diff: "DiffStats | None" = None
     overview: bytes = field(default=b"", repr=False)
     diff_picture: bytes | None = field(default=None, repr=False)
 
@@ -291,6 +293,9 @@ def release(
     PromotionConflictError
         If ``main`` moved during the release.
     """
+    # matplotlib only for releases: every region step imports this module, none draws
+    from risk_assets.pictures import diff_png, overview_png
+
     status = version_status(store, registry, target)
     checks = {**status.checks(), **(extra_checks or {})}
     if not status.complete:
