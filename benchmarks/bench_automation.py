@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _fixtures import square_registry, stand_in_inputs
 from dagster import (
     AssetKey,
     AssetMaterialization,
@@ -32,26 +33,13 @@ from dagster import (
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
 
 from resources.io_manager import IcechunkRegionIOManager
-from resources.model import InputsResource, ModelParamsResource
+from resources.model import ModelParamsResource
 from resources.store import LocalIcechunkStore
 from risk_assets.assets import IO_MANAGER_KEY, build_assets
 from risk_assets.definitions import REGION_RUN_TAG, SOURCE_KEYS
-from risk_assets.grid import GridSpec, RegionRegistry
 from risk_assets.params import DEFAULT_PARAMS_PATH
 
 KEY = AssetKey("risk_raster")
-
-
-def _registry(n_regions: int) -> RegionRegistry:
-    side = int(n_regions**0.5)
-    grid = GridSpec(
-        name="bench",
-        crs="EPSG:4326",
-        transform=(0.001, 0.0, -120.0, 0.0, 0.001, 35.0),
-        shape=(side * 8, side * 8),
-        chunks=(8, 8),
-    )
-    return RegionRegistry(grid, [f"y{iy}_x{ix}" for iy in range(side) for ix in range(side)])
 
 
 def main() -> None:
@@ -59,16 +47,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--regions", type=int, default=10_000)
     args = parser.parse_args()
-    registry = _registry(args.regions)
+    registry = square_registry(args.regions)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         params_file = home / "params.yaml"
         params_file.write_text(DEFAULT_PARAMS_PATH.read_text())
         overrides = home / "overrides.yaml"
         overrides.write_text("{}\n")
-        files = {name: home / f"{name}.bin" for name in ("burn_probability", "conditional_risk", "wind_direction")}
-        for name, path in files.items():
-            path.write_bytes(name.encode() * 1000)
         observe = define_asset_job("observe", selection=SOURCE_KEYS)
         store = LocalIcechunkStore(path=str(home / "repo.icechunk"))
         automation = AutomationConditionSensorDefinition(
@@ -80,7 +65,7 @@ def main() -> None:
             sensors=[automation],
             resources={
                 "params": ModelParamsResource(path=str(params_file), overrides_path=str(overrides)),
-                "inputs": InputsResource(**{name: str(path) for name, path in files.items()}),
+                "inputs": stand_in_inputs(home),
                 # never used: no region runs here, only the automation's decisions
                 "store": store,
                 IO_MANAGER_KEY: IcechunkRegionIOManager(store=store, grid="demo"),

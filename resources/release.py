@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import icechunk
-import xarray as xr
 
 from resources.ledger import (
     LEDGER_KEY,
@@ -39,7 +38,7 @@ from resources.ledger import (
 )
 from resources.store import IcechunkStore
 from risk_assets.grid import RegionRegistry
-from risk_assets.pyramid import PyramidLevel, open_level, write_pyramid
+from risk_assets.pyramid import PyramidLevel, PyramidLevelNotFoundError, coarsest_level, open_level, write_pyramid
 from risk_assets.schema import VARIABLES
 from risk_assets.versions import RasterVersion, Target
 
@@ -189,8 +188,7 @@ def commit_pyramid(store: IcechunkStore, registry: RegionRegistry, target: Targe
     assert status.tip is not None
     tip_info = repo.lookup_snapshot(status.tip)
     if _is_pyramid_of(tip_info, status.version):
-        levels = [PyramidLevel(**level) for level in (tip_info.metadata or {}).get("levels", [])]
-        return PyramidCommit(status.tip, levels, created=False)
+        return PyramidCommit(status.tip, _pyramid_levels(tip_info), created=False)
     with store.writer_lease():
         session = repo.writable_session(status.branch)
         levels = write_pyramid(session, registry.grid)
@@ -242,11 +240,6 @@ class Release:
     diff: "DiffStats | None" = None
     overview: bytes = field(default=b"", repr=False)
     diff_picture: bytes | None = field(default=None, repr=False)
-
-
-def _coarsest(repo: icechunk.Repository, snapshot_id: str, levels: list[PyramidLevel]) -> tuple[int, xr.Dataset]:
-    factor = max(level.factor for level in levels)
-    return factor, open_level(repo.readonly_session(snapshot_id=snapshot_id).store, factor)
 
 
 def _pyramid_levels(info: icechunk.SnapshotInfo) -> list[PyramidLevel]:
@@ -309,14 +302,16 @@ def release(
         )
     main_before = repo.lookup_branch(store.branch)
     tags = release_tags(repo)
-    existing = [t for t in tags if repo.lookup_tag(t) == status.tip]
-    previous = [t for t in tags if repo.lookup_tag(t) != status.tip]
+    tag_tips = {t: repo.lookup_tag(t) for t in tags}
+    existing = [t for t in tags if tag_tips[t] == status.tip]
+    previous = [t for t in tags if tag_tips[t] != status.tip]
     previous_tag = previous[-1] if previous else None
     when = now or datetime.now(UTC)
     tag = existing[0] if existing else f"{RELEASE_TAG_PREFIX}{when:%Y%m%dT%H%M%SZ}-{status.version.id}"
 
     levels = _pyramid_levels(tip_info)
-    factor, level = _coarsest(repo, status.tip, levels)
+    coarsest, level = coarsest_level(repo.readonly_session(snapshot_id=status.tip))
+    factor = coarsest.factor
     failing = sorted(set().union(*(set(r.get("regions_failing", [])) for r in checks.values())))
     failed = [name for name, result in checks.items() if not result.get("passed")]
     overview = overview_png(
@@ -337,12 +332,12 @@ def release(
     diff_stats: DiffStats | None = None
     diff_picture: bytes | None = None
     if previous_tag is not None:
-        previous_snapshot = repo.lookup_tag(previous_tag)
-        previous_levels = _pyramid_levels(repo.lookup_snapshot(previous_snapshot))
-        if any(p.factor == factor for p in previous_levels):
-            old = open_level(repo.readonly_session(snapshot_id=previous_snapshot).store, factor)
-            if old.sizes == level.sizes:
-                diff_picture, diff_stats = diff_png(level, old, title=f"risk change: {previous_tag} -> {tag}")
+        try:
+            old = open_level(repo.readonly_session(snapshot_id=tag_tips[previous_tag]), factor)
+        except PyramidLevelNotFoundError:
+            old = None  # the previous release has no level of this factor: nothing to compare
+        if old is not None and old.sizes == level.sizes:
+            diff_picture, diff_stats = diff_png(level, old, title=f"risk change: {previous_tag} -> {tag}")
 
     manifest: dict[str, Any] = {
         "tag": tag,
@@ -412,12 +407,6 @@ def read_manifest(store: IcechunkStore, tag: str) -> dict[str, Any]:
     """The manifest of release ``tag``."""
     payload: dict[str, Any] = json.loads(store.read_release_file(tag, MANIFEST))
     return payload
-
-
-def release_regions(store: IcechunkStore, tag: str) -> dict[str, CommitRecord]:
-    """Every region's commit in release ``tag``, read from the commit log (not the manifest)."""
-    repo = store.repository()
-    return committed_regions(repo, snapshot_id=repo.lookup_tag(tag))
 
 
 def lineage(

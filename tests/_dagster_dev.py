@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _targets import inputs_resource, params_resource
 
@@ -22,6 +23,9 @@ from risk_assets.grid import load_registry
 from risk_assets.inputs import InputSet
 from risk_assets.settings import Settings
 from risk_assets.versions import Target
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,9 +161,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-def markdown_image_in_the_ui(url: str, page_path: str, row_label: str, screenshot: Path) -> tuple[str, list[int]]:
-    """Open ``page_path`` of the UI in headless chromium, show the markdown metadata ``row_label``
-    and return its image's ``src`` and decoded size (what the browser really drew)."""
+@contextmanager
+def ui_page(url: str, page_path: str) -> Iterator["Page"]:
+    """``page_path`` of the Dagster UI open in headless chromium, its first-visit pop-up dismissed."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is required: `make browser` installs it"
@@ -171,6 +175,14 @@ def markdown_image_in_the_ui(url: str, page_path: str, row_label: str, screensho
         skip = page.get_by_role("button", name="Skip")
         skip.wait_for(timeout=15_000)
         skip.click()
+        yield page
+        browser.close()
+
+
+def markdown_image_in_the_ui(url: str, page_path: str, row_label: str, screenshot: Path) -> tuple[str, list[int]]:
+    """Open ``page_path`` of the UI in headless chromium, show the markdown metadata ``row_label``
+    and return its image's ``src`` and decoded size (what the browser really drew)."""
+    with ui_page(url, page_path) as page:
         # Markdown metadata shows as a "[Show Markdown]" link in the metadata table.
         row = page.get_by_role("row").filter(has=page.get_by_text(row_label, exact=True))
         row.get_by_text("[Show Markdown]").click()
@@ -180,5 +192,4 @@ def markdown_image_in_the_ui(url: str, page_path: str, row_label: str, screensho
         page.screenshot(path=str(screenshot))
         src = image.get_attribute("src") or ""
         size: list[int] = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
-        browser.close()
     return src, size

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import _workers
 import pytest
-from _dagster_dev import CHROMIUM, CHROMIUM_ARGS, Project, dagster_dev, make_project, wait_for
+from _dagster_dev import Project, dagster_dev, make_project, ui_page, wait_for
 from dagster import AssetKey, DagsterInstance, RunsFilter, materialize
-from playwright.sync_api import sync_playwright
 
 from resources.release import latest_release
 from risk_assets.assets import build_assets
@@ -33,15 +32,7 @@ KEY = AssetKey("risk_raster")
 
 def _launch_missing_backfill_in_the_browser(url: str, n_missing: int, screenshot: Path) -> None:
     """Open the raster's partitions in the UI, select the missing ones and launch their backfill."""
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required: `make browser` installs it"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{url}/assets/risk_raster?view=partitions", wait_until="networkidle")
-        # The first visit shows a "Join the Dagster community" pop-up.
-        skip = page.get_by_role("button", name="Skip")
-        skip.wait_for(timeout=15_000)
-        skip.click()
+    with ui_page(url, "/assets/risk_raster?view=partitions") as page:
         page.get_by_text(f"Missing ({n_missing})").wait_for(timeout=30_000)
         page.get_by_role("button", name="Materialize…").click()
         dialog = page.get_by_role("dialog")
@@ -53,7 +44,6 @@ def _launch_missing_backfill_in_the_browser(url: str, n_missing: int, screenshot
         page.screenshot(path=str(screenshot))
         dialog.get_by_role("button", name="Launch backfill").click()
         dialog.wait_for(state="hidden", timeout=30_000)
-        browser.close()
 
 
 @pytest.fixture

@@ -327,11 +327,10 @@ def test_a_failed_check_refuses_the_release_and_maps_the_failing_regions(world: 
     assert repo.lookup_branch("main") == main_before and latest_release(repo) is None, "nothing tagged or moved"
     assert raised.value.overview is not None
     # the same layout as the picture in the error: the failing regions' outlines are in the failure colour
-    from resources.release import _coarsest, _pyramid_levels  # the level the release drew
+    from risk_assets.pyramid import coarsest_level  # the level the release drew
 
-    tip = repo.lookup_branch(target.version.branch)
-    factor, level = _coarsest(repo, tip, _pyramid_levels(repo.lookup_snapshot(tip)))
-    layout = render_overview(level, world.registry, factor, missing=[], failed=failing, title="x")
+    coarsest, level = coarsest_level(repo.readonly_session(branch=target.version.branch))
+    layout = render_overview(level, world.registry, coarsest.factor, missing=[], failed=failing, title="x")
     image = np.asarray(Image.open(io.BytesIO(raised.value.overview)).convert("RGB"))
     want = tuple(int(FAILED_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
     for region_id in failing:
