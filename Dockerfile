@@ -8,6 +8,7 @@ WORKDIR /src
 COPY requirements.lock pyproject.toml README.md ./
 COPY risk_assets ./risk_assets
 COPY resources ./resources
+COPY risk_model ./risk_model
 # The project's runtime dependencies at exactly the locked versions: the lock file constrains every
 # package pip installs, and the dev tools it also lists (pytest, moto, ...) are not installed.
 RUN python -m venv /opt/venv \

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit browser lock ui clean
+.PHONY: install demo test check lint imports typecheck unit fast browser lock ui clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), "Python >= 3.12 is required (icechunk 2.x)"'
@@ -22,18 +22,30 @@ install: $(STAMP)
 demo: install
 	$(BIN)/risk build
 
-## Lint, type-check and run the whole test suite.
-test: lint typecheck unit
+## Lint, type-check, check the layers and run the whole test suite (what CI runs).
+test: lint imports typecheck unit
+
+## The edit loop (under 2 minutes): the same checks and every test but the slow ones
+## (real Dagster runs, servers and racing processes in subprocesses).
+check: lint imports typecheck fast
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## The three layers: risk_assets/ over resources/ over risk_model/ (contracts in pyproject.toml).
+imports: install
+	$(BIN)/lint-imports
+
 typecheck: install
 	$(BIN)/mypy
 
+# Two workers: the machines have two cores, and every test uses its own folders, ports and databases.
 unit: install browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
+
+fast: install
+	$(BIN)/pytest -q -n 2 -m "not slow"
 
 ## Debian's chromium for the UI tests (Playwright cannot download its own browser here).
 browser:

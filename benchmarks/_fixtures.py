@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from resources.model import InputsResource
-from risk_assets.grid import GridSpec, RegionRegistry
+from resources.target import InputsResource
+from risk_model.grid import GridSpec, RegionRegistry
 
 
 def square_registry(n_regions: int) -> RegionRegistry:

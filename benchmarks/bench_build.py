@@ -27,13 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from resources.ledger import BuildKey, ensure_template, write_region
+from resources.region_write import write_region
 from resources.store import LocalIcechunkStore
-from risk_assets.compute import compute_region
-from risk_assets.grid import load_registry
-from risk_assets.inputs import InputSet
-from risk_assets.params import load_params, params_version
-from risk_assets.synthetic import generate_inputs
+from resources.template import ensure_template
+from risk_model.compute import compute_region
+from risk_model.grid import load_registry
+from risk_model.inputs import InputSet
+from risk_model.params import load_params, params_version
+from risk_model.synthetic import generate_inputs
+from risk_model.versions import BuildKey
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,8 @@ from functools import partial
 import numpy as np
 from scipy import ndimage, signal
 
-from risk_assets.params import ModelParams
-from risk_assets.science import DIRECTIONS, halo_pixels, spread_kernels
+from risk_model.params import ModelParams
+from risk_model.science import DIRECTIONS, halo_pixels, spread_kernels
 
 Convolve = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

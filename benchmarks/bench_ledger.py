@@ -25,9 +25,10 @@ from pathlib import Path
 
 import icechunk
 
-from resources.ledger import LEDGER_KEY, REGION_KIND, BuildKey, committed_regions, find_commit, ledger_table
+from resources.ledger import LEDGER_KEY, REGION_KIND, committed_regions, find_commit, ledger_table
 from resources.maintenance import maintain
 from resources.store import LocalIcechunkStore
+from risk_model.versions import BuildKey
 
 
 def _commit(repo: icechunk.Repository, region: str, version: str) -> None:

@@ -29,13 +29,15 @@ import icechunk
 from _fixtures import square_registry, stand_in_inputs
 from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_sensor_context, define_asset_job
 
-from resources.ledger import REGION_KIND, BuildKey
-from resources.model import ModelParamsResource, current_target
+from resources.ledger import REGION_KIND
 from resources.store import LocalIcechunkStore
+from resources.target import ModelParamsResource, current_target
 from risk_assets.assets import region_partitions
-from risk_assets.params import DEFAULT_OVERRIDES_PATH, DEFAULT_PARAMS_PATH
 from risk_assets.reconcile import RECORDS_PAGE
 from risk_assets.sensors import build_reconciliation_sensor
+from risk_model.overrides import DEFAULT_OVERRIDES_PATH
+from risk_model.params import DEFAULT_PARAMS_PATH
+from risk_model.versions import BuildKey
 
 KEY = AssetKey("risk_raster")
 

@@ -21,16 +21,12 @@ from dagster import (
 )
 from pydantic import Field
 
-from resources.ledger import (
-    BuildKey,
-    CommitConflictError,
-    MisalignedRegionError,
-    TemplateMissingError,
-    write_region,
-)
-from resources.store import IcechunkStore, StoreError
-from risk_assets.grid import RegionRegistry, UnknownRegionError, load_registry
-from risk_assets.quicklook import quicklook_metadata
+from resources.region_metadata import quicklook_metadata
+from resources.region_write import write_region
+from resources.store import IcechunkStore
+from risk_model.errors import CommitConflictError, RiskError
+from risk_model.grid import RegionRegistry, load_registry
+from risk_model.versions import BuildKey
 
 PROVENANCE_ATTRS = ("params_version", "inputs_version", "code_version", "branch", "raster_version")
 
@@ -97,7 +93,7 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
             raise RetryRequested(
                 max_retries=self.conflict_retries, seconds_to_wait=self.conflict_backoff_seconds
             ) from err
-        except (UnknownRegionError, MisalignedRegionError, TemplateMissingError, StoreError) as err:
+        except RiskError as err:
             # Would fail the same way again: not for the asset's retry policy (lost pods only).
             raise Failure(description=str(err), allow_retries=False) from err
 

@@ -2,25 +2,8 @@
 
 Every region commit adds a snapshot, and the ``repo`` object lists them all, so commits get
 slower as history grows (see ``FIELD-NOTES.md``). :func:`maintain` shortens history without
-ever losing the ledger of done regions (:mod:`resources.ledger`).
-
-What ``expire_snapshots`` does in icechunk 2.3.0 (measured with real local repositories)
------------------------------------------------------------------------------------------
-- Every branch tip and every tag tip is kept, whatever its age, with its snapshot id and its
-  commit metadata unchanged; so are the root snapshot and every snapshot written at or after
-  ``older_than``. Branches and tags are not deleted unless ``delete_expired_branches`` /
-  ``delete_expired_tags`` are passed (we never pass them).
-- History is rewritten in place: walking down from a ref's tip, the kept snapshots up to the
-  first expired one stay, and the last of them gets the root as its parent. Everything below
-  is gone from that ref's ancestry, including other refs' tips further down (a tag tip below
-  an expired snapshot is no longer in ``main``'s ancestry, although the tag still reads it).
-- Snapshots that are no longer in any ref's rewritten ancestry are the expired ones (the
-  returned ids). ``lookup_snapshot`` and ``ancestry`` cannot find them any more right after
-  expiry, before any garbage collection: their commit metadata, and with it the per-region
-  commit records, is gone for good. Ledger entries still name their snapshot ids, as lineage.
-- Data stays readable from every ref after expiry and after garbage collection with any
-  cutoff: GC deletes only objects that no surviving snapshot references. Chunks overwritten
-  by a later commit are deleted once the snapshots that referenced them are expired.
+ever losing the ledger of done regions (:mod:`resources.ledger`). What expiry does to each ref's
+history, and so to its ledger, is predicted first by :mod:`resources.expiry_plan`.
 
 So the ledger survives exactly when each ref's tip (or a kept snapshot just below it)
 carries a ledger table. Release tags carry one by design; :func:`maintain` commits an empty
@@ -36,26 +19,33 @@ deletes an object written after ``started_at - gc_margin``.
 """
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import icechunk
 
-from resources.ledger import LEDGER_KEY, BuildKey, CommitRecord, committed_regions, ledger_table
+from resources.expiry_plan import (
+    SurvivingHistory,
+    differences,
+    has_ledger,
+    ledger_of,
+    ledgers_of,
+    plan_expiry,
+    refs_of,
+)
+from resources.ledger import LEDGER_KEY, committed_regions, ledger_table
 from resources.store import IcechunkStore
-from risk_assets.versions import BUILD_BRANCH_PREFIX, MAIN
+from risk_model.errors import RiskError, StoreUnavailableError
+from risk_model.versions import BUILD_BRANCH_PREFIX, MAIN
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "checkpoint"
 
-#: One ledger as compared before and after maintenance: region -> (snapshot id, build key, run id).
-Ledger = dict[str, tuple[str, BuildKey, str]]
 
-
-class MaintenanceError(RuntimeError):
+class MaintenanceError(RiskError):
     """Maintenance stopped; the message says what changed (if anything) and what to do."""
 
 
@@ -80,7 +70,7 @@ class LineageLostError(MaintenanceError):
         self.differences = differences
 
 
-class BranchMovedError(MaintenanceError):
+class BranchMovedError(MaintenanceError, StoreUnavailableError):
     """A branch moved while maintenance was checkpointing it: some writer is active."""
 
 
@@ -175,89 +165,6 @@ class MaintenanceReport:
         if out["gc"] is not None:
             out["gc"] = {k: list(v) if isinstance(v, tuple) else v for k, v in out["gc"].items()}
         return out
-
-
-def _ledger(records: Mapping[str, CommitRecord]) -> Ledger:
-    return {region: (r.snapshot_id, r.key, r.run_id) for region, r in records.items()}
-
-
-def _differences(before: Ledger, after: Ledger) -> list[str]:
-    lines = []
-    for region in sorted(before.keys() | after.keys()):
-        old, new = before.get(region), after.get(region)
-        if old != new:
-            lines.append(f"{region}: {old} -> {new}")
-    return lines
-
-
-class _SurvivingHistory:
-    """Stands in for the repository in :func:`committed_regions`: history as it will be after expiry."""
-
-    def __init__(self, chains: Mapping[str, list[icechunk.SnapshotInfo]]) -> None:
-        self._chains = chains
-
-    def ancestry(self, *, snapshot_id: str) -> Iterator[icechunk.SnapshotInfo]:
-        return iter(self._chains[snapshot_id])
-
-
-def _plan_expiry(
-    repo: icechunk.Repository, starts: Mapping[str, bool], older_than: datetime, pinned: set[str]
-) -> tuple[dict[str, list[icechunk.SnapshotInfo]], set[str]]:
-    """Predict ``expire_snapshots(older_than)`` from the semantics measured in icechunk 2.3.
-
-    Parameters
-    ----------
-    repo
-        The repository.
-    starts
-        Snapshot to walk down from -> whether it is itself kept (a ref tip). A branch about to
-        get a checkpoint is walked from its current tip, which is then no longer a tip.
-    older_than
-        The expiry cutoff.
-    pinned
-        Tips of the refs after the checkpoints: never expired.
-
-    Returns
-    -------
-    tuple[dict[str, list[icechunk.SnapshotInfo]], set[str]]
-        Each start's surviving ancestry (without the root), and the ids that will be expired.
-    """
-    chains: dict[str, list[icechunk.SnapshotInfo]] = {}
-    seen: set[str] = set()
-    kept: set[str] = set()
-    for start, start_kept in starts.items():
-        chain: list[icechunk.SnapshotInfo] = []
-        cut = False
-        for info in repo.ancestry(snapshot_id=start):
-            if cut and info.id in seen:
-                break  # the rest of this history was walked from another start already
-            seen.add(info.id)
-            if info.parent_id is None:
-                kept.add(info.id)  # the root is never expired
-                break
-            keep = (start_kept and info.id == start) or info.id in pinned or info.written_at >= older_than
-            if keep and not cut:
-                chain.append(info)
-                kept.add(info.id)
-            else:
-                cut = True
-        chains[start] = chain
-    return chains, seen - kept
-
-
-def _has_ledger(repo: icechunk.Repository, snapshot_id: str) -> bool:
-    return isinstance((repo.lookup_snapshot(snapshot_id).metadata or {}).get(LEDGER_KEY), dict)
-
-
-def _ledgers(repo: icechunk.Repository, refs: Mapping[str, str]) -> dict[str, Ledger]:
-    return {ref: _ledger(committed_regions(repo, snapshot_id=tip)) for ref, tip in refs.items()}
-
-
-def _refs(repo: icechunk.Repository) -> dict[str, str]:
-    """Every ref (``branch:<name>``, ``tag:<name>``) -> its tip."""
-    refs = {f"branch:{b}": repo.lookup_branch(b) for b in sorted(repo.list_branches())}
-    refs.update({f"tag:{t}": repo.lookup_tag(t) for t in sorted(repo.list_tags())})
-    return refs
 
 
 def _checkpoint(
@@ -363,8 +270,8 @@ def maintain(
     started_at = datetime.now(UTC)
     with store.maintenance_lock():
         repo = store.repository()
-        refs = _refs(repo)
-        before = _ledgers(repo, refs)
+        refs = refs_of(repo)
+        before = ledgers_of(repo, refs)
 
         # Which branches get a checkpoint, grouped by tip; the committer is listed first.
         groups: dict[str, list[str]] = {}
@@ -373,7 +280,7 @@ def maintain(
             kind, name = ref.split(":", 1)
             if kind != "branch" or not (name == MAIN or name.startswith(BUILD_BRANCH_PREFIX)):
                 continue
-            if _has_ledger(repo, tip):
+            if has_ledger(repo, tip):
                 already.append(name)
             else:
                 groups.setdefault(tip, []).append(name)
@@ -385,15 +292,15 @@ def maintain(
         starts: dict[str, bool] = {}
         for ref, tip in refs.items():
             starts[tip] = starts.get(tip, False) or ref not in checkpointed
-        chains, predicted = _plan_expiry(repo, starts, expire_older_than, pinned)
+        chains, predicted = plan_expiry(repo, starts, expire_older_than, pinned)
         # Duck-typed: committed_regions only walks ``ancestry(snapshot_id=...)``, so the same
         # reader code that computes the ledger now computes it on the predicted history.
-        surviving = cast(icechunk.Repository, _SurvivingHistory(chains))
+        surviving = cast(icechunk.Repository, SurvivingHistory(chains))
         at_risk = {
             ref: diff
             for ref, tip in refs.items()
             if ref not in checkpointed
-            and (diff := _differences(before[ref], _ledger(committed_regions(surviving, snapshot_id=tip))))
+            and (diff := differences(before[ref], ledger_of(committed_regions(surviving, snapshot_id=tip))))
         }
         if at_risk:
             detail = "; ".join(f"{ref}: {len(lines)} regions ({lines[0]}, ...)" for ref, lines in at_risk.items())
@@ -424,8 +331,8 @@ def maintain(
 
         # Verify before garbage collection: if lineage was lost, the expired snapshot files are
         # still in storage for a human to recover the metadata from.
-        after = before if dry_run else _ledgers(repo, {ref: tip for ref, tip in _refs(repo).items() if ref in refs})
-        lost = {ref: lines for ref in before if (lines := _differences(before[ref], after.get(ref, {})))}
+        after = before if dry_run else ledgers_of(repo, {ref: tip for ref, tip in refs_of(repo).items() if ref in refs})
+        lost = {ref: lines for ref in before if (lines := differences(before[ref], after.get(ref, {})))}
         gc_cutoff = min(expire_older_than, started_at - gc_margin) if garbage_collect and not lost else None
         gc = None
         if gc_cutoff is not None:

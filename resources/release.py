@@ -1,6 +1,6 @@
 """Versions become releases: completeness, the pyramid commit, tag, manifest and promotion.
 
-A raster version is built on its branch ``build-<version>`` (see :mod:`risk_assets.versions`).
+A raster version is built on its branch ``build-<version>`` (see :mod:`risk_model.versions`).
 When every region's newest commit there carries the region's current build key and every
 region's chunks exist, the version is complete, and:
 
@@ -27,23 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 import icechunk
 
-from resources.ledger import (
-    LEDGER_KEY,
-    CommitRecord,
-    branch_exists,
-    committed_regions,
-    ensure_branch,
-    ledger_table,
-    regions_with_chunks,
-)
+from resources.branches import branch_exists, ensure_branch
+from resources.completeness import IncompleteVersionError, incomplete_message, version_status
+from resources.ledger import LEDGER_KEY, CommitRecord, ledger_table
+from resources.pyramid_store import coarsest_level, open_level, write_pyramid
 from resources.store import IcechunkStore
-from risk_assets.grid import RegionRegistry
-from risk_assets.pyramid import PyramidLevel, PyramidLevelNotFoundError, coarsest_level, open_level, write_pyramid
-from risk_assets.schema import VARIABLES
-from risk_assets.versions import RasterVersion, Target
+from risk_model.errors import CommitConflictError
+from risk_model.grid import RegionRegistry
+from risk_model.pyramid import PyramidLevel, PyramidLevelNotFoundError
+from risk_model.schema import VARIABLES
+from risk_model.versions import RasterVersion, Target
 
 if TYPE_CHECKING:
-    from risk_assets.pictures import DiffStats
+    from risk_model.diff_picture import DiffStats
 
 PYRAMID_KIND = "pyramid"
 RELEASE_TAG_PREFIX = "release-"
@@ -52,104 +48,8 @@ OVERVIEW = "overview.png"
 DIFF = "diff.png"
 
 
-class IncompleteVersionError(RuntimeError):
-    """The version cannot be released: regions are missing, stale or without chunks, or a check failed.
-
-    Attributes
-    ----------
-    overview
-        When the pyramid exists but a check failed: the overview map with the failing regions
-        marked (PNG), for the failure's metadata.
-    """
-
-    def __init__(self, message: str, overview: bytes | None = None) -> None:
-        super().__init__(message)
-        self.overview = overview
-
-
-class PromotionConflictError(RuntimeError):
+class PromotionConflictError(CommitConflictError):
     """``main`` moved while the release was being made: nothing was promoted."""
-
-
-@dataclass(frozen=True)
-class VersionStatus:
-    """How far one raster version is built on its branch.
-
-    Attributes
-    ----------
-    version
-        The raster version.
-    branch
-        Its branch (it may not exist yet).
-    tip
-        The branch tip, or ``None`` before the first region started the branch.
-    regions
-        The newest commit of every region on the branch (on the readers' branch before the
-        version's branch starts).
-    not_built
-        Regions whose newest commit is not for their current build key (or who have none).
-    chunks_missing
-        Regions some of whose variables have no chunk in the tip's snapshot.
-    """
-
-    version: RasterVersion
-    branch: str
-    tip: str | None
-    regions: dict[str, CommitRecord]
-    not_built: list[str]
-    chunks_missing: list[str]
-
-    @property
-    def complete(self) -> bool:
-        """Every region built for its key and present in the store (on the readers' branch if
-        the version's branch has not started: a version that changes no region's data)."""
-        return not self.not_built and not self.chunks_missing
-
-    def checks(self) -> dict[str, dict[str, Any]]:
-        """Check results for the manifest and metadata."""
-        return {
-            "ledger_complete": {
-                "passed": not self.not_built,
-                "description": "every region's newest commit on the branch carries its current build key",
-                "regions_failing": self.not_built,
-            },
-            "chunks_in_store": {
-                "passed": not self.chunks_missing,
-                "description": "every region's chunks exist in the snapshot, read from the store",
-                "regions_failing": self.chunks_missing,
-            },
-        }
-
-
-def version_status(store: IcechunkStore, registry: RegionRegistry, target: Target) -> VersionStatus:
-    """Read how complete ``target``'s version is on its branch (ledger and chunks)."""
-    version = target.version
-    repo = store.repository()
-    started = branch_exists(repo, version.branch)
-    # Before its first region, the version's branch would start from the readers' branch:
-    # what is already built for the version is what that branch holds.
-    read_from = repo.lookup_branch(version.branch if started else store.branch)
-    regions = committed_regions(repo, snapshot_id=read_from)
-    keys = target.keys(registry.ids)
-    not_built = [r for r in registry.ids if r not in regions or regions[r].key != keys[r]]
-    chunks = regions_with_chunks(repo, snapshot_id=read_from)
-    missing = [r.id for r in registry if any(f"{r.iy}/{r.ix}" not in keys_ for keys_ in chunks.values())]
-    return VersionStatus(version, version.branch, read_from if started else None, regions, not_built, missing)
-
-
-def _incomplete_message(status: VersionStatus) -> str:
-    def some(ids: list[str]) -> str:
-        return ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-
-    parts = []
-    if status.not_built:
-        parts.append(f"{len(status.not_built)} regions not built for their current key ({some(status.not_built)})")
-    if status.chunks_missing:
-        parts.append(f"{len(status.chunks_missing)} regions without chunks ({some(status.chunks_missing)})")
-    return (
-        f"version {status.version.id} on {status.branch} is incomplete: {'; '.join(parts)}. "
-        "Backfill the missing partitions of risk_raster (or `risk backfill-missing`), then release again."
-    )
 
 
 @dataclass(frozen=True)
@@ -178,7 +78,7 @@ def commit_pyramid(store: IcechunkStore, registry: RegionRegistry, target: Targe
     """
     status = version_status(store, registry, target)
     if not status.complete:
-        raise IncompleteVersionError(_incomplete_message(status))
+        raise IncompleteVersionError(incomplete_message(status))
     repo = store.repository()
     if status.tip is None:
         # Complete before its first region ran (it changes no region's data): start its branch
@@ -287,12 +187,13 @@ def release(
         If ``main`` moved during the release.
     """
     # matplotlib only for releases: every region step imports this module, none draws
-    from risk_assets.pictures import diff_png, overview_png
+    from risk_model.diff_picture import diff_png
+    from risk_model.pictures import overview_png
 
     status = version_status(store, registry, target)
     checks = {**status.checks(), **(extra_checks or {})}
     if not status.complete:
-        raise IncompleteVersionError(_incomplete_message(status))
+        raise IncompleteVersionError(incomplete_message(status))
     assert status.tip is not None
     repo = store.repository()
     tip_info = repo.lookup_snapshot(status.tip)
@@ -362,7 +263,7 @@ def release(
         "variables": [v.name for v in VARIABLES],
         "pyramid": [level_.as_metadata() for level_ in levels],
         "regions": {
-            region: _region_lineage(record) for region, record in sorted(status.regions.items()) if region in registry
+            region: region_lineage(record) for region, record in sorted(status.regions.items()) if region in registry
         },
         "checks": checks,
         "previous_release": previous_tag,
@@ -409,77 +310,7 @@ def read_manifest(store: IcechunkStore, tag: str) -> dict[str, Any]:
     return payload
 
 
-def lineage(
-    store: IcechunkStore, registry: RegionRegistry, tag: str | None = None, point: tuple[float, float] | None = None
-) -> dict[str, Any]:
-    """What produced release ``tag`` (the newest by default), or one point of it.
-
-    Region commits are read from the commit log of the tagged snapshot; parameter content and
-    input locations from the release manifest.
-
-    Parameters
-    ----------
-    store
-        The repository.
-    registry
-        The grid's regions (to find the region of ``point``).
-    tag
-        A release tag; the newest release if ``None``.
-    point
-        ``(longitude, latitude)`` in degrees: report only the region holding it.
-
-    Raises
-    ------
-    LookupError
-        If there is no such release (the message lists the releases).
-    UnknownRegionError
-        If ``point`` is outside the grid or in no region.
-    """
-    repo = store.repository()
-    tags = release_tags(repo)
-    if tag is None:
-        if not tags:
-            raise LookupError(f"{store.location()} has no release yet: run `risk build` or the release_raster job")
-        tag = tags[-1]
-    elif tag not in tags:
-        known = ", ".join(tags[-5:]) or "none"
-        raise LookupError(f"no release {tag!r} in {store.location()}; the newest releases are: {known}")
-    snapshot_id = repo.lookup_tag(tag)
-    regions = committed_regions(repo, snapshot_id=snapshot_id)
-    manifest = read_manifest(store, tag)
-    info: dict[str, Any] = {
-        "tag": tag,
-        "snapshot_id": snapshot_id,
-        "released_at": manifest["released_at"],
-        "raster_version": manifest["raster_version"],
-        "params_version": manifest["params"]["version"],
-        "overrides_version": manifest["params"]["overrides_version"],
-        "inputs": manifest["inputs"],
-        "code": manifest["code"],
-        "checks": {name: result["passed"] for name, result in manifest["checks"].items()},
-    }
-    if point is None:
-        info["params"] = manifest["params"]["content"]
-        info["overrides"] = manifest["params"]["overrides"]
-        info["regions"] = {region: _region_lineage(record) for region, record in sorted(regions.items())}
-        info["runs"] = sorted({record.run_id for record in regions.values()})
-        return info
-    region = registry.region_at(*point)
-    record = regions.get(region.id)
-    overrides = manifest["params"]["overrides"]
-    override = dict(overrides.get("regions", overrides).get(region.id, {})) if isinstance(overrides, dict) else {}
-    info["point"] = {"longitude": point[0], "latitude": point[1]}
-    info["region"] = {
-        "id": region.id,
-        "bounds": list(region.bounds),
-        **(_region_lineage(record) if record is not None else {"commit": None}),
-        "params": {**manifest["params"]["content"], **override},
-        "override": override,
-    }
-    return info
-
-
-def _region_lineage(record: CommitRecord) -> dict[str, Any]:
+def region_lineage(record: CommitRecord) -> dict[str, Any]:
     return {
         "snapshot_id": record.snapshot_id,
         "run_id": record.run_id,

@@ -19,12 +19,14 @@ import icechunk
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from risk_model.errors import StoreUnavailableError
 
-class StoreError(RuntimeError):
+
+class StoreError(StoreUnavailableError):
     """The repository cannot be opened or created: the message says which and what to do."""
 
 
-class WritersActiveError(RuntimeError):
+class WritersActiveError(StoreUnavailableError):
     """Maintenance refused: region writers hold leases on the repository right now."""
 
 

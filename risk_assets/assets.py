@@ -34,22 +34,21 @@ from dagster import (
     observable_source_asset,
 )
 
-from resources.ledger import (
-    TemplateMissingError,
-    branch_exists,
-    ensure_branch,
-    ensure_template,
-    find_commit,
-    template_attrs,
-)
-from resources.model import InputsResource, ModelParamsResource, current_target
-from resources.store import IcechunkStore, StoreError
-from risk_assets.compute import compute_region
+from resources.branches import branch_exists, ensure_branch
+from resources.input_versions import input_version
+from resources.ledger import find_commit
+from resources.store import IcechunkStore
+from resources.target import InputsResource, ModelParamsResource, current_target
+from resources.template import TemplateMissingError, ensure_template, template_attrs
 from risk_assets.deployment import K8S_CONFIG_TAG, REGION_RETRY_POLICY, region_step_k8s_config
-from risk_assets.grid import RegionRegistry, UnknownRegionError
-from risk_assets.inputs import InputError, input_version, validate_inputs
-from risk_assets.params import ParamsError, params_version
-from risk_assets.version import MODEL_CODE_VERSION
+from risk_assets.keys import INPUT_NAMES, PARAMS_KEY, RASTER_KEY, REGION_PARAMS_KEY, TEMPLATE_KEY, input_key
+from risk_model.code_version import MODEL_CODE_VERSION
+from risk_model.compute import compute_region
+from risk_model.errors import RiskError
+from risk_model.grid import RegionRegistry
+from risk_model.input_checks import validate_inputs
+from risk_model.inputs import InputError
+from risk_model.params import ParamsError, params_version
 
 #: Dagster concurrency pool of the region writers; its limit is set in dagster.yaml.
 WRITER_POOL = "icechunk_writers"
@@ -59,17 +58,6 @@ IO_MANAGER_KEY = "icechunk_io_manager"
 DATA_VERSION_TAG = "dagster/data_version"
 #: Observation records fetched per call (Dagster caps one fetch at 10,000).
 OBSERVATIONS_PAGE = 10_000
-#: The input datasets, each an observable source asset ``input_<name>``.
-INPUT_NAMES = ("burn_probability", "conditional_risk", "wind_direction")
-PARAMS_KEY = "model_params"
-REGION_PARAMS_KEY = "region_params"
-TEMPLATE_KEY = "raster_template"
-RASTER_KEY = "risk_raster"
-
-
-def input_key(name: str) -> str:
-    """Asset key (as a string) of the observable source of input ``name``."""
-    return f"input_{name}"
 
 
 def latest_observed_versions(instance: DagsterInstance, key: AssetKey) -> dict[str, str]:
@@ -99,7 +87,7 @@ def region_partitions(registry: RegionRegistry) -> StaticPartitionsDefinition:
 
 def _input_source(name: str) -> SourceAsset:
     @observable_source_asset(
-        name=input_key(name),
+        key=input_key(name),
         group_name="inputs",
         description=f"The {name.replace('_', ' ')} input raster; data version: its checksum or object generation.",
     )
@@ -123,7 +111,7 @@ def build_sources(registry: RegionRegistry) -> list[SourceAsset]:
     value would make eager automation rebuild every region (measured).
     """
 
-    @observable_source_asset(name=PARAMS_KEY, group_name="model")
+    @observable_source_asset(key=PARAMS_KEY, group_name="model")
     def model_params(params: ModelParamsResource) -> ObserveResult:
         """Global model parameters read from the YAML file; the data version is a hash of their content."""
         try:
@@ -140,7 +128,7 @@ def build_sources(registry: RegionRegistry) -> list[SourceAsset]:
             },
         )
 
-    @observable_source_asset(name=REGION_PARAMS_KEY, group_name="model", partitions_def=region_partitions(registry))
+    @observable_source_asset(key=REGION_PARAMS_KEY, group_name="model", partitions_def=region_partitions(registry))
     def region_params(context: OpExecutionContext, params: ModelParamsResource) -> DataVersionsByPartition:
         """Per-region parameter overrides; each region's data version is a hash of its override.
 
@@ -153,7 +141,7 @@ def build_sources(registry: RegionRegistry) -> list[SourceAsset]:
             overrides = params.overrides(registry.ids)
         except ParamsError as err:
             raise Failure(description=str(err), allow_retries=False) from err
-        observed = latest_observed_versions(context.instance, AssetKey(REGION_PARAMS_KEY))
+        observed = latest_observed_versions(context.instance, REGION_PARAMS_KEY)
         current = {rid: overrides.region_version(rid) for rid in registry.ids}
         changed = {rid: DataVersion(v) for rid, v in current.items() if observed.get(rid) != v}
         context.log.info(f"{len(changed)} of {len(current)} regions' overrides changed since the last observation")
@@ -177,7 +165,7 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
     grid = registry.grid
     sources = build_sources(registry)
 
-    @asset(name=TEMPLATE_KEY, group_name="raster", code_version=MODEL_CODE_VERSION)
+    @asset(key=TEMPLATE_KEY, group_name="raster", code_version=MODEL_CODE_VERSION)
     def raster_template(store: IcechunkStore) -> MaterializeResult:  # type: ignore[type-arg]
         """The full-size, metadata-only template, committed once on ``main`` before any region is written.
 
@@ -185,7 +173,7 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
         """
         try:
             snapshot_id, created = ensure_template(store, grid, {"code_version": MODEL_CODE_VERSION})
-        except (StoreError, TemplateMissingError) as err:
+        except RiskError as err:
             raise Failure(description=str(err)) from err
         return MaterializeResult(
             data_version=DataVersion(grid.fingerprint),
@@ -201,7 +189,7 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
         )
 
     @asset(
-        name=RASTER_KEY,
+        key=RASTER_KEY,
         group_name="raster",
         partitions_def=region_partitions(registry),
         deps=[*sources, raster_template],
@@ -241,7 +229,8 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
                 # the last complete version: unchanged regions are carried over, not rebuilt.
                 if template_attrs(repo, store.branch) is None:
                     raise TemplateMissingError(
-                        f"{store.location()} has no template on {store.branch!r}: materialize {TEMPLATE_KEY} first"
+                        f"{store.location()} has no template on {store.branch!r}: "
+                        f"materialize {TEMPLATE_KEY.to_user_string()} first"
                     )
                 ensure_branch(repo, version.branch, store.branch)
             existing = find_commit(repo, version.branch, region.id, key)
@@ -253,9 +242,10 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
                 input_set = inputs.input_set()
                 validate_inputs(input_set, grid)
                 ds = compute_region(grid, region, input_set, target.region_params(region.id))
-        except (UnknownRegionError, ParamsError, InputError, StoreError, TemplateMissingError) as err:
-            # These fail the same way on every attempt: bypass the retry policy (which is for
-            # lost spot pods, see risk_assets.deployment).
+        except RiskError as err:
+            # Bad input fails the same way on every attempt, and an unreachable store is not a
+            # lost pod: bypass the retry policy (which is for lost spot pods, see
+            # risk_assets.deployment).
             raise Failure(description=str(err), allow_retries=False) from err
         ds.attrs.update(
             params_version=key.params_version,

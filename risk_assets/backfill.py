@@ -18,7 +18,9 @@ from typing import Any
 
 import icechunk
 
-from resources.ledger import BuildKey, committed_regions
+from resources.ledger import committed_regions
+from risk_model.errors import StoreUnavailableError
+from risk_model.versions import BuildKey
 
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -59,7 +61,7 @@ query Status($id: String!) {
 FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
-class BackfillError(RuntimeError):
+class BackfillError(StoreUnavailableError):
     """The webserver refused the backfill or could not be reached."""
 
 

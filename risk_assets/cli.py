@@ -10,227 +10,26 @@ nothing and makes no commit.
 """
 
 import argparse
-import multiprocessing
 import os
 import sys
-import time
 import warnings
-from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+from risk_assets.build_command import QUIET_RUN_CONFIG, cmd_build, configure_environment
+from risk_model.errors import RiskError
 
 if TYPE_CHECKING:
-    import icechunk
-
     from resources.store import IcechunkStore
-    from risk_assets.grid import RegionRegistry
-    from risk_assets.versions import RasterVersion, Target
-
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def _configure_environment(home: Path, grid: str) -> None:
-    """Point Dagster and the code location at the project folder before they are imported."""
-    os.environ["RISK_HOME"] = str(home)
-    os.environ["RISK_GRID"] = grid
-    # The instance is the project folder's dagster.yaml with SQLite storage beside it, the
-    # same one `dagster dev` shows when started from the project folder.
-    os.environ.setdefault("DAGSTER_HOME", str(home))
-
-
-def _send_stderr_to(log_path: str) -> None:
-    """Send this process's stderr (and its children's) to ``log_path``.
-
-    Dagster's step processes log to stderr before any run config applies; in the log file
-    those lines stay available without scrolling the progress bar away.
-    """
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
-@contextmanager
-def _stderr_to(log_path: Path) -> Iterator[None]:
-    """Within the block, stderr goes to ``log_path``; restored afterwards."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        _send_stderr_to(str(log_path))
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _run_region(region_id: str) -> tuple[str, bool, str]:
-    """Run the region job for one partition (in a worker process) and report its status."""
-    from dagster import DagsterInstance, execute_job, reconstructable
-
-    from risk_assets.definitions import region_job
-    from risk_assets.runs import failure_reasons
-
-    with DagsterInstance.get() as instance:
-        result = execute_job(
-            reconstructable(region_job),
-            instance=instance,
-            run_config=QUIET_RUN_CONFIG,
-            raise_on_error=False,
-            tags={"dagster/partition": region_id, "risk/launched_by": "risk build"},
-        )
-        status = "failed"
-        for event in result.get_asset_materialization_events():
-            meta = event.materialization.metadata
-            if "status" in meta:
-                status = str(meta["status"].value)
-        if not result.success:
-            reasons = failure_reasons(result.all_events)
-            status = "failed: " + (reasons[-1] if reasons else f"see run {result.run_id}")
-        return region_id, result.success, status
-
-
-def cmd_build(args: argparse.Namespace) -> int:
-    """Build every missing region of the grid through Dagster."""
-    home = Path(args.home).resolve()
-    _configure_environment(home, args.grid)
-    started = time.perf_counter()
-
-    from dagster import AssetKey, DagsterInstance, execute_job, reconstructable
-
-    from resources.ledger import committed_regions
-    from risk_assets.definitions import configured_store, configured_target, prepare_job
-    from risk_assets.grid import load_registry
-    from risk_assets.sensors import working_branch
-    from risk_assets.settings import settings_from_env
-    from risk_assets.synthetic import ensure_inputs
-
-    settings = settings_from_env()
-    registry = load_registry(settings.grid)
-    ensure_inputs(registry.grid, settings.inputs_dir)
-    store = configured_store()
-
-    log_path = settings.var_dir / "logs" / "risk-build.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"Dagster's logs: {log_path}")
-    with DagsterInstance.get() as instance:
-        with _stderr_to(log_path):
-            prepared = execute_job(
-                reconstructable(prepare_job), instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False
-            )
-        if not prepared.success:
-            messages = [e.message for e in prepared.all_events if e.is_failure and e.message]
-            print(
-                f"preparing the raster failed: {messages[-1] if messages else prepared.run_id}",
-                file=sys.stderr,
-            )
-            return 1
-        target = configured_target(registry.ids)
-        version = target.version
-        keys = target.keys(registry.ids)
-        repo = store.repository()
-        branch = working_branch(repo, store, version)
-        commits_before = _commit_count(repo)
-        committed = committed_regions(repo, branch)
-        recorded = instance.get_materialized_partitions(AssetKey("risk_raster"))
-
-    def is_done(region_id: str) -> bool:
-        record = committed.get(region_id)
-        return record is not None and record.key == keys[region_id] and region_id in recorded
-
-    todo = [rid for rid in registry.ids if not is_done(rid)]
-    print(
-        f"grid {registry.grid.name}: {len(registry)} regions, {len(registry) - len(todo)} done, "
-        f"{len(todo)} to run for version {version.id} (params {version.params_version}, overrides "
-        f"{version.overrides_version}, inputs {version.inputs_version}, code {version.code_version})"
-    )
-    outcomes: Counter[str] = Counter()
-    failures: list[tuple[str, str]] = []
-    if todo:
-        # spawn: icechunk can hang in a child forked from a process that has used it.
-        context = multiprocessing.get_context("spawn")
-        with (
-            ProcessPoolExecutor(
-                max_workers=args.workers,
-                mp_context=context,
-                initializer=_send_stderr_to,
-                initargs=(str(log_path),),
-            ) as pool,
-            tqdm(total=len(todo), unit="region", desc="building", dynamic_ncols=True) as bar,
-        ):
-            futures = [pool.submit(_run_region, rid) for rid in todo]
-            for future in as_completed(futures):
-                region_id, success, status = future.result()
-                outcomes["written" if status == "written" else "skipped" if status == "skipped" else "failed"] += 1
-                if not success:
-                    failures.append((region_id, status))
-                bar.set_postfix(outcomes)
-                bar.update()
-
-    released = "" if failures else _release(store, version, log_path)
-    repo = store.repository()
-    commits_after = _commit_count(repo)
-    elapsed = time.perf_counter() - started
-    print(
-        f"built {outcomes['written']} regions, skipped {outcomes['skipped'] + len(registry) - len(todo)}, "
-        f"failed {outcomes['failed']}; commits made: {commits_after - commits_before}; "
-        f"wall time {elapsed:.1f} s; store: {store.location()}"
-    )
-    for region_id, status in failures:
-        print(f"  {region_id}: {status}", file=sys.stderr)
-    if released:
-        print(released)
-    return 1 if failures or released.startswith("release failed") else 0
-
-
-def _commit_count(repo: "icechunk.Repository") -> int:
-    """Snapshots reachable from any branch: what a build added, whichever branch it committed to."""
-    seen: set[str] = set()
-    for branch in repo.list_branches():
-        for info in repo.ancestry(branch=branch):
-            if info.id in seen:
-                break
-            seen.add(info.id)
-    return len(seen)
-
-
-def _release(store: "IcechunkStore", version: "RasterVersion", log_path: Path) -> str:
-    """Release the complete version through Dagster (unless ``main`` already holds it)."""
-    from dagster import DagsterInstance, execute_job, reconstructable
-
-    from resources.release import is_released
-    from risk_assets.definitions import release_job
-    from risk_assets.runs import failure_reasons
-
-    if is_released(store.repository(), store.branch, version):
-        return f"{store.branch} already holds version {version.id}: nothing to release"
-    with DagsterInstance.get() as instance, _stderr_to(log_path):
-        result = execute_job(
-            reconstructable(release_job),
-            instance=instance,
-            run_config=QUIET_RUN_CONFIG,
-            raise_on_error=False,
-            tags={"risk/launched_by": "risk build"},
-        )
-    if not result.success:
-        reasons = failure_reasons(result.all_events)
-        return "release failed: " + (reasons[-1] if reasons else f"see run {result.run_id}")
-    for event in result.get_asset_materialization_events():
-        meta = event.materialization.metadata
-        if "tag" in meta:
-            return f"released {meta['tag'].value}: {store.branch} now holds version {version.id}"
-    return f"released version {version.id}"
+    from risk_model.grid import RegionRegistry
+    from risk_model.versions import Target
 
 
 def cmd_inputs(args: argparse.Namespace) -> int:
     """Generate the deterministic synthetic inputs of a grid."""
-    from risk_assets.grid import load_grid
     from risk_assets.settings import Settings
-    from risk_assets.synthetic import ensure_inputs
+    from risk_model.grid import load_grid
+    from risk_model.synthetic import ensure_inputs
 
     settings = Settings(home=Path(args.home).resolve(), grid=args.grid)
     inputs = ensure_inputs(load_grid(args.grid), settings.inputs_dir, force=args.force)
@@ -240,10 +39,10 @@ def cmd_inputs(args: argparse.Namespace) -> int:
 
 def cmd_regions(args: argparse.Namespace) -> int:
     """Compute (and optionally write) the list of regions that hold data."""
-    from risk_assets.grid import load_grid, load_registry
-    from risk_assets.region_list import compute_region_ids, write_region_list
     from risk_assets.settings import Settings
-    from risk_assets.synthetic import ensure_inputs
+    from risk_model.grid import load_grid, load_registry
+    from risk_model.region_list import compute_region_ids, write_region_list
+    from risk_model.synthetic import ensure_inputs
 
     if args.list:
         for region_id in load_registry(args.grid).ids:
@@ -263,12 +62,12 @@ def cmd_regions(args: argparse.Namespace) -> int:
 def _missing_regions(args: argparse.Namespace) -> tuple["RegionRegistry", "IcechunkStore", "Target", str, list[str]]:
     """The grid's registry, the configured store, the current target, its working branch and the
     regions missing from that branch's commit log for their current build keys."""
-    _configure_environment(Path(args.home).resolve(), args.grid)
+    configure_environment(Path(args.home).resolve(), args.grid)
+    from resources.branches import working_branch
     from risk_assets.backfill import missing_from_commit_log
     from risk_assets.definitions import configured_store, configured_target
-    from risk_assets.grid import load_registry
-    from risk_assets.sensors import working_branch
     from risk_assets.settings import settings_from_env
+    from risk_model.grid import load_registry
 
     registry = load_registry(settings_from_env().grid)
     store = configured_store()
@@ -305,6 +104,7 @@ def cmd_backfill_missing(args: argparse.Namespace) -> int:
     """Launch one Dagster backfill of exactly the regions missing from the commit log."""
     registry, store, _, _, missing = _missing_regions(args)
     from risk_assets.backfill import BackfillError, launch_backfill, wait_for_backfill
+    from risk_assets.keys import RASTER_KEY
 
     print(f"{len(missing)} of {len(registry)} regions are missing from the commit log of {store.location()}")
     if args.limit is not None and len(missing) > args.limit:
@@ -315,7 +115,10 @@ def cmd_backfill_missing(args: argparse.Namespace) -> int:
         return 0
     try:
         backfill_id = launch_backfill(
-            args.url, missing, ["risk_raster"], title=f"{len(missing)} regions missing from the commit log"
+            args.url,
+            missing,
+            [RASTER_KEY.to_user_string()],
+            title=f"{len(missing)} regions missing from the commit log",
         )
         print(f"launched backfill {backfill_id}: {args.url.rstrip('/')}/overview/backfills/{backfill_id}")
         if args.no_wait:
@@ -335,11 +138,11 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     """Print what produced a release, or one point of it."""
     import json
 
-    _configure_environment(Path(args.home).resolve(), args.grid)
-    from resources.release import lineage
+    configure_environment(Path(args.home).resolve(), args.grid)
+    from resources.lineage import lineage
     from risk_assets.definitions import configured_store
-    from risk_assets.grid import UnknownRegionError, load_registry
     from risk_assets.settings import settings_from_env
+    from risk_model.grid import load_registry
 
     if (args.lon is None) != (args.lat is None):
         print("give both --lon and --lat, or neither", file=sys.stderr)
@@ -347,7 +150,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     point = (args.lon, args.lat) if args.lon is not None else None
     try:
         info = lineage(configured_store(), load_registry(settings_from_env().grid), args.tag, point)
-    except (LookupError, UnknownRegionError) as err:
+    except (RiskError, LookupError) as err:
         print(str(err).strip("'\""), file=sys.stderr)
         return 1
     if args.json:
@@ -384,7 +187,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 def cmd_maintain(args: argparse.Namespace) -> int:
     """Run the maintenance job (ledger checkpoint, expiry, GC) through Dagster, in this process."""
-    _configure_environment(Path(args.home).resolve(), args.grid)
+    configure_environment(Path(args.home).resolve(), args.grid)
     from dagster import DagsterInstance
 
     from risk_assets.definitions import defs
@@ -427,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs.add_argument("--force", action="store_true", help="regenerate even if present")
     inputs.set_defaults(func=cmd_inputs)
     regions = sub.add_parser("regions", help="compute or list the regions that hold data")
-    regions.add_argument("--write", action="store_true", help="write the list into risk_assets/data/regions")
+    regions.add_argument("--write", action="store_true", help="write the list into risk_model/data/regions")
     regions.add_argument("--list", action="store_true", help="print the checked-in list")
     regions.set_defaults(func=cmd_regions)
     backfill = sub.add_parser(

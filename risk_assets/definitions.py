@@ -7,7 +7,6 @@
 from typing import Any
 
 from dagster import (
-    AssetKey,
     AssetSelection,
     AutomationConditionSensorDefinition,
     DefaultScheduleStatus,
@@ -21,28 +20,30 @@ from dagster import (
 )
 
 from resources.io_manager import IcechunkRegionIOManager
-from resources.model import InputsResource, ModelParamsResource, current_target
 from resources.store import IcechunkStore, LocalIcechunkStore
-from risk_assets.assets import (
+from resources.target import InputsResource, ModelParamsResource, current_target
+from risk_assets.assets import IO_MANAGER_KEY, build_assets, region_partitions
+from risk_assets.deployment import deployment_from_env
+from risk_assets.keys import (
     INPUT_NAMES,
-    IO_MANAGER_KEY,
     PARAMS_KEY,
+    PYRAMID_KEY,
     RASTER_KEY,
     REGION_PARAMS_KEY,
+    RELEASE_KEY,
+    STATUS_KEY,
     TEMPLATE_KEY,
-    build_assets,
     input_key,
-    region_partitions,
 )
-from risk_assets.deployment import deployment_from_env
-from risk_assets.grid import load_registry
-from risk_assets.inputs import InputSet
 from risk_assets.maintenance_job import build_maintenance_job
-from risk_assets.release_assets import PYRAMID_KEY, RELEASE_KEY, build_release_assets
-from risk_assets.sensors import STATUS_KEY, build_checks, build_reconciliation_sensor
+from risk_assets.release_assets import build_release_assets
+from risk_assets.sensors import build_reconciliation_sensor
 from risk_assets.settings import Settings, settings_from_env
-from risk_assets.synthetic import local_input_set
-from risk_assets.versions import Target
+from risk_assets.status import build_checks
+from risk_model.grid import load_registry
+from risk_model.inputs import InputSet
+from risk_model.synthetic import local_input_set
+from risk_model.versions import Target
 
 REGION_JOB = "build_region"
 PREPARE_JOB = "prepare_raster"
@@ -146,7 +147,7 @@ def build_definitions(
             # Expire and collect garbage without losing the ledger; refuses while writers run.
             build_maintenance_job(
                 writer_job_names=[REGION_JOB, RELEASE_JOB, PREPARE_JOB],
-                writer_asset_keys=[AssetKey(k) for k in (RASTER_KEY, TEMPLATE_KEY, PYRAMID_KEY, RELEASE_KEY)],
+                writer_asset_keys=[RASTER_KEY, TEMPLATE_KEY, PYRAMID_KEY, RELEASE_KEY],
             ),
             define_asset_job(
                 VERIFY_JOB,

@@ -6,7 +6,7 @@ Everything here is chosen by configuration, never by the name of an environment:
   :class:`~resources.store.IcechunkStore` subclass and the other fields are its configuration.
   Unset: the local repository under the project folder.
 - ``RISK_EXECUTOR``: ``multiprocess`` (default) or ``k8s`` (one Kubernetes Job per step).
-- ``RISK_INPUTS``: a JSON :class:`~risk_assets.inputs.InputSet` (``gs://`` URLs in production).
+- ``RISK_INPUTS``: a JSON :class:`~risk_model.inputs.InputSet` (``gs://`` URLs in production).
   Unset: the synthetic inputs under the project folder.
 
 :func:`deployment_from_env` is the one function that reads these, and it is called when the
@@ -42,8 +42,9 @@ from dagster import Backoff, ExecutorDefinition, Jitter, RetryPolicy, multiproce
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from resources.store import GCSIcechunkStore, IcechunkStore, LocalIcechunkStore, S3IcechunkStore
-from risk_assets.grid import GridSpec
-from risk_assets.inputs import InputSet
+from risk_model.errors import BadInputError
+from risk_model.grid import GridSpec
+from risk_model.inputs import InputSet
 
 #: Tag key read by dagster-k8s (``dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY``); spelled out here
 #: so that the asset module does not import the Kubernetes client. A test checks they are equal.
@@ -75,7 +76,7 @@ FULL_CORE_PIXELS = 6000 * 4500
 REGION_RETRY_POLICY = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
-class DeploymentConfigError(ValueError):
+class DeploymentConfigError(BadInputError, ValueError):
     """A deployment setting (``RISK_STORE``, ``RISK_EXECUTOR``, ``RISK_INPUTS``) that cannot be used."""
 
 

@@ -20,7 +20,8 @@ from typing import Any
 import icechunk
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-from resources.ledger import LEDGER_KEY, BuildKey, CommitRecord
+from resources.ledger import LEDGER_KEY, CommitRecord
+from risk_model.versions import BuildKey
 
 #: Records fetched per call; Dagster caps one fetch at 10,000.
 RECORDS_PAGE = 10_000

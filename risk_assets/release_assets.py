@@ -15,26 +15,22 @@ from dagster import (
     asset,
 )
 
-from resources.model import InputsResource, ModelParamsResource, current_target
-from resources.release import IncompleteVersionError, PromotionConflictError, commit_pyramid, release
-from resources.store import IcechunkStore, StoreError
-from risk_assets.assets import RASTER_KEY
-from risk_assets.grid import RegionRegistry
-from risk_assets.inputs import InputError
-from risk_assets.params import ParamsError
-from risk_assets.quicklook import png_markdown
-from risk_assets.sensors import STATUS_KEY, recorded_not_committed
-from risk_assets.version import git_revision
-
-PYRAMID_KEY = "risk_pyramid"
-RELEASE_KEY = "raster_release"
-_SETUP_ERRORS = (ParamsError, InputError, StoreError)
+from resources.completeness import IncompleteVersionError
+from resources.release import commit_pyramid, release
+from resources.store import IcechunkStore
+from resources.target import InputsResource, ModelParamsResource, current_target
+from risk_assets.keys import PYRAMID_KEY, RASTER_KEY, RELEASE_KEY, STATUS_KEY
+from risk_assets.status import recorded_not_committed
+from risk_model.code_version import git_revision
+from risk_model.errors import RiskError
+from risk_model.grid import RegionRegistry
+from risk_model.quicklook import png_markdown
 
 
 def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
     """``risk_pyramid`` and ``raster_release`` of one grid."""
 
-    @asset(name=PYRAMID_KEY, deps=[RASTER_KEY], group_name="release")
+    @asset(key=PYRAMID_KEY, deps=[RASTER_KEY], group_name="release")
     def risk_pyramid(
         context: AssetExecutionContext,
         store: IcechunkStore,
@@ -49,7 +45,7 @@ def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
         try:
             target = current_target(params, inputs, registry.ids)
             result = commit_pyramid(store, registry, target, context.run_id)
-        except (*_SETUP_ERRORS, IncompleteVersionError) as err:
+        except RiskError as err:
             raise Failure(description=str(err), allow_retries=False) from err
         return MaterializeResult(
             metadata={
@@ -61,7 +57,7 @@ def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
             }
         )
 
-    @asset(name=RELEASE_KEY, deps=[risk_pyramid, STATUS_KEY], group_name="release")
+    @asset(key=RELEASE_KEY, deps=[risk_pyramid, STATUS_KEY], group_name="release")
     def raster_release(
         context: AssetExecutionContext,
         store: IcechunkStore,
@@ -93,7 +89,7 @@ def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
                 {"overview": MetadataValue.md(png_markdown(err.overview, "failing regions"))} if err.overview else {}
             )
             raise Failure(description=str(err), allow_retries=False, metadata=picture) from err
-        except (*_SETUP_ERRORS, PromotionConflictError) as err:
+        except RiskError as err:
             raise Failure(description=str(err), allow_retries=False) from err
         manifest = made.manifest
         metadata: dict[str, Any] = {

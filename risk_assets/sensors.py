@@ -1,4 +1,4 @@
-"""The reconciliation sensor and the asset checks that compare Dagster with the store.
+"""The reconciliation sensor: Dagster's records follow the commit log, and complete versions are released.
 
 The sensor is a thin wrapper around :func:`risk_assets.reconcile.reconcile`: it updates the
 state carried in its cursor, asks the pure function what to do, and returns the answer as
@@ -7,179 +7,39 @@ deterministic run keys). The daemon stores the events; calling the function dire
 returns them.
 """
 
-import hashlib
 import time
-from typing import Any
 
-import icechunk
 from dagster import (
     AssetCheckEvaluation,
-    AssetCheckExecutionContext,
-    AssetCheckResult,
-    AssetChecksDefinition,
-    AssetCheckSeverity,
-    AssetKey,
     AssetMaterialization,
-    AssetsDefinition,
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
-    MaterializeResult,
-    MetadataValue,
     RunRequest,
     RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    asset,
-    asset_check,
     sensor,
 )
+
+# Private on purpose: Dagster exports no name for the type ``define_asset_job`` returns, and no
+# public filter for backfills by status (``DagsterInstance.get_backfills`` takes this one).
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
-from resources.ledger import branch_exists, regions_with_chunks
-from resources.model import InputsResource, ModelParamsResource, current_target
+from resources.branches import working_branch
 from resources.release import is_released
-from resources.store import IcechunkStore, StoreError
-from risk_assets.grid import RegionRegistry
-from risk_assets.inputs import InputError
-from risk_assets.params import ParamsError
+from resources.store import IcechunkStore
+from resources.target import InputsResource, ModelParamsResource, current_target
+from risk_assets.keys import RASTER_KEY
 from risk_assets.reconcile import CommitEntry, ReconcileState, reconcile, update_commits, update_records
-from risk_assets.versions import RasterVersion, Target
-
-RASTER_KEY = AssetKey("risk_raster")
-#: The raster's completeness as its own small asset. The checks live on it, not on
-#: ``risk_raster``: Dagster runs an asset's checks in every run of the asset, and so in every
-#: region's run and backfill (measured: two extra step processes per region, each scanning the
-#: whole store), which would put the whole-raster checks into every spot pod.
-STATUS_KEY = AssetKey("raster_status")
-SENSOR_NAME = "reconcile_commit_log"
-REGION_CHECK = "records_match_commit_log"
-STORE_CHECK = "chunks_in_store"
-
-
-def working_branch(repo: icechunk.Repository, store: IcechunkStore, version: RasterVersion) -> str:
-    """The branch of ``version`` if its first region has started it, else the readers' branch.
-
-    Until then the version's branch would start from the readers' branch anyway, so its
-    commit log is that branch's.
-    """
-    return version.branch if branch_exists(repo, version.branch) else store.branch
-
-
-def recorded_not_committed(
-    store: IcechunkStore, registry: RegionRegistry, target: Target, instance: DagsterInstance
-) -> list[str]:
-    """Regions Dagster records as materialized that the current version's commit log lacks (a full read)."""
-    repo = store.repository()
-    state = ReconcileState()
-    update_commits(state, repo, working_branch(repo, store, target.version))
-    update_records(state, instance, RASTER_KEY)
-    actions = reconcile(registry.ids, target.keys(registry.ids), state.records, state.commits)
-    return sorted(region for region, _ in actions.repair)
-
-
-def missing_regions(registry: RegionRegistry, chunks: dict[str, set[str]]) -> list[str]:
-    """Regions some of whose variables have no chunk in the store."""
-    return [r.id for r in registry if any(f"{r.iy}/{r.ix}" not in keys for keys in chunks.values())]
-
-
-def build_checks(registry: RegionRegistry) -> list[AssetsDefinition | AssetChecksDefinition]:
-    """``raster_status`` and its checks: store completeness, and Dagster's records against the log."""
-
-    @asset(
-        key=STATUS_KEY,
-        deps=[RASTER_KEY],
-        group_name="raster",
-        description="How complete the raster is on the branch, read from the store.",
-    )
-    def raster_status(
-        store: IcechunkStore,
-        params: ModelParamsResource,
-        inputs: InputsResource,
-    ) -> MaterializeResult:  # type: ignore[type-arg]
-        repo = store.repository()
-        branch = working_branch(repo, store, current_target(params, inputs, registry.ids).version)
-        missing = missing_regions(registry, regions_with_chunks(repo, branch))
-        return MaterializeResult(
-            metadata={
-                "regions": len(registry),
-                "regions_complete": len(registry) - len(missing),
-                "missing": MetadataValue.json(missing),
-                "store": store.location(),
-                "branch": branch,
-            }
-        )
-
-    @asset_check(
-        asset=STATUS_KEY,
-        name=STORE_CHECK,
-        description="Every region's chunks exist in the branch's snapshot (read from the store, not the log).",
-    )
-    def chunks_in_store(store: IcechunkStore, params: ModelParamsResource, inputs: InputsResource) -> AssetCheckResult:
-        try:
-            repo = store.repository()
-            branch = working_branch(repo, store, current_target(params, inputs, registry.ids).version)
-            chunks = regions_with_chunks(repo, branch)
-        except (StoreError, ParamsError, InputError) as err:
-            return AssetCheckResult(passed=False, description=str(err))
-        missing = missing_regions(registry, chunks)
-        return AssetCheckResult(
-            passed=not missing,
-            metadata={
-                "regions": len(registry),
-                "regions_missing": len(missing),
-                "missing": MetadataValue.json(missing),
-                "store": store.location(),
-                "branch": branch,
-            },
-        )
-
-    @asset_check(
-        asset=STATUS_KEY,
-        name=REGION_CHECK,
-        description=(
-            "Every region Dagster records as materialized has a commit in the Icechunk log. The "
-            f"{SENSOR_NAME} sensor evaluates it whenever the set of disagreeing regions changes."
-        ),
-    )
-    def records_match_commit_log(
-        context: AssetCheckExecutionContext,
-        store: IcechunkStore,
-        params: ModelParamsResource,
-        inputs: InputsResource,
-    ) -> AssetCheckResult:
-        lost = recorded_not_committed(store, registry, current_target(params, inputs, registry.ids), context.instance)
-        return AssetCheckResult(passed=not lost, metadata=_disagreement_metadata(lost))
-
-    return [raster_status, chunks_in_store, records_match_commit_log]
-
-
-def _disagreement_metadata(lost: list[str]) -> dict[str, MetadataValue[Any]]:
-    return {
-        "regions_recorded_not_committed": MetadataValue.int(len(lost)),
-        "regions": MetadataValue.json(sorted(lost)),
-    }
-
-
-def _check(lost: set[str]) -> AssetCheckEvaluation:
-    # One unpartitioned evaluation listing the regions: Dagster 1.13 stores runless evaluations
-    # of a *partitioned* check with a unique (check, run id "", partition) index, so a second
-    # evaluation of the same region (the failure, then its repair) cannot be stored at all.
-    return AssetCheckEvaluation(
-        asset_key=STATUS_KEY,
-        check_name=REGION_CHECK,
-        passed=not lost,
-        severity=AssetCheckSeverity.ERROR,
-        description=(
-            f"{len(lost)} regions are recorded by Dagster but absent from the commit log; repair runs were requested"
-            if lost
-            else "every region recorded by Dagster is in the commit log"
-        ),
-        metadata=_disagreement_metadata(sorted(lost)),
-    )
+from risk_assets.status import SENSOR_NAME, records_check_evaluation
+from risk_model.digest import sha256_prefix
+from risk_model.errors import RiskError
+from risk_model.grid import RegionRegistry
+from risk_model.versions import RasterVersion
 
 
 def release_run_key(version: RasterVersion, commits: dict[str, CommitEntry]) -> str:
@@ -188,8 +48,8 @@ def release_run_key(version: RasterVersion, commits: dict[str, CommitEntry]) -> 
     The pyramid commit moves the branch tip but not the region commits, so one complete
     build is released once; a region rebuilt after a failed release gives a new key.
     """
-    digest = hashlib.sha256("".join(sorted(c.snapshot_id for c in commits.values())).encode()).hexdigest()[:12]
-    return f"release:{version.id}:{digest}"
+    commits_digest = sha256_prefix("".join(sorted(c.snapshot_id for c in commits.values())))
+    return f"release:{version.id}:{commits_digest}"
 
 
 #: Run statuses of a run that has not finished (it may still build its region).
@@ -248,7 +108,7 @@ def build_reconciliation_sensor(
         try:
             target = current_target(params, inputs, desired)
             repo = store.repository()
-        except (ParamsError, InputError, StoreError) as err:
+        except RiskError as err:
             return SkipReason(f"cannot reconcile: {err}")
         version = target.version
         keys = target.keys(desired)
@@ -317,7 +177,7 @@ def build_reconciliation_sensor(
             )
         lost = {region for region, _ in actions.repair}
         if lost != state.flagged:  # evaluate the check only when the disagreement changes
-            events.append(_check(lost))
+            events.append(records_check_evaluation(lost))
             state.flagged = lost
         context.log.info(
             f"version {version.id} on {branch}: read {n_commits} new snapshots and {n_records} new records; "

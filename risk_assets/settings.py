@@ -9,7 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+from risk_model.overrides import DEFAULT_OVERRIDES_PATH
+from risk_model.params import DEFAULT_PARAMS_PATH
 
 
 class Settings(BaseModel):
@@ -33,8 +34,8 @@ class Settings(BaseModel):
 
     home: Path
     grid: str = "demo"
-    params_path: Path = PACKAGE_DIR / "data" / "params" / "default.yaml"
-    overrides_path: Path = PACKAGE_DIR / "data" / "params" / "overrides.yaml"
+    params_path: Path = DEFAULT_PARAMS_PATH
+    overrides_path: Path = DEFAULT_OVERRIDES_PATH
     sensor_interval_s: int = 30
 
     @property

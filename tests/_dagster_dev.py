@@ -19,10 +19,10 @@ from _targets import inputs_resource, params_resource
 
 from resources.ledger import committed_regions
 from resources.store import LocalIcechunkStore
-from risk_assets.grid import load_registry
-from risk_assets.inputs import InputSet
 from risk_assets.settings import Settings
-from risk_assets.versions import Target
+from risk_model.grid import load_registry
+from risk_model.inputs import InputSet
+from risk_model.versions import Target
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -68,8 +68,8 @@ class Project:
 
     def target(self) -> Target:
         """What the project's raster is built from now."""
-        from resources.model import current_target
-        from risk_assets.synthetic import local_input_set
+        from resources.target import current_target
+        from risk_model.synthetic import local_input_set
 
         params = params_resource(overrides=str(self.settings.overrides_path))
         inputs = inputs_resource(local_input_set(self.settings.inputs_dir))

@@ -1,10 +1,11 @@
 """Resources and build targets of the tests (importable by module name from worker processes)."""
 
-from resources.model import InputsResource, ModelParamsResource, current_target
-from risk_assets.grid import RegionRegistry
-from risk_assets.inputs import InputSet
-from risk_assets.params import DEFAULT_OVERRIDES_PATH, DEFAULT_PARAMS_PATH
-from risk_assets.versions import Target
+from resources.target import InputsResource, ModelParamsResource, current_target
+from risk_model.grid import RegionRegistry
+from risk_model.inputs import InputSet
+from risk_model.overrides import DEFAULT_OVERRIDES_PATH
+from risk_model.params import DEFAULT_PARAMS_PATH
+from risk_model.versions import Target
 
 
 def inputs_resource(inputs: InputSet) -> InputsResource:

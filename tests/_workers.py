@@ -7,11 +7,12 @@ from contextlib import contextmanager
 
 from _targets import default_target
 
-from resources.ledger import BuildKey, WriteResult, write_region
+from resources.region_write import WriteResult, write_region
 from resources.store import IcechunkStore, LocalIcechunkStore
-from risk_assets.compute import compute_region
-from risk_assets.grid import load_registry
-from risk_assets.inputs import InputSet
+from risk_model.compute import compute_region
+from risk_model.grid import load_registry
+from risk_model.inputs import InputSet
+from risk_model.versions import BuildKey
 
 
 class KillBeforeCommitStore(LocalIcechunkStore):

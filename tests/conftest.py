@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 from _targets import default_target
 
-from resources.ledger import ensure_template
 from resources.store import LocalIcechunkStore
-from risk_assets.grid import GridSpec, RegionRegistry, load_registry
-from risk_assets.inputs import InputSet
-from risk_assets.synthetic import generate_inputs
-from risk_assets.versions import Target
+from resources.template import ensure_template
+from risk_model.grid import GridSpec, RegionRegistry, load_registry
+from risk_model.inputs import InputSet
+from risk_model.synthetic import generate_inputs
+from risk_model.versions import Target
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""docs/architecture.md names only paths that exist, and carries its data-flow diagram.
+"""docs/architecture.md names only paths that exist, and draws the flow of one region and one release.
 
 A path is a backticked token that contains a ``/`` or ends with a file extension, or a
 path-like token inside the Mermaid diagram. Globs must match at least one file; a trailing
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "architecture.md"
 EXTENSIONS = (".py", ".md", ".yaml", ".yml", ".json", ".toml", ".sh", ".lock", ".cfg")
 MERMAID = re.compile(r"```mermaid\n(.*?)```", re.DOTALL)
-# In the diagram: a relative path with at least one folder, e.g. risk_assets/data/grids/*.json
+# In the diagram: a relative path with at least one folder, e.g. risk_model/data/grids/*.json
 MERMAID_PATH = re.compile(r"(?<![\w/:])(?:[\w.*-]+/)+[\w.*-]*\.\w+|(?<![\w/:])(?:[\w-]+/)+(?=[\s)\"<])")
 
 
@@ -49,15 +49,16 @@ def test_every_path_named_in_the_architecture_doc_exists() -> None:
     paths = named_paths(text)
     # The map covers the whole flow; if extraction broke, this set would shrink.
     assert {
+        "risk_assets/",
+        "resources/",
+        "risk_model/",
         "risk_assets/sensors.py",
-        "risk_assets/assets.py",
         "resources/io_manager.py",
+        "resources/region_write.py",
         "resources/ledger.py",
-        "risk_assets/quicklook.py",
-        "risk_assets/data/params/default.yaml",
-        "risk_assets/data/grids/*.json",
-        "helm/",
-        "workspace.yaml",
+        "resources/release.py",
+        "risk_model/errors.py",
+        "risk_model/data/params/default.yaml",
     } <= paths
     assert missing_paths(text) == []
 
@@ -73,11 +74,11 @@ def test_a_missing_or_moved_path_is_reported(tmp_path: Path) -> None:
     assert missing_paths(text, tmp_path) == ["docs/", "pkg/*.json", "pkg/gone.py", "pkg/sub/old.yaml"]
 
 
-def test_the_doc_draws_the_data_flow_as_a_mermaid_flowchart() -> None:
+def test_the_doc_draws_one_region_and_one_release_as_mermaid_flowcharts() -> None:
     text = DOC.read_text()
-    [diagram] = MERMAID.findall(text)
-    assert diagram.lstrip().startswith("flowchart")
-    stages = [
+    region, release = MERMAID.findall(text)
+    assert region.lstrip().startswith("flowchart") and release.lstrip().startswith("flowchart")
+    region_stages = [
         "parameters",
         "per-region overrides",
         "input rasters",
@@ -86,10 +87,8 @@ def test_the_doc_draws_the_data_flow_as_a_mermaid_flowchart() -> None:
         "risk_raster",
         "commit per region",
         "reconcile_commit_log",
-        "risk_pyramid",
-        "raster_release",
-        "maintain_repository",
-        "branch main",
     ]
-    assert all(stage in diagram for stage in stages), [s for s in stages if s not in diagram]
-    assert "planned" not in diagram, "every part drawn is built"
+    release_stages = ["raster_status", "risk_pyramid", "raster_release", "maintain_repository", "branch main"]
+    assert all(s in region for s in region_stages), [s for s in region_stages if s not in region]
+    assert all(s in release for s in release_stages), [s for s in release_stages if s not in release]
+    assert "planned" not in text, "every part drawn is built"

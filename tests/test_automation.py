@@ -24,10 +24,10 @@ from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
 
 import risk_assets.assets as assets_module
 from risk_assets.definitions import PREPARE_JOB, build_definitions
-from risk_assets.grid import RegionRegistry
-from risk_assets.inputs import InputSet
-from risk_assets.params import DEFAULT_PARAMS_PATH
 from risk_assets.settings import Settings
+from risk_model.grid import RegionRegistry
+from risk_model.inputs import InputSet
+from risk_model.params import DEFAULT_PARAMS_PATH
 
 KEY = AssetKey("risk_raster")
 
@@ -200,10 +200,11 @@ def test_a_change_over_every_region_is_one_backfill_request(
 def test_only_changed_overrides_are_recorded_and_a_removed_one_rebuilds_its_region(
     built: tuple[Definitions, DagsterInstance, Automation], overrides_file: Path, demo_registry: RegionRegistry
 ) -> None:
-    from risk_assets.assets import REGION_PARAMS_KEY, latest_observed_versions
+    from risk_assets.assets import latest_observed_versions
+    from risk_assets.keys import REGION_PARAMS_KEY
 
     defs, instance, automation = built
-    key = AssetKey(REGION_PARAMS_KEY)
+    key = REGION_PARAMS_KEY
 
     def n_observations() -> int:
         return len(instance.fetch_observations(key, limit=10_000).records)

@@ -20,9 +20,9 @@ from dagster import DagsterInstance
 
 from resources.release import latest_release, read_manifest
 from risk_assets.definitions import PREPARE_JOB, build_definitions
-from risk_assets.grid import load_registry
-from risk_assets.inputs import InputSet
-from risk_assets.synthetic import generate_inputs
+from risk_model.grid import load_registry
+from risk_model.inputs import InputSet
+from risk_model.synthetic import generate_inputs
 
 
 @pytest.fixture

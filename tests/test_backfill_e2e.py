@@ -23,9 +23,9 @@ from dagster import AssetKey, DagsterInstance, RunsFilter, materialize
 from resources.release import latest_release
 from risk_assets.assets import build_assets
 from risk_assets.definitions import VERIFY_JOB, build_definitions, build_resources
-from risk_assets.grid import RegionRegistry
-from risk_assets.inputs import InputSet
-from risk_assets.version import MODEL_CODE_VERSION
+from risk_model.code_version import MODEL_CODE_VERSION
+from risk_model.grid import RegionRegistry
+from risk_model.inputs import InputSet
 
 KEY = AssetKey("risk_raster")
 

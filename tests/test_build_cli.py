@@ -11,8 +11,8 @@ from dagster import AssetKey, DagsterInstance
 
 from resources.ledger import iter_region_commits
 from resources.store import LocalIcechunkStore
-from risk_assets.grid import load_registry
 from risk_assets.settings import Settings
+from risk_model.grid import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from risk_assets import schema
-from risk_assets.compute import compute_region, compute_window, pixel_size_at
-from risk_assets.grid import GridSpec, region_of_chunk
-from risk_assets.inputs import InputSet
-from risk_assets.params import ModelParams
-from risk_assets.science import RiskArrays
+from risk_model import schema
+from risk_model.compute import compute_region, compute_window, pixel_size_at
+from risk_model.grid import GridSpec, region_of_chunk
+from risk_model.inputs import InputSet
+from risk_model.params import ModelParams
+from risk_model.science import RiskArrays
 
 PARAMS = ModelParams()
 FLOATS = ("burn_probability", "conditional_risk", "risk")

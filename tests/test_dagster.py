@@ -12,14 +12,15 @@ import xarray as xr
 from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
 from icechunk.xarray import to_icechunk
 
-from resources.ledger import ensure_template, iter_region_commits
+from resources.ledger import iter_region_commits
 from resources.store import LocalIcechunkStore
+from resources.template import ensure_template
 from risk_assets.assets import build_assets
 from risk_assets.definitions import build_resources, defs
-from risk_assets.grid import RegionRegistry
-from risk_assets.inputs import InputSet
 from risk_assets.runs import failure_reasons
 from risk_assets.settings import Settings
+from risk_model.grid import RegionRegistry
+from risk_model.inputs import InputSet
 
 
 @pytest.fixture

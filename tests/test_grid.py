@@ -2,7 +2,7 @@
 
 import pytest
 
-from risk_assets.grid import RegionRegistry, UnknownRegionError, load_grid, load_registry, region_of_chunk
+from risk_model.grid import RegionRegistry, UnknownRegionError, load_grid, load_registry, region_of_chunk
 
 
 def test_conus_grid_matches_production() -> None:

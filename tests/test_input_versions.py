@@ -15,14 +15,9 @@ from _services import S3_KEYS, moto_s3
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import storage
 
-from risk_assets.inputs import (
-    HASH_BLOCK_BYTES,
-    InputError,
-    InputSet,
-    input_version,
-    input_versions,
-    inputs_version,
-)
+from resources.input_versions import input_version, input_versions
+from risk_model.checksums import HASH_BLOCK_BYTES, inputs_version
+from risk_model.inputs import InputError, InputSet
 
 ROLES = ("burn_probability", "conditional_risk", "wind_direction")
 BUCKET = "risk-inputs"

@@ -10,9 +10,10 @@ import rasterio
 from affine import Affine
 from rasterio.warp import transform as transform_points
 
-from risk_assets.grid import GridSpec
-from risk_assets.inputs import InputError, InputSet, read_wind_shares, read_window, validate_inputs
-from risk_assets.synthetic import generate_inputs
+from risk_model.grid import GridSpec
+from risk_model.input_checks import validate_inputs
+from risk_model.inputs import InputError, InputSet, read_wind_shares, read_window
+from risk_model.synthetic import generate_inputs
 
 GRID = GridSpec(
     name="t", crs="EPSG:4326", transform=(0.001, 0.0, -120.0, 0.0, 0.001, 38.0), shape=(40, 50), chunks=(20, 25)

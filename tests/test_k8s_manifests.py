@@ -29,8 +29,8 @@ from dagster_k8s.job import construct_dagster_k8s_job, get_k8s_job_name, get_use
 
 from risk_assets.definitions import REGION_JOB, build_definitions
 from risk_assets.deployment import REGION_RETRY_POLICY, SPOT_NODE_LABEL, region_resources
-from risk_assets.grid import load_grid
 from risk_assets.settings import Settings
+from risk_model.grid import load_grid
 
 IMAGE = "us-central1-docker.pkg.dev/wildfire-risk-prod/wildfire-risk/user-code:abc1234"
 IMAGE_PYTHON = "/opt/venv/bin/python"  # Dockerfile

@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from resources.ledger import (
-    BuildKey,
-    MisalignedRegionError,
-    TemplateMissingError,
-    committed_regions,
-    ensure_template,
-    iter_region_commits,
-    write_region,
-)
+from resources.ledger import committed_regions, iter_region_commits
+from resources.region_write import write_region
 from resources.store import LocalIcechunkStore, StoreError
-from risk_assets.grid import RegionRegistry, load_grid
-from risk_assets.schema import DIMS, VARIABLES, coordinates
+from resources.template import TemplateMissingError, ensure_template
+from risk_model.alignment import MisalignedRegionError
+from risk_model.grid import RegionRegistry, load_grid
+from risk_model.schema import DIMS, VARIABLES, coordinates
+from risk_model.versions import BuildKey
 
 
 def _constant_region(registry: RegionRegistry, region_id: str, value: float) -> xr.Dataset:
@@ -185,6 +181,7 @@ def test_worker_killed_before_commit_leaves_nothing_visible(
     assert [r.region for r in iter_region_commits(demo_store.repository(), "main")] == [region_id]
 
 
+@pytest.mark.slow
 def test_racing_processes_lose_no_commit_and_match_a_sequential_build(
     tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: object
 ) -> None:

@@ -23,18 +23,15 @@ import xarray as xr
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, Definitions, JobDefinition, asset, job, op
 
 from resources import maintenance
-from resources.ledger import (
-    BuildKey,
-    committed_regions,
-    ensure_branch,
-    ledger_table,
-    write_region,
-)
+from resources.branches import ensure_branch
+from resources.ledger import committed_regions, ledger_table
 from resources.maintenance import LineageAtRiskError, LineageLostError, MaintenanceReport, maintain
+from resources.region_write import write_region
 from resources.store import LocalIcechunkStore, WritersActiveError
-from risk_assets.grid import RegionRegistry
 from risk_assets.maintenance_job import active_writer_runs, build_maintenance_job
-from risk_assets.schema import DIMS, VARIABLES, coordinates
+from risk_model.grid import RegionRegistry
+from risk_model.schema import DIMS, VARIABLES, coordinates
+from risk_model.versions import BuildKey
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 KEY_A0 = BuildKey("params-a0", "inputs-1", "code-1")
@@ -295,7 +292,7 @@ def test_lineage_lost_by_expiry_is_caught_before_garbage_collection(
     ) -> tuple[dict[str, list[icechunk.SnapshotInfo]], set[str]]:
         return {start: list(repo.ancestry(snapshot_id=start)) for start in starts}, set()
 
-    monkeypatch.setattr(maintenance, "_plan_expiry", predict_nothing_lost)
+    monkeypatch.setattr(maintenance, "plan_expiry", predict_nothing_lost)
     with pytest.raises(LineageLostError, match="tag:legacy") as caught:
         maintain(demo_store, expire_older_than=datetime.now(UTC), gc_margin=timedelta(0))
     assert caught.value.report.gc is None and caught.value.report.expired_as_predicted is False

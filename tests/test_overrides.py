@@ -8,17 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from risk_assets.grid import RegionRegistry
-from risk_assets.params import (
+from risk_model.grid import RegionRegistry
+from risk_model.overrides import (
     DEFAULT_OVERRIDES_PATH,
     NO_OVERRIDE_VERSION,
-    ModelParams,
-    ParamsError,
     RegionOverrides,
     effective_params_version,
     load_overrides,
-    params_version,
 )
+from risk_model.params import ModelParams, ParamsError, params_version
 
 TWO_REGIONS = """\
 y1_x1:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from risk_assets.params import DEFAULT_PARAMS_PATH, ModelParams, ParamsError, load_params, params_version
+from risk_model.params import DEFAULT_PARAMS_PATH, ModelParams, ParamsError, load_params, params_version
 
 
 def write(tmp_path: Path, text: str, name: str = "params.yaml") -> Path:

@@ -14,22 +14,11 @@ import pytest
 import xarray as xr
 from PIL import Image
 
-from risk_assets.grid import Region, RegionRegistry, UnknownRegionError
-from risk_assets.pictures import (
-    CHANGE_TOLERANCE,
-    DIFF_NODATA_COLOUR,
-    FAILED_COLOUR,
-    MISSING_COLOUR,
-    DiffStats,
-    Picture,
-    diff_png,
-    diff_stats,
-    overview_png,
-    render_diff,
-    render_overview,
-)
-from risk_assets.quicklook import SCORE_COLOURS
-from risk_assets.schema import DIMS, SCORE_NODATA
+from risk_model.diff_picture import CHANGE_TOLERANCE, DIFF_NODATA_COLOUR, DiffStats, diff_png, diff_stats, render_diff
+from risk_model.grid import Region, RegionRegistry, UnknownRegionError
+from risk_model.pictures import FAILED_COLOUR, MISSING_COLOUR, Picture, overview_png, render_overview
+from risk_model.quicklook import SCORE_COLOURS
+from risk_model.schema import DIMS, SCORE_NODATA
 
 FACTOR = 4
 MISSING = ("y0_x3", "y2_x5", "y6_x9")

@@ -28,12 +28,13 @@ from dagster import (
     define_asset_job,
 )
 
-from resources.ledger import iter_region_commits, write_region
+from resources.ledger import iter_region_commits
+from resources.region_write import write_region
 from resources.store import S3IcechunkStore
 from risk_assets.assets import region_partitions
-from risk_assets.grid import RegionRegistry
-from risk_assets.schema import DIMS, VARIABLES, coordinates
 from risk_assets.sensors import build_reconciliation_sensor
+from risk_model.grid import RegionRegistry
+from risk_model.schema import DIMS, VARIABLES, coordinates
 
 BUCKET = "risk-pg-test"
 
@@ -71,6 +72,7 @@ def _instance_yaml(url: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.slow
 def test_multiprocess_region_build_on_postgres(
     database_url: str,
     s3_endpoint: str,

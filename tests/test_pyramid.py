@@ -18,21 +18,15 @@ import numpy.typing as npt
 import pytest
 import xarray as xr
 
-from resources.ledger import BuildKey, ensure_template, write_region
+from resources.pyramid_store import coarsest_level, list_levels, open_level, write_pyramid
+from resources.region_write import write_region
 from resources.store import LocalIcechunkStore
-from risk_assets.grid import GridSpec, RegionRegistry, load_registry
-from risk_assets.pictures import render_overview
-from risk_assets.pyramid import (
-    PyramidLevel,
-    PyramidLevelNotFoundError,
-    coarsen,
-    coarsest_level,
-    list_levels,
-    open_level,
-    pyramid_factors,
-    write_pyramid,
-)
-from risk_assets.schema import DIMS, SCORE_NODATA, VARIABLES, coordinates
+from resources.template import ensure_template
+from risk_model.grid import GridSpec, RegionRegistry, load_registry
+from risk_model.pictures import render_overview
+from risk_model.pyramid import PyramidLevel, PyramidLevelNotFoundError, coarsen, pyramid_factors
+from risk_model.schema import DIMS, SCORE_NODATA, VARIABLES, coordinates
+from risk_model.versions import BuildKey
 
 FLOATS = [v.name for v in VARIABLES if v.name != "score"]
 # Region with random data and holes, a constant region, and one on the grid's eastern edge.

@@ -19,23 +19,16 @@ from dagster import DagsterInstance, materialize
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
-import risk_assets.quicklook as quicklook
+import risk_model.quicklook as quicklook
+from resources.region_metadata import quicklook_metadata
 from resources.store import LocalIcechunkStore
 from risk_assets.assets import build_assets
 from risk_assets.definitions import build_resources
-from risk_assets.grid import RegionRegistry
-from risk_assets.inputs import InputSet
-from risk_assets.quicklook import (
-    MAX_SIDE,
-    SCORE_COLOURS,
-    downsample_scores,
-    quicklook_metadata,
-    quicklook_png,
-    region_stats,
-    score_rgba,
-)
-from risk_assets.schema import DIMS, SCORE_NODATA, coordinates
 from risk_assets.settings import Settings
+from risk_model.grid import RegionRegistry
+from risk_model.inputs import InputSet
+from risk_model.quicklook import MAX_SIDE, SCORE_COLOURS, downsample_scores, quicklook_png, region_stats, score_rgba
+from risk_model.schema import DIMS, SCORE_NODATA, coordinates
 
 TRANSPARENT = (0, 0, 0, 0)
 DATA_URI = re.compile(r"!\[quicklook\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")

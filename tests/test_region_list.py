@@ -10,11 +10,11 @@ import rasterio
 from affine import Affine
 from rasterio.warp import transform as transform_points
 
-from risk_assets import region_list
-from risk_assets.grid import DATA_DIR, GridSpec, UnknownRegionError, load_grid, load_registry, regions_file
-from risk_assets.inputs import InputSet, read_window
-from risk_assets.region_list import compute_region_ids, write_region_list
-from risk_assets.synthetic import generate_inputs, write_conus_footprint
+from risk_model import region_list
+from risk_model.grid import DATA_DIR, GridSpec, UnknownRegionError, load_grid, load_registry, regions_file
+from risk_model.inputs import InputSet, read_window
+from risk_model.region_list import compute_region_ids, write_region_list
+from risk_model.synthetic import generate_inputs, write_conus_footprint
 
 
 def write_single_pixel(path: Path, transform: Affine, shape: tuple[int, int], crs: str, pixel: tuple[int, int]) -> str:

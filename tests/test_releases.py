@@ -17,22 +17,19 @@ import pytest
 import xarray as xr
 from _targets import inputs_resource, params_resource
 
-from resources.ledger import committed_regions, ensure_branch, ensure_template, iter_region_commits, write_region
-from resources.release import (
-    IncompleteVersionError,
-    commit_pyramid,
-    latest_release,
-    lineage,
-    read_manifest,
-    release,
-    version_status,
-)
+from resources.branches import ensure_branch
+from resources.completeness import IncompleteVersionError, version_status
+from resources.ledger import committed_regions, iter_region_commits
+from resources.lineage import lineage
+from resources.region_write import write_region
+from resources.release import commit_pyramid, latest_release, read_manifest, release
 from resources.store import LocalIcechunkStore
-from risk_assets.grid import RegionRegistry
-from risk_assets.inputs import InputSet
-from risk_assets.schema import DIMS, VARIABLES, coordinates
+from resources.template import ensure_template
 from risk_assets.settings import Settings
-from risk_assets.versions import Target
+from risk_model.grid import RegionRegistry
+from risk_model.inputs import InputSet
+from risk_model.schema import DIMS, VARIABLES, coordinates
+from risk_model.versions import Target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +59,7 @@ class World:
         ensure_template(self.store, registry.grid, {"code_version": "test"})
 
     def target(self) -> Target:
-        from resources.model import current_target
+        from resources.target import current_target
 
         params = params_resource(str(self.settings.params_path), str(self.settings.overrides_path))
         return current_target(params, inputs_resource(self.inputs), self.registry.ids)
@@ -306,7 +303,7 @@ def test_maintenance_after_releases_keeps_ledger_lineage_and_data(world: World) 
 def test_a_failed_check_refuses_the_release_and_maps_the_failing_regions(world: World) -> None:
     from PIL import Image
 
-    from risk_assets.pictures import FAILED_COLOUR, render_overview
+    from risk_model.pictures import FAILED_COLOUR, render_overview
 
     ids = world.registry.ids
     target = world.build(ids, 1.0)
@@ -327,7 +324,7 @@ def test_a_failed_check_refuses_the_release_and_maps_the_failing_regions(world: 
     assert repo.lookup_branch("main") == main_before and latest_release(repo) is None, "nothing tagged or moved"
     assert raised.value.overview is not None
     # the same layout as the picture in the error: the failing regions' outlines are in the failure colour
-    from risk_assets.pyramid import coarsest_level  # the level the release drew
+    from resources.pyramid_store import coarsest_level  # the level the release drew
 
     coarsest, level = coarsest_level(repo.readonly_session(branch=target.version.branch))
     layout = render_overview(level, world.registry, coarsest.factor, missing=[], failed=failing, title="x")

@@ -18,10 +18,11 @@ import pytest
 import xarray as xr
 from _services import S3_KEYS, moto_s3
 
-from resources.ledger import ensure_template, iter_region_commits
+from resources.ledger import iter_region_commits
 from resources.store import LocalIcechunkStore, S3IcechunkStore, StoreError
-from risk_assets.grid import RegionRegistry
-from risk_assets.inputs import InputSet
+from resources.template import ensure_template
+from risk_model.grid import RegionRegistry
+from risk_model.inputs import InputSet
 
 BUCKET = "risk-test"
 
@@ -59,6 +60,7 @@ def test_missing_bucket_fails_with_a_clear_error(s3_endpoint: str) -> None:
         store.repository(create=True)
 
 
+@pytest.mark.slow
 def test_eight_racing_processes_lose_nothing_and_match_a_sequential_build(
     s3_endpoint: str, tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: InputSet
 ) -> None:

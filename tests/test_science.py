@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from risk_assets.params import ModelParams
-from risk_assets.schema import SCORE_NODATA
-from risk_assets.science import (
+from risk_model.params import ModelParams
+from risk_model.schema import SCORE_NODATA
+from risk_model.science import (
     BEARINGS,
     DIRECTIONS,
     gap_fill,

@@ -28,15 +28,17 @@ from dagster import (
     define_asset_job,
 )
 
-from resources.ledger import BuildKey, ensure_branch, write_region
+from resources.branches import ensure_branch
+from resources.region_write import write_region
 from resources.store import LocalIcechunkStore
 from risk_assets.assets import region_partitions
-from risk_assets.grid import RegionRegistry
-from risk_assets.inputs import InputSet
 from risk_assets.reconcile import CommitEntry, ReconcileState, RecordEntry, reconcile
-from risk_assets.schema import DIMS, VARIABLES, coordinates
-from risk_assets.sensors import REGION_CHECK, build_reconciliation_sensor
-from risk_assets.versions import Target
+from risk_assets.sensors import build_reconciliation_sensor
+from risk_assets.status import REGION_CHECK
+from risk_model.grid import RegionRegistry
+from risk_model.inputs import InputSet
+from risk_model.schema import DIMS, VARIABLES, coordinates
+from risk_model.versions import BuildKey, Target
 
 KEY = AssetKey("risk_raster")
 

@@ -15,8 +15,8 @@ from dagster import DagsterInstance, materialize
 
 from risk_assets.assets import build_assets
 from risk_assets.definitions import build_resources
-from risk_assets.grid import RegionRegistry
-from risk_assets.inputs import InputSet
+from risk_model.grid import RegionRegistry
+from risk_model.inputs import InputSet
 
 REGION = "y0_x1"  # on the coast: the picture holds land and transparent ocean
 

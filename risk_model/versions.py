@@ -5,30 +5,46 @@ region's override, the input datasets and the model code. Each raster version is
 its own Icechunk branch, ``build-<version>``; ``main`` moves to that branch's tip only when
 every region is committed there and the checks pass (see :mod:`risk_assets.release`).
 
-A region's *build key* (:class:`resources.ledger.BuildKey`) is narrower: the version of its
+A region's *build key* (:class:`BuildKey`) is narrower: the version of its
 *effective* parameters (global parameters with its override), the inputs version and the
 code version. A region is rebuilt only when its build key changes, so a new override
 rebuilds its region alone, while the raster version (and so the branch) still changes.
 
-Pure data: the files are read by :mod:`resources.model`.
+Pure data: the files are read by :mod:`resources.target`.
 """
 
-import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from resources.ledger import BuildKey
-from risk_assets.params import ModelParams, RegionOverrides, params_version
+from risk_model.digest import digest
+from risk_model.overrides import RegionOverrides
+from risk_model.params import ModelParams, params_version
+
+
+class BuildKey(NamedTuple):
+    """What a region's data depends on: a region committed for the same key is not built again.
+
+    Attributes
+    ----------
+    params_version
+        Content hash of the region's effective parameters (global parameters with the
+        region's override applied).
+    inputs_version
+        Hash of the input datasets' versions (checksums or object generations).
+    code_version
+        The model code version.
+    """
+
+    params_version: str
+    inputs_version: str
+    code_version: str
+
 
 #: Prefix of the build branches; ``main`` is never written by a region.
 BUILD_BRANCH_PREFIX = "build-"
 #: The branch readers use: the last complete, checked raster version.
 MAIN = "main"
-
-
-def _digest(payload: object) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,7 @@ class RasterVersion:
     @property
     def id(self) -> str:
         """A 12-hex-digit name of this version."""
-        return _digest(
+        return digest(
             {
                 "params": self.params_version,
                 "overrides": self.overrides_version,

@@ -1,9 +1,9 @@
 """Pinned output grids and the region registry.
 
-A grid is data (``risk_assets/data/grids/<name>.json``): CRS, affine transform, shape and
+A grid is data (``risk_model/data/grids/<name>.json``): CRS, affine transform, shape and
 chunk shape. It is never fetched at run time. A region is exactly one Zarr chunk of that
 grid; the list of regions that hold data is computed from the inputs once
-(``risk regions``) and checked in as ``risk_assets/data/regions/<name>.json``.
+(``risk regions``) and checked in as ``risk_model/data/regions/<name>.json``.
 
 The :class:`RegionRegistry` is the single source of the region list: the Dagster
 partitions definition, the IO manager and the tests all read it.
@@ -24,13 +24,16 @@ import numpy.typing as npt
 from affine import Affine
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from risk_model.digest import sha256_prefix
+from risk_model.errors import BadInputError
+
 _REGION_ID = re.compile(r"^y(\d+)_x(\d+)$")
-DATA_DIR = Path(str(importlib_resources.files("risk_assets") / "data"))
+DATA_DIR = Path(str(importlib_resources.files("risk_model") / "data"))
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
-class UnknownRegionError(KeyError):
+class UnknownRegionError(BadInputError, KeyError):
     """A region id that the grid's region registry does not hold."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
@@ -125,10 +128,9 @@ class GridSpec(BaseModel):
     @cached_property
     def fingerprint(self) -> str:
         """A stable digest of the grid definition, stored in the template's attributes."""
-        import hashlib
-
-        payload = self.model_dump_json(exclude={"description"})
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        # pydantic's JSON (field order of the model), not canonical JSON: templates already
+        # committed carry this fingerprint, and a new one would refuse them.
+        return sha256_prefix(self.model_dump_json(exclude={"description"}), 16)
 
 
 @dataclass(frozen=True)

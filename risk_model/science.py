@@ -36,8 +36,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage, signal
 
-from risk_assets.params import ModelParams
-from risk_assets.schema import SCORE_NODATA
+from risk_model.params import ModelParams
+from risk_model.schema import SCORE_NODATA
 
 FloatArray = npt.NDArray[np.float64]
 

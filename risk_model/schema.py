@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from risk_assets.grid import GridSpec
+from risk_model.grid import GridSpec
 
 DIMS = ("latitude", "longitude")
 SCORE_NODATA = 255

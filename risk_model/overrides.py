@@ -1,180 +1,24 @@
-"""Parameters of the wind-informed risk model, loaded from YAML and versioned by content.
-
-Every constant of :mod:`risk_assets.science` lives in :class:`ModelParams`, so a change of
-any of them changes :func:`params_version` and therefore which regions are stale. The
-checked-in defaults are ``risk_assets/data/params/default.yaml``.
+"""Per-region parameter overrides, validated field by field and versioned per region.
 
 A region may override some parameters (:class:`RegionOverrides`, read by
-:func:`load_overrides` from a YAML file such as ``risk_assets/data/params/overrides.yaml``).
+:func:`load_overrides` from a YAML file such as ``risk_model/data/params/overrides.yaml``).
 Each region's override has its own content hash (:meth:`RegionOverrides.region_version`), so
 editing one region's override makes only that region stale; the version a region records is
 that of its effective parameters (:func:`effective_params_version`).
 """
 
 import difflib
-import hashlib
-import itertools
-import json
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_core import ErrorDetails
 
-from risk_assets.grid import UnknownRegionError, parse_region_id
-
-DEFAULT_PARAMS_PATH = Path(__file__).parent / "data" / "params" / "default.yaml"
-
-Resampling = Literal["nearest", "bilinear", "cubic", "average"]
-PositiveMetres = Annotated[float, Field(gt=0, le=100_000)]
-
-
-class ParamsError(ValueError):
-    """A parameters file that is missing, is not valid YAML, or holds invalid values."""
-
-
-class ModelParams(BaseModel):
-    """All constants of the wind-informed risk model.
-
-    Lengths are in metres on the ground; the science converts them to pixels with the
-    pixel size of the region being computed.
-
-    Parameters
-    ----------
-    kernel_semi_major_m
-        Semi-axis of the spread ellipse along the wind.
-    kernel_semi_minor_m
-        Semi-axis of the spread ellipse across the wind.
-    kernel_offset_m
-        Distance from a target pixel to the centre of the ellipse it gathers from, upwind.
-        It must be smaller than ``kernel_semi_major_m`` so every kernel holds its own
-        centre pixel (a burning pixel then always counts in its own normalisation).
-    spread_iterations
-        Iterations of the zero-ignoring normalised convolution per direction.
-    blur_sigma_m
-        Standard deviation of the final Gaussian blur.
-    blur_radius_m
-        Truncation radius of the Gaussian blur; it bounds the halo a region needs.
-    score_bin_edges
-        Upper edges of score bins 1..10: risk in ``(0, edge[0]]`` scores 1, risk in
-        ``(edge[8], edge[9]]`` scores 10; risk 0 scores 0.
-    earth_radius_m
-        Radius of the sphere used to turn degrees into metres for the pixel size.
-    burn_probability_resampling, wind_resampling
-        Resampling used when a source is not already on the output grid.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kernel_semi_major_m: PositiveMetres = 400.0
-    kernel_semi_minor_m: PositiveMetres = 200.0
-    kernel_offset_m: Annotated[float, Field(ge=0, le=100_000)] = 110.0
-    spread_iterations: Annotated[int, Field(ge=1, le=10)] = 3
-    blur_sigma_m: PositiveMetres = 120.0
-    blur_radius_m: Annotated[float, Field(ge=0, le=100_000)] = 360.0
-    score_bin_edges: tuple[float, ...] = (0.01, 0.02, 0.035, 0.06, 0.1, 0.2, 0.5, 1.0, 3.0, 100.0)
-    earth_radius_m: Annotated[float, Field(ge=6_350_000, le=6_390_000)] = 6_371_008.8
-    burn_probability_resampling: Resampling = "bilinear"
-    wind_resampling: Resampling = "bilinear"
-
-    @field_validator("score_bin_edges")
-    @classmethod
-    def _ten_increasing_positive_edges(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        # The score variable is documented as 0-10, so exactly ten upper edges.
-        if len(value) != 10:
-            raise ValueError(f"needs exactly 10 upper bin edges (scores 1-10), got {len(value)}")
-        if value[0] <= 0:
-            raise ValueError("the first edge must be > 0: score 0 is reserved for risk 0")
-        if any(b <= a for a, b in itertools.pairwise(value)):
-            raise ValueError(f"edges must be strictly increasing, got {list(value)}")
-        return value
-
-    @model_validator(mode="after")
-    def _centre_inside_ellipse(self) -> "ModelParams":
-        if self.kernel_offset_m >= self.kernel_semi_major_m:
-            raise ValueError(
-                f"kernel_offset_m ({self.kernel_offset_m}) must be smaller than kernel_semi_major_m "
-                f"({self.kernel_semi_major_m}) so each kernel contains its own centre pixel"
-            )
-        return self
-
-
-def load_params(path: Path | str = DEFAULT_PARAMS_PATH) -> ModelParams:
-    """Read and validate a parameters YAML file.
-
-    Keys left out take their defaults; unknown keys are rejected.
-
-    Parameters
-    ----------
-    path
-        The YAML file (a mapping of :class:`ModelParams` field names to values).
-
-    Returns
-    -------
-    ModelParams
-        The validated parameters.
-
-    Raises
-    ------
-    ParamsError
-        If the file does not exist, is not valid YAML, is not a mapping, or a value is
-        invalid; the message names the file and every offending field.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ParamsError(
-            f"parameters file {path} does not exist: pass an existing YAML file "
-            f"(the defaults are in {DEFAULT_PARAMS_PATH})"
-        ) from None
-    try:
-        payload = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"parameters file {path} is not valid YAML: {exc}; fix the syntax") from None
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict):
-        raise ParamsError(
-            f"parameters file {path} must hold a mapping of parameter names to values, not a {type(payload).__name__}"
-        )
-    try:
-        return ModelParams.model_validate(payload)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg']}"
-            + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
-            for err in exc.errors()
-        )
-        raise ParamsError(
-            f"parameters file {path} has invalid values: {problems}. Fix these fields "
-            f"(valid names and ranges are documented in risk_assets/params.py)"
-        ) from None
-
-
-def params_version(params: ModelParams) -> str:
-    """A content hash of the parameters: equal values give equal versions.
-
-    The hash covers the canonical JSON dump (sorted keys, no whitespace), so YAML layout,
-    key order and ``400`` versus ``400.0`` do not change it.
-
-    Parameters
-    ----------
-    params
-        The parameters to fingerprint.
-
-    Returns
-    -------
-    str
-        The first 12 hex characters of the SHA-256 of the canonical JSON.
-    """
-    canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-# --- Per-region overrides ---------------------------------------------------------------------
+from risk_model.digest import digest
+from risk_model.grid import UnknownRegionError, parse_region_id
+from risk_model.params import ModelParams, ParamsError, params_version
 
 DEFAULT_OVERRIDES_PATH = Path(__file__).parent / "data" / "params" / "overrides.yaml"
 #: What :meth:`RegionOverrides.region_version` and :meth:`RegionOverrides.version` return when
@@ -187,11 +31,6 @@ _LIST_REGIONS = "list the valid ids with `risk regions --grid <grid> --list`"
 # the values of one override exactly as ModelParams does, whatever the other fields hold.
 _FIELD_TYPES: dict[str, Any] = {name: (info.annotation, info) for name, info in ModelParams.model_fields.items()}
 _ParamFields: type[BaseModel] = create_model("ParamFields", __config__=ConfigDict(extra="forbid"), **_FIELD_TYPES)
-
-
-def _digest(payload: object) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -377,7 +216,7 @@ class RegionOverrides(BaseModel):
             empty one), otherwise 12 hex characters of the SHA-256 of the canonical JSON.
         """
         override = self.regions.get(region_id)
-        return _digest(override) if override else NO_OVERRIDE_VERSION
+        return digest(override) if override else NO_OVERRIDE_VERSION
 
     def version(self) -> str:
         """A content hash of all overrides (region ids included).
@@ -388,7 +227,7 @@ class RegionOverrides(BaseModel):
             :data:`NO_OVERRIDE_VERSION` (``"none"``) when no region has an override, otherwise
             12 hex characters of the SHA-256 of the canonical JSON.
         """
-        return _digest(self.regions) if self.regions else NO_OVERRIDE_VERSION
+        return digest(self.regions) if self.regions else NO_OVERRIDE_VERSION
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -480,7 +319,7 @@ def load_overrides(
         listed = "".join(f"\n  - {p}" for p in problems)
         raise ParamsError(
             f"overrides file {path} is invalid:{listed}\nFix these entries "
-            f"(parameter names and ranges are documented in risk_assets/params.py)"
+            f"(parameter names and ranges are documented in risk_model/params.py)"
         )
     overrides = RegionOverrides(regions=regions, source=str(path))
     if params is not None:

@@ -1,6 +1,6 @@
 """Compute one region of the risk raster: read with a halo, run the science, crop, package.
 
-A region reads every input over its window grown by :func:`risk_assets.science.halo_pixels`
+A region reads every input over its window grown by :func:`risk_model.science.halo_pixels`
 on each side, so the cropped result equals what a computation over the whole grid would
 give at those pixels: regions can be computed in any order, on any machine, without seams.
 """
@@ -11,11 +11,11 @@ import numpy as np
 import xarray as xr
 from rasterio.crs import CRS
 
-from risk_assets import schema
-from risk_assets.grid import GridSpec, Region
-from risk_assets.inputs import InputSet, read_wind_shares, read_window
-from risk_assets.params import ModelParams
-from risk_assets.science import RiskArrays, halo_pixels, wind_informed_risk
+from risk_model import schema
+from risk_model.grid import GridSpec, Region
+from risk_model.inputs import InputSet, read_wind_shares, read_window
+from risk_model.params import ModelParams
+from risk_model.science import RiskArrays, halo_pixels, wind_informed_risk
 
 
 def pixel_size_at(grid: GridSpec, latitude: float, params: ModelParams) -> tuple[float, float]:
@@ -93,7 +93,7 @@ def compute_window(
 
     Raises
     ------
-    risk_assets.inputs.InputError
+    risk_model.inputs.InputError
         If an input cannot be read or the wind raster does not have 8 bands.
     """
     size = pixel_size_m or pixel_size_at(grid, _centre_latitude(grid, rows, cols), params)
@@ -134,14 +134,14 @@ def compute_region(
     Returns
     -------
     xarray.Dataset
-        The variables of :data:`risk_assets.schema.VARIABLES` with their dtypes and the
+        The variables of :data:`risk_model.schema.VARIABLES` with their dtypes and the
         template's attributes, dims ``("latitude", "longitude")`` and coordinates from
-        :func:`risk_assets.schema.coordinates`; :func:`risk_assets.schema.empty_region` for
+        :func:`risk_model.schema.coordinates`; :func:`risk_model.schema.empty_region` for
         an all-ocean region.
 
     Raises
     ------
-    risk_assets.inputs.InputError
+    risk_model.inputs.InputError
         If an input cannot be read.
     """
     arrays = compute_window(grid, region.rows, region.cols, inputs, params, pixel_size_m)

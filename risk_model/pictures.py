@@ -1,16 +1,16 @@
-"""Release pictures: an overview map of the whole grid and a map of the change in risk.
+"""Release pictures: the overview map of the whole grid, and what every release picture shares.
 
-Both are pure: a pyramid level (:mod:`risk_assets.pyramid`) in, PNG bytes out; nothing is
+Both are pure: a pyramid level (:mod:`risk_model.pyramid`) in, PNG bytes out; nothing is
 read from or written to a store here. Both are drawn with matplotlib's Agg renderer on a
 private :class:`~matplotlib.figure.Figure` (never pyplot's global state, so concurrent
 runs in one process cannot draw into each other's figures), and the canvas's pixels are
-encoded with :func:`risk_assets.quicklook.encode_png`, which writes no timestamp or
+encoded with :func:`risk_model.quicklook.encode_png`, which writes no timestamp or
 software version: the same inputs give the same bytes.
 
 Overview (:func:`overview_png`)
 -------------------------------
-The ``score`` of a level in the fixed colour scale of :mod:`risk_assets.quicklook`
-(:data:`~risk_assets.quicklook.SCORE_COLOURS`), north up, with a colour bar labelled with
+The ``score`` of a level in the fixed colour scale of :mod:`risk_model.quicklook`
+(:data:`~risk_model.quicklook.SCORE_COLOURS`), north up, with a colour bar labelled with
 the score classes 0-10. No data (255) is transparent, so the white axes background shows.
 On top:
 
@@ -25,42 +25,32 @@ On top:
 The map is in plate carrée (longitude, latitude) with the vertical scale stretched by
 ``1 / cos(mid latitude)``, so shapes look as on the ground at the grid's latitude.
 
-Change in risk (:func:`diff_png`)
----------------------------------
-``risk`` of the new release minus the old, on the same pyramid level, in the diverging
-``RdBu_r`` scale (increase red, decrease blue, no change white). The limits are symmetric
-around 0 at the 99th percentile of ``|change|`` (see :func:`diff_stats`): a robust maximum,
-so a handful of extreme pixels do not wash every other change out to white; larger changes
-saturate (the colour bar's pointed ends). Pixels without data in either release are grey
-(:data:`DIFF_NODATA_COLOUR`).
-
 Testing the marks
 -----------------
-:func:`render_overview` and :func:`render_diff` return a :class:`Picture` whose
+:func:`render_overview` and :func:`risk_model.diff_picture.render_diff` return a :class:`Picture` whose
 :meth:`Picture.pixel_of` maps a (longitude, latitude) to image pixel coordinates, measured
 from the axes' transform at render time; tests read the PNG back and check colours there.
 """
 
 import math
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import xarray as xr
-from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import PatchCollection
-from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
+from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from risk_assets.grid import RegionRegistry
-from risk_assets.quicklook import SCORE_COLOURS, SCORES, encode_png
-from risk_assets.schema import SCORE_NODATA
+from risk_model.grid import RegionRegistry
+from risk_model.quicklook import SCORE_COLOURS, SCORES, encode_png
+from risk_model.schema import SCORE_NODATA
 
 #: Fill of regions missing from the release.
 MISSING_COLOUR = "#3a6ea5"
@@ -68,20 +58,12 @@ MISSING_COLOUR = "#3a6ea5"
 FAILED_COLOUR = "#ff00ff"
 #: Thin outline of every region.
 OUTLINE_COLOUR = "#555555"
-#: Pixels without data in either release, in the change picture.
-DIFF_NODATA_COLOUR = "#bdbdbd"
-#: Diverging colour map of the change picture (red = risk went up).
-DIFF_CMAP = "RdBu_r"
-#: Percentile of ``|change|`` at which the change picture's colour scale saturates.
-DIFF_PERCENTILE = 99.0
-#: A pixel's risk "changed" when it moved by more than this (float32 noise stays below).
-CHANGE_TOLERANCE = 1e-6
 
 DPI = 100
 _MAP_WIDTH_IN = 8.0
 _MAP_MAX_HEIGHT_IN = 9.0
 _LEFT_IN, _GAP_IN, _CBAR_IN, _RIGHT_IN = 0.9, 0.25, 0.25, 1.1
-_TOP_IN, _BOTTOM_IN, _LEGEND_IN = 0.6, 0.6, 0.55
+_TOP_IN, _BOTTOM_IN, LEGEND_IN = 0.6, 0.6, 0.55
 _OUTLINE_WIDTH_PT = 0.4
 _FAILED_WIDTH_PT = 2.0
 
@@ -115,52 +97,13 @@ class Picture:
         )
 
 
-@dataclass(frozen=True)
-class DiffStats:
-    """How ``risk`` changed between two releases, on one pyramid level.
-
-    Attributes
-    ----------
-    pixels_compared
-        Pixels with ``risk`` data in both releases; the shares and means are over these.
-    pixels_only_new, pixels_only_old
-        Pixels with data in only the new (newly built) or only the old release.
-    mean_change, mean_abs_change
-        Mean of ``new - old`` and of ``|new - old|`` (NaN when nothing is compared).
-    max_increase, max_decrease
-        Largest rise and largest fall, both as non-negative magnitudes (0 when nothing
-        rose, or fell).
-    share_changed
-        Share of compared pixels whose risk moved by more than :data:`CHANGE_TOLERANCE`.
-    share_score_changed
-        Share of compared pixels whose ``score`` class differs.
-    colour_limit
-        The change at which the picture's colour scale saturates, both ways.
-    """
-
-    pixels_compared: int
-    pixels_only_new: int
-    pixels_only_old: int
-    mean_change: float
-    mean_abs_change: float
-    max_increase: float
-    max_decrease: float
-    share_changed: float
-    share_score_changed: float
-    colour_limit: float
-
-    def as_metadata(self) -> dict[str, float | int]:
-        """The statistics as a plain dict of ints and floats (for Dagster or a manifest)."""
-        return {name: value for name, value in asdict(self).items()}
-
-
 def _axis(values: npt.NDArray[np.float64], fallback_step: float) -> tuple[float, float, float]:
     """``(first edge, last edge, step)`` of a regular coordinate of pixel centres."""
     step = float(values[-1] - values[0]) / (values.size - 1) if values.size > 1 else fallback_step
     return float(values[0]) - step / 2, float(values[-1]) + step / 2, step
 
 
-def _extent(level: xr.Dataset) -> tuple[float, float, float, float, bool]:
+def level_extent(level: xr.Dataset) -> tuple[float, float, float, float, bool]:
     """``(west, east, south, north, south_up)`` of a level, from its pixel-centre coordinates."""
     pixel = level.attrs.get("pixel_size_deg", [1.0, 1.0])
     lat = np.asarray(level["latitude"].values, dtype=np.float64)
@@ -170,7 +113,7 @@ def _extent(level: xr.Dataset) -> tuple[float, float, float, float, bool]:
     return min(lon0, lon1), max(lon0, lon1), min(lat0, lat1), max(lat0, lat1), bool(lat0 <= lat1)
 
 
-def _figure(
+def new_figure(
     extent: tuple[float, float, float, float], *, legend: bool, title: str
 ) -> tuple[Figure, FigureCanvasAgg, Axes, Axes]:
     """A figure with a map axes of the right shape for ``extent`` and a colour-bar axes.
@@ -186,7 +129,7 @@ def _figure(
     if height_in > _MAP_MAX_HEIGHT_IN:
         width_in *= _MAP_MAX_HEIGHT_IN / height_in
         height_in = _MAP_MAX_HEIGHT_IN
-    bottom_in = _BOTTOM_IN + (_LEGEND_IN if legend else 0.0)
+    bottom_in = _BOTTOM_IN + (LEGEND_IN if legend else 0.0)
     fig_w = _LEFT_IN + width_in + _GAP_IN + _CBAR_IN + _RIGHT_IN
     fig_h = bottom_in + height_in + _TOP_IN
     fig = Figure(figsize=(fig_w, fig_h), dpi=DPI, facecolor="white")
@@ -204,7 +147,7 @@ def _figure(
     return fig, canvas, ax, cax
 
 
-def _render(canvas: FigureCanvasAgg, ax: Axes) -> Picture:
+def render_figure(canvas: FigureCanvasAgg, ax: Axes) -> Picture:
     """Draw the figure, encode its pixels and measure where the map axes landed."""
     # The Agg canvas's methods carry no annotations in matplotlib's stubs.
     canvas.draw()  # type: ignore[no-untyped-call]
@@ -273,7 +216,7 @@ def render_overview(
     ValueError
         If the level's shape is not the grid's coarsened by ``factor``, the level belongs
         to another grid, or ``score`` holds values other than 0-10 and 255.
-    risk_assets.grid.UnknownRegionError
+    risk_model.grid.UnknownRegionError
         If a missing or failed id is not a region of the registry.
     """
     grid = registry.grid
@@ -291,9 +234,9 @@ def render_overview(
     missing_regions = [registry.get(rid) for rid in sorted(set(missing))]
     failed_regions = [registry.get(rid) for rid in sorted(set(failed))]
 
-    west, east, south, north, south_up = _extent(level)
+    west, east, south, north, south_up = level_extent(level)
     grid_west, grid_south, grid_east, grid_north = grid.bounds(slice(0, grid.shape[0]), slice(0, grid.shape[1]))
-    fig, canvas, ax, cax = _figure((grid_west, grid_east, grid_south, grid_north), legend=True, title=title)
+    fig, canvas, ax, cax = new_figure((grid_west, grid_east, grid_south, grid_north), legend=True, title=title)
 
     cmap = ListedColormap(list(SCORE_COLOURS)).with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
     norm = BoundaryNorm(np.arange(-0.5, len(SCORES) + 0.5), ncolors=len(SCORES))
@@ -351,7 +294,7 @@ def render_overview(
         Patch(facecolor="white", edgecolor="#999999", label="no data"),
     ]
     fig.legend(handles=handles, loc="lower center", ncols=4, frameon=False, bbox_to_anchor=(0.5, 0.0))
-    return _render(canvas, ax)
+    return render_figure(canvas, ax)
 
 
 def overview_png(
@@ -365,7 +308,7 @@ def overview_png(
 ) -> bytes:
     """One PNG of the whole grid: scores, region outlines, missing and failed regions.
 
-    The scores are drawn in the fixed scale of :data:`~risk_assets.quicklook.SCORE_COLOURS`,
+    The scores are drawn in the fixed scale of :data:`~risk_model.quicklook.SCORE_COLOURS`,
     north up, with a colour bar of the classes 0-10 and a legend. Missing regions are filled
     with :data:`MISSING_COLOUR`, failed ones outlined in :data:`FAILED_COLOUR`. The same
     inputs always give the same bytes.
@@ -394,169 +337,7 @@ def overview_png(
     ------
     ValueError
         As :func:`render_overview`.
-    risk_assets.grid.UnknownRegionError
+    risk_model.grid.UnknownRegionError
         If a missing or failed id is not a region of the registry.
     """
     return render_overview(level, registry, factor, missing=missing, failed=failed, title=title).png
-
-
-def _risk(ds: xr.Dataset) -> npt.NDArray[np.float64]:
-    return np.asarray(ds["risk"].transpose("latitude", "longitude").values, dtype=np.float64)
-
-
-def _check_same_level(new: xr.Dataset, old: xr.Dataset) -> None:
-    new_shape, old_shape = tuple(new["risk"].shape), tuple(old["risk"].shape)
-    if new_shape != old_shape:
-        raise ValueError(
-            f"cannot compare levels of different shapes: new {new_shape}, old {old_shape} "
-            "(use the same pyramid factor of the same grid)"
-        )
-    for dim in ("latitude", "longitude"):
-        if not np.allclose(new[dim].values, old[dim].values, rtol=0.0, atol=1e-9):
-            raise ValueError(f"the levels have the same shape {new_shape} but different {dim} coordinates")
-
-
-def _colour_limit(abs_change: npt.NDArray[np.float64]) -> float:
-    """Symmetric colour limit: the 99th percentile of ``|change|``, or the max if that is 0."""
-    if abs_change.size == 0:
-        return CHANGE_TOLERANCE
-    limit = float(np.percentile(abs_change, DIFF_PERCENTILE))
-    if limit <= 0.0:
-        # Fewer than 1% of the pixels changed: the percentile is 0, so show them at full scale.
-        limit = float(abs_change.max())
-    # Nothing changed at all: any positive limit draws every pixel white.
-    return limit if limit > 0.0 else CHANGE_TOLERANCE
-
-
-def diff_stats(new: xr.Dataset, old: xr.Dataset) -> DiffStats:
-    """Statistics of the change in ``risk`` (and ``score`` class) from ``old`` to ``new``.
-
-    Parameters
-    ----------
-    new, old
-        The same pyramid level of two releases, each with ``risk`` and ``score``.
-
-    Returns
-    -------
-    DiffStats
-        Computed in float64 over the pixels with ``risk`` data in both.
-
-    Raises
-    ------
-    ValueError
-        If the levels differ in shape (the message names both) or in coordinates.
-    """
-    _check_same_level(new, old)
-    new_risk, old_risk = _risk(new), _risk(old)
-    has_new, has_old = np.isfinite(new_risk), np.isfinite(old_risk)
-    both = has_new & has_old
-    change = (new_risk - old_risk)[both]
-    new_score = np.asarray(new["score"].transpose("latitude", "longitude").values)[both]
-    old_score = np.asarray(old["score"].transpose("latitude", "longitude").values)[both]
-    compared = int(both.sum())
-    abs_change = np.abs(change)
-    if compared:
-        mean_change, mean_abs = float(change.mean()), float(abs_change.mean())
-        max_increase, max_decrease = max(0.0, float(change.max())), max(0.0, -float(change.min()))
-        share_changed = float((abs_change > CHANGE_TOLERANCE).sum()) / compared
-        share_score = float((new_score != old_score).sum()) / compared
-    else:
-        mean_change = mean_abs = share_changed = share_score = math.nan
-        max_increase = max_decrease = 0.0
-    return DiffStats(
-        pixels_compared=compared,
-        pixels_only_new=int((has_new & ~has_old).sum()),
-        pixels_only_old=int((has_old & ~has_new).sum()),
-        mean_change=mean_change,
-        mean_abs_change=mean_abs,
-        max_increase=max_increase,
-        max_decrease=max_decrease,
-        share_changed=share_changed,
-        share_score_changed=share_score,
-        colour_limit=_colour_limit(abs_change),
-    )
-
-
-def render_diff(new: xr.Dataset, old: xr.Dataset, *, title: str) -> tuple[Picture, DiffStats]:
-    """Render the change in ``risk`` (see :func:`diff_png`), with its pixel mapping.
-
-    Parameters
-    ----------
-    new, old
-        The same pyramid level of the new and the old release, each with ``risk`` and
-        ``score``; they are read into memory.
-    title
-        Title above the map.
-
-    Returns
-    -------
-    tuple[Picture, DiffStats]
-        The picture and the statistics of the change.
-
-    Raises
-    ------
-    ValueError
-        If the levels differ in shape (the message names both) or in coordinates.
-    """
-    stats = diff_stats(new, old)
-    change = _risk(new) - _risk(old)  # NaN wherever either release has no data
-    west, east, south, north, south_up = _extent(new)
-    # The legend band below the map holds the numbers that summarise the change instead.
-    fig, canvas, ax, cax = _figure((west, east, south, north), legend=True, title=title)
-    fig.text(
-        0.5,
-        (_LEGEND_IN / 2) / fig.get_figheight(),
-        f"mean change {stats.mean_change:+.3g}   mean |change| {stats.mean_abs_change:.3g}   "
-        f"max increase {stats.max_increase:.3g}   max decrease {stats.max_decrease:.3g}\n"
-        f"pixels changed {stats.share_changed:.1%}   score class changed {stats.share_score_changed:.1%}   "
-        f"({stats.pixels_compared:,} pixels compared)",
-        ha="center",
-        va="center",
-        fontsize=9,
-    )
-    cmap = colormaps[DIFF_CMAP].with_extremes(bad=DIFF_NODATA_COLOUR)
-    norm = Normalize(vmin=-stats.colour_limit, vmax=stats.colour_limit)
-    ax.imshow(
-        np.ma.masked_invalid(change),
-        cmap=cmap,
-        norm=norm,
-        extent=(west, east, south, north),
-        origin="lower" if south_up else "upper",
-        interpolation="nearest",
-        aspect="auto",
-    )
-    units = str(new["risk"].attrs.get("units", "1"))
-    colourbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, extend="both")
-    colourbar.set_label(
-        f"change in risk, new − old ({'dimensionless' if units in ('', '1') else units})\n"
-        f"scale saturates at ±{stats.colour_limit:.3g} ({DIFF_PERCENTILE:g}th percentile of |change|)"
-    )
-    return _render(canvas, ax), stats
-
-
-def diff_png(new: xr.Dataset, old: xr.Dataset, *, title: str) -> tuple[bytes, DiffStats]:
-    """A PNG of the change in ``risk`` between two releases, and its statistics.
-
-    Diverging ``RdBu_r`` scale (red = risk rose), symmetric around 0 with limits at the
-    99th percentile of ``|change|`` so a few outliers do not flatten the rest; no data in
-    either release is grey. The same inputs always give the same bytes.
-
-    Parameters
-    ----------
-    new, old
-        The same pyramid level of the new and the old release.
-    title
-        Title above the map.
-
-    Returns
-    -------
-    tuple[bytes, DiffStats]
-        The PNG file and the statistics (:meth:`DiffStats.as_metadata` for metadata).
-
-    Raises
-    ------
-    ValueError
-        If the levels differ in shape (the message names both) or in coordinates.
-    """
-    picture, stats = render_diff(new, old, title=title)
-    return picture.png, stats

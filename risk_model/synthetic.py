@@ -35,8 +35,8 @@ from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 from scipy import ndimage
 
-from risk_assets.grid import GridSpec
-from risk_assets.inputs import BURN_PROBABILITY_CRS, InputSet
+from risk_model.grid import GridSpec
+from risk_model.inputs import BURN_PROBABILITY_CRS, InputSet
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -228,7 +228,7 @@ def generate_inputs(grid: GridSpec, out_dir: Path, seed: int = 0) -> InputSet:
         nodata = -1.0 if role == "wind_direction" else NODATA  # shares cover land and sea alike
         files[role] = {"file": path.name, "sha256": _write_tif(path, data, transform, crs, nodata)}
     manifest = {
-        "generator": "risk_assets.synthetic.generate_inputs",
+        "generator": "risk_model.synthetic.generate_inputs",
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
         "grid": grid.name,

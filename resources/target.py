@@ -1,7 +1,7 @@
 """Resources that read the model's parameters, overrides and input rasters.
 
-The parameters model and the input set are pure data (``risk_assets.params``,
-``risk_assets.inputs``); these resources are where files get opened.
+The parameters model and the input set are pure data (``risk_model.params``,
+``risk_model.inputs``); these resources are where files get opened.
 """
 
 from collections.abc import Collection
@@ -10,10 +10,13 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from risk_assets.inputs import InputSet, input_versions, inputs_version
-from risk_assets.params import ModelParams, RegionOverrides, load_overrides, load_params, params_version
-from risk_assets.version import MODEL_CODE_VERSION
-from risk_assets.versions import Target
+from resources.input_versions import input_versions
+from risk_model.checksums import inputs_version
+from risk_model.code_version import MODEL_CODE_VERSION
+from risk_model.inputs import InputSet
+from risk_model.overrides import RegionOverrides, load_overrides
+from risk_model.params import ModelParams, load_params, params_version
+from risk_model.versions import Target
 
 
 class ModelParamsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic only for typing

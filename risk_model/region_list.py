@@ -5,9 +5,9 @@ read, which GDAL serves from overviews when the file has them), so the same code
 799 chunks of the 97,579 x 208,881 production grid in seconds. The listing is conservative:
 a chunk is listed when any valid source pixel might fall in it.
 
-Run ``python -m risk_assets.region_list --grid demo --write`` to regenerate a checked-in list
+Run ``python -m risk_model.region_list --grid demo --write`` to regenerate a checked-in list
 from synthetic inputs (the demo grid's synthetic inputs; for larger grids the coarse CONUS
-footprint of :func:`risk_assets.synthetic.write_conus_footprint`).
+footprint of :func:`risk_model.synthetic.write_conus_footprint`).
 """
 
 import argparse
@@ -28,9 +28,9 @@ from rasterio.transform import xy
 from rasterio.warp import transform as transform_points
 from scipy import ndimage
 
-from risk_assets.grid import DATA_DIR, GridSpec, RegionRegistry, load_grid, regions_file
-from risk_assets.inputs import InputError, InputSet
-from risk_assets.synthetic import generate_inputs, write_conus_footprint
+from risk_model.grid import DATA_DIR, GridSpec, RegionRegistry, load_grid, regions_file
+from risk_model.inputs import InputError, InputSet
+from risk_model.synthetic import generate_inputs, write_conus_footprint
 
 # Longest side of a decimated footprint read: 4096 x 4096 booleans is 16 MB and finer than
 # a chunk of any grid we use.
@@ -99,7 +99,7 @@ def compute_region_ids(grid: GridSpec, inputs: InputSet | Sequence[str]) -> list
     grid
         The output grid.
     inputs
-        An :class:`~risk_assets.inputs.InputSet`, whose burn-probability and conditional-risk
+        An :class:`~risk_model.inputs.InputSet`, whose burn-probability and conditional-risk
         footprints are combined (the wind shares cover land and sea alike, so they are not a
         footprint), or explicit footprint rasters.
 
@@ -110,7 +110,7 @@ def compute_region_ids(grid: GridSpec, inputs: InputSet | Sequence[str]) -> list
 
     Raises
     ------
-    risk_assets.inputs.InputError
+    risk_model.inputs.InputError
         If a source cannot be opened.
     """
     paths = [inputs.burn_probability, inputs.conditional_risk] if isinstance(inputs, InputSet) else list(inputs)
@@ -141,7 +141,7 @@ def write_region_list(grid_name: str, ids: Sequence[str], source: str, data_dir:
 
     Raises
     ------
-    risk_assets.grid.UnknownRegionError
+    risk_model.grid.UnknownRegionError
         If an id is malformed or outside the grid.
     ValueError
         If an id is repeated.
@@ -158,9 +158,9 @@ def synthetic_region_ids(grid: GridSpec, work_dir: Path, seed: int = 0) -> tuple
     """Region ids of ``grid`` from synthetic inputs, and a description of how they were made.
 
     Grids up to :data:`MAX_SYNTHETIC_PIXELS` pixels get full synthetic inputs
-    (:func:`~risk_assets.synthetic.generate_inputs`); larger ones the coarse CONUS footprint.
+    (:func:`~risk_model.synthetic.generate_inputs`); larger ones the coarse CONUS footprint.
     """
-    command = f"python -m risk_assets.region_list --grid {grid.name} --write"
+    command = f"python -m risk_model.region_list --grid {grid.name} --write"
     if grid.shape[0] * grid.shape[1] <= MAX_SYNTHETIC_PIXELS:
         inputs = generate_inputs(grid, work_dir, seed=seed)
         how = f"burn_probability and conditional_risk footprints of synthetic inputs (seed {seed})"
@@ -173,9 +173,9 @@ def synthetic_region_ids(grid: GridSpec, work_dir: Path, seed: int = 0) -> tuple
 def main(argv: Sequence[str] | None = None) -> None:
     """Print, and with ``--write`` store, the region list of a grid from synthetic inputs."""
     parser = argparse.ArgumentParser(description="List the regions of a grid that hold data.")
-    parser.add_argument("--grid", required=True, help="grid name (risk_assets/data/grids/<name>.json)")
+    parser.add_argument("--grid", required=True, help="grid name (risk_model/data/grids/<name>.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
-    parser.add_argument("--write", action="store_true", help="write risk_assets/data/regions/<grid>.json")
+    parser.add_argument("--write", action="store_true", help="write risk_model/data/regions/<grid>.json")
     args = parser.parse_args(argv)
     grid = load_grid(args.grid)
     with tempfile.TemporaryDirectory() as tmp:

@@ -52,9 +52,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import xarray as xr
-from dagster import MetadataValue
 
-from risk_assets.schema import SCORE_NODATA
+from risk_model.schema import SCORE_NODATA
 
 #: Colour of each score 0..10 (index = score), as ``#rrggbb``; no data is transparent.
 SCORE_COLOURS: tuple[str, ...] = (
@@ -87,7 +86,7 @@ def score_rgba(score: int) -> tuple[int, int, int, int]:
     Raises
     ------
     ValueError
-        If ``score`` is neither 0-10 nor :data:`~risk_assets.schema.SCORE_NODATA`.
+        If ``score`` is neither 0-10 nor :data:`~risk_model.schema.SCORE_NODATA`.
     """
     if score == SCORE_NODATA:
         return NODATA_RGBA
@@ -293,7 +292,7 @@ def region_stats(risk: npt.NDArray[np.floating[Any]], score: npt.NDArray[np.uint
     )
 
 
-def _south_up(ds: xr.Dataset) -> bool:
+def south_up(ds: xr.Dataset) -> bool:
     # The raster's latitude ascends; read it from the coordinate rather than assume it, so
     # a descending dataset is not drawn upside down.
     if "latitude" in ds.coords and ds.sizes["latitude"] > 1:
@@ -312,7 +311,7 @@ def quicklook_markdown(png: bytes, stats: RegionStats) -> str:
     lines = [
         png_markdown(png, "quicklook"),
         "",
-        "Score 0-10 in the fixed scale of `risk_assets/quicklook.py`; transparent = no data. "
+        "Score 0-10 in the fixed scale of `risk_model/quicklook.py`; transparent = no data. "
         f"Risk min {stats.risk_min:.4g}, mean {stats.risk_mean:.4g}, max {stats.risk_max:.4g}.",
         "",
         "| score | colour | share |",
@@ -321,45 +320,3 @@ def quicklook_markdown(png: bytes, stats: RegionStats) -> str:
         f"| no data | transparent | {stats.nodata_share:.2%} |",
     ]
     return "\n".join(lines)
-
-
-def quicklook_metadata(ds: xr.Dataset, *, max_side: int = MAX_SIDE) -> dict[str, MetadataValue[Any]]:
-    """Dagster metadata of a region: its quicklook and statistics.
-
-    Parameters
-    ----------
-    ds
-        The region's dataset, with ``risk`` and ``score`` over ``(latitude, longitude)``;
-        lazy arrays are read here.
-    max_side
-        Longest side of the quicklook image.
-
-    Returns
-    -------
-    dict
-        ``quicklook`` (markdown embedding the PNG as a ``data:image/png;base64`` URI),
-        ``risk_min``, ``risk_mean``, ``risk_max`` and ``nodata_share`` (floats),
-        ``score_class_shares`` (JSON mapping ``"0"``..``"10"`` to shares) and
-        ``quicklook_bytes`` (the PNG's size).
-
-    Raises
-    ------
-    ValueError
-        If ``score`` holds values other than 0-10 and 255.
-    KeyError
-        If ``ds`` lacks ``risk`` or ``score``.
-    """
-    score = np.asarray(ds["score"].transpose("latitude", "longitude").values)
-    risk = np.asarray(ds["risk"].transpose("latitude", "longitude").values)
-    stats = region_stats(risk, score)
-    png = quicklook_png(score, south_up=_south_up(ds), max_side=max_side)
-    shares = {str(s): stats.class_shares[s] for s in SCORES}
-    return {
-        "quicklook": MetadataValue.md(quicklook_markdown(png, stats)),
-        "quicklook_bytes": MetadataValue.int(len(png)),
-        "risk_min": MetadataValue.float(stats.risk_min),
-        "risk_mean": MetadataValue.float(stats.risk_mean),
-        "risk_max": MetadataValue.float(stats.risk_max),
-        "nodata_share": MetadataValue.float(stats.nodata_share),
-        "score_class_shares": MetadataValue.json(shares),
-    }

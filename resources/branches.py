@@ -1,0 +1,34 @@
+"""Branches of the repository: each raster version is built on its own, started from ``main``."""
+
+import contextlib
+
+import icechunk
+
+from resources.store import IcechunkStore
+from risk_model.versions import RasterVersion
+
+
+def branch_exists(repo: icechunk.Repository, branch: str) -> bool:
+    """Whether ``branch`` exists."""
+    return branch in repo.list_branches()
+
+
+def ensure_branch(repo: icechunk.Repository, branch: str, start: str = "main") -> str:
+    """Create ``branch`` at the tip of ``start`` unless it exists; return its tip.
+
+    Safe when several workers race to create it: the losers find it created.
+    """
+    if not branch_exists(repo, branch):
+        # Another worker may create it first: same starting point, same branch.
+        with contextlib.suppress(icechunk.AlreadyExistsError):
+            repo.create_branch(branch, repo.lookup_branch(start))
+    return repo.lookup_branch(branch)
+
+
+def working_branch(repo: icechunk.Repository, store: IcechunkStore, version: RasterVersion) -> str:
+    """The branch of ``version`` if its first region has started it, else the readers' branch.
+
+    Until then the version's branch would start from the readers' branch anyway, so its
+    commit log is that branch's.
+    """
+    return version.branch if branch_exists(repo, version.branch) else store.branch

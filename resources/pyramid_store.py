@@ -1,0 +1,181 @@
+"""The pyramid in the repository: written into a session beside the raster, listed and opened back.
+
+The arithmetic (factors, shapes, reductions) is :mod:`risk_model.pyramid`; this module is where
+levels meet Icechunk and Zarr.
+"""
+
+import icechunk
+import xarray as xr
+import zarr
+from icechunk.xarray import to_icechunk
+from zarr.abc.store import Store
+
+from risk_model.grid import GridSpec
+from risk_model.pyramid import (
+    PYRAMID_GROUP,
+    PyramidLevel,
+    PyramidLevelNotFoundError,
+    level_dataset,
+    level_group,
+    level_shape,
+    pyramid_factors,
+)
+
+
+def write_pyramid(session: icechunk.Session, grid: GridSpec, factors: list[int] | None = None) -> list[PyramidLevel]:
+    """Write the pyramid of the session's root raster into the same session, uncommitted.
+
+    The root raster is read lazily with dask chunks equal to its Zarr chunks, so memory
+    stays at a few chunks whatever the grid's size. Any earlier pyramid is removed first, so
+    the session ends up with exactly the levels of ``factors``. The root arrays are not
+    touched.
+
+    Parameters
+    ----------
+    session
+        A writable session whose root holds the raster of ``grid``; the caller commits it.
+    grid
+        The raster's grid.
+    factors
+        Coarsening factors; :func:`pyramid_factors` of ``grid`` by default.
+
+    Returns
+    -------
+    list[PyramidLevel]
+        The levels written, in the order of ``factors``.
+
+    Raises
+    ------
+    ValueError
+        If the session is read-only, the root holds the raster of another grid, or a
+        factor is below 2, repeated or does not divide both chunk sizes.
+    """
+    if session.read_only:
+        raise ValueError("write_pyramid needs a writable session (repo.writable_session(branch))")
+    factors = pyramid_factors(grid) if factors is None else list(factors)
+    for factor in factors:
+        if factor < 2 or any(chunk % factor for chunk in grid.chunks):
+            raise ValueError(
+                f"pyramid factor {factor} must be at least 2 and divide the chunks {grid.chunks} of grid "
+                f"{grid.name!r}, so no block straddles a region boundary"
+            )
+    if len(set(factors)) != len(factors):
+        raise ValueError(f"repeated pyramid factors: {factors}")
+    root = xr.open_zarr(session.store, consolidated=False, chunks={})
+    fingerprint = root.attrs.get("grid_fingerprint")
+    if fingerprint != grid.fingerprint:
+        raise ValueError(
+            f"the root raster is of grid {root.attrs.get('grid')!r} (fingerprint {fingerprint}), "
+            f"not of grid {grid.name!r}: cannot build its pyramid"
+        )
+    # mode="w" on the parent group deletes any earlier levels, so a pyramid with fewer
+    # factors than the previous one leaves no stale level behind.
+    group = zarr.open_group(session.store, path=PYRAMID_GROUP, mode="w", zarr_format=3)
+    group.attrs.update({"factors": factors, "grid": grid.name, "grid_fingerprint": grid.fingerprint})
+    levels = []
+    for factor in factors:
+        level, encoding = level_dataset(root, grid, factor)
+        to_icechunk(level, session, group=level_group(factor), mode="w", encoding=encoding)
+        levels.append(PyramidLevel(factor=factor, shape=level_shape(grid, factor), group=level_group(factor)))
+    return levels
+
+
+def _store_of(session_or_store: icechunk.Session | Store) -> Store:
+    if isinstance(session_or_store, icechunk.Session):
+        return session_or_store.store
+    return session_or_store
+
+
+def list_levels(session_or_store: icechunk.Session | Store) -> list[PyramidLevel]:
+    """The levels of the pyramid in a snapshot, finest first.
+
+    Parameters
+    ----------
+    session_or_store
+        An Icechunk session (read-only or writable) or its ``store``.
+
+    Returns
+    -------
+    list[PyramidLevel]
+        Possibly empty when the pyramid group exists but holds no level.
+
+    Raises
+    ------
+    PyramidLevelNotFoundError
+        If the snapshot holds no pyramid at all.
+    """
+    store = _store_of(session_or_store)
+    try:
+        group = zarr.open_group(store, path=PYRAMID_GROUP, mode="r", zarr_format=3)
+    except FileNotFoundError as err:  # zarr's GroupNotFoundError is a FileNotFoundError
+        raise PyramidLevelNotFoundError(
+            f"this snapshot holds no pyramid (no group {PYRAMID_GROUP!r}): build it with write_pyramid"
+        ) from err
+    levels = []
+    for name, member in group.groups():
+        if not name.isdigit():
+            continue
+        score = member.get("score")
+        if not isinstance(score, zarr.Array):
+            continue  # not a level written by write_pyramid
+        levels.append(
+            PyramidLevel(
+                factor=int(name), shape=(int(score.shape[0]), int(score.shape[1])), group=level_group(int(name))
+            )
+        )
+    return sorted(levels, key=lambda level: level.factor)
+
+
+def open_level(session_or_store: icechunk.Session | Store, factor: int) -> xr.Dataset:
+    """Open the level of ``factor`` lazily, with dask chunks equal to its Zarr chunks.
+
+    Parameters
+    ----------
+    session_or_store
+        An Icechunk session (read-only or writable) or its ``store``.
+    factor
+        The level's coarsening factor.
+
+    Returns
+    -------
+    xarray.Dataset
+        The level, with attributes ``factor``, ``pixel_size_deg`` and ``grid``.
+
+    Raises
+    ------
+    PyramidLevelNotFoundError
+        If the snapshot holds no level of ``factor``.
+    """
+    store = _store_of(session_or_store)
+    try:
+        level: xr.Dataset = xr.open_zarr(store, group=level_group(factor), consolidated=False, chunks={})
+    except FileNotFoundError as err:
+        raise PyramidLevelNotFoundError(
+            f"this snapshot holds no pyramid level of factor {factor} (group {level_group(factor)!r})"
+        ) from err
+    return level
+
+
+def coarsest_level(session_or_store: icechunk.Session | Store) -> tuple[PyramidLevel, xr.Dataset]:
+    """The coarsest level of the pyramid in a snapshot: its description and its dataset.
+
+    Parameters
+    ----------
+    session_or_store
+        An Icechunk session (read-only or writable) or its ``store``.
+
+    Returns
+    -------
+    tuple[PyramidLevel, xarray.Dataset]
+        The level of the largest factor, opened lazily.
+
+    Raises
+    ------
+    PyramidLevelNotFoundError
+        If the snapshot holds no pyramid level.
+    """
+    levels = list_levels(session_or_store)
+    if not levels:
+        raise PyramidLevelNotFoundError(f"the group {PYRAMID_GROUP!r} of this snapshot holds no level")
+    coarsest = levels[-1]
+    return coarsest, open_level(session_or_store, coarsest.factor)

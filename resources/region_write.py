@@ -1,0 +1,189 @@
+"""Write one region into its version's branch and commit it, unless that build is already there.
+
+The commit is the last step: a worker killed before it leaves only unreferenced chunk objects,
+which no reader ever sees. The IO manager, the command line, the benchmarks and the racing
+process tests all share :func:`write_region`.
+"""
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import icechunk
+import xarray as xr
+import zarr
+from icechunk.xarray import to_icechunk
+
+from resources.branches import branch_exists
+from resources.ledger import REGION_KIND, CommitRecord, find_commit
+from resources.store import IcechunkStore
+from resources.template import TemplateMissingError, template_attrs
+from risk_model.alignment import MisalignedRegionError, check_alignment
+from risk_model.errors import CommitConflictError
+from risk_model.grid import GridSpec, Region
+from risk_model.versions import BuildKey
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What :func:`write_region` did."""
+
+    status: Literal["written", "skipped"]
+    region: str
+    snapshot_id: str
+    commit: CommitRecord | None
+    seconds_writing: float = 0.0
+    seconds_committing: float = 0.0
+    bytes_written: int = 0
+
+
+def _check_store_chunks(session: icechunk.Session, grid: GridSpec, ds: xr.Dataset) -> None:
+    """Refuse to write unless the store's arrays are chunked like the grid says."""
+    group = zarr.open_group(session.store, mode="r")
+    for name in ds.data_vars:
+        try:
+            array = group[str(name)]
+        except KeyError as err:
+            raise TemplateMissingError(
+                f"variable {name!r} is not in the template on this branch: materialize raster_template"
+            ) from err
+        if not isinstance(array, zarr.Array) or tuple(array.chunks) != tuple(grid.chunks):
+            raise MisalignedRegionError(
+                f"the store's {name!r} is chunked {getattr(array, 'chunks', None)}, not {grid.chunks} as "
+                f"grid {grid.name!r} says; nothing was written"
+            )
+
+
+def write_region(
+    store: IcechunkStore,
+    grid: GridSpec,
+    region: Region,
+    ds: xr.Dataset,
+    *,
+    key: BuildKey,
+    run_id: str,
+    branch: str | None = None,
+    extra_metadata: dict[str, str] | None = None,
+) -> WriteResult:
+    """Write one region into a branch and commit it, unless it is already there.
+
+    The commit is the last step: a worker killed before it leaves only unreferenced chunk
+    objects, which no reader ever sees. A region whose newest commit has the same build key
+    is skipped: nothing is written and no commit is made.
+
+    Parameters
+    ----------
+    store
+        The repository's storage resource.
+    grid
+        The grid the template was made from.
+    region
+        The region ``ds`` must cover exactly.
+    ds
+        The region's data, coordinates equal to the template's.
+    key
+        Parameters, inputs and code version of ``ds``: recorded in the commit metadata, and
+        decides whether the write is needed.
+    run_id
+        The Dagster run (or other process) that produced ``ds``, for lineage.
+    branch
+        The branch to commit to; the store's branch by default. It must exist and hold the
+        template (see :func:`ensure_branch`).
+    extra_metadata
+        More JSON-able string fields for the commit metadata.
+
+    Returns
+    -------
+    WriteResult
+        ``status="written"`` with the new snapshot, or ``status="skipped"`` with the
+        existing commit.
+
+    Raises
+    ------
+    MisalignedRegionError
+        If ``ds`` is not exactly ``region`` (checked before any write).
+    TemplateMissingError
+        If the branch has no template of this grid.
+    CommitConflictError
+        If the commit could not be rebased over concurrent commits within the store's
+        ``rebase_tries``: the only error worth retrying.
+    """
+    check_alignment(grid, ds, expected=region)
+    branch = branch or store.branch
+    repo = store.repository()
+    if not branch_exists(repo, branch):
+        raise TemplateMissingError(f"{store.location()} has no branch {branch!r}: materialize raster_template first")
+    template = template_attrs(repo, branch)
+    if template is None or template.get("grid_fingerprint") != grid.fingerprint:
+        raise TemplateMissingError(
+            f"branch {branch!r} of {store.location()} has no template of grid {grid.name!r}: "
+            "materialize raster_template first"
+        )
+    existing = find_commit(repo, branch, region.id, key)
+    if existing is not None:
+        return WriteResult("skipped", region.id, existing.snapshot_id, existing)
+    with store.writer_lease():
+        return _write_and_commit(store, repo, branch, grid, region, ds, key, run_id, extra_metadata)
+
+
+def _write_and_commit(
+    store: IcechunkStore,
+    repo: icechunk.Repository,
+    branch: str,
+    grid: GridSpec,
+    region: Region,
+    ds: xr.Dataset,
+    key: BuildKey,
+    run_id: str,
+    extra_metadata: dict[str, str] | None,
+) -> WriteResult:
+    """The write and commit of :func:`write_region`, under the store's writer lease."""
+    session = repo.writable_session(branch)
+    _check_store_chunks(session, grid, ds)
+    payload = ds.drop_attrs(deep=True)
+    started = time.perf_counter()
+    to_icechunk(payload, session, region="auto")
+    written = time.perf_counter()
+    west, south, east, north = region.bounds
+    metadata: dict[str, Any] = {
+        "kind": REGION_KIND,
+        "region": region.id,
+        "grid": grid.name,
+        "params_version": key.params_version,
+        "inputs_version": key.inputs_version,
+        "code_version": key.code_version,
+        "run_id": run_id,
+        # JSON has no datetime: icechunk rejects one in metadata with a confusing TypeError.
+        "written_at": datetime.now(UTC).isoformat(),
+        "bounds": [west, south, east, north],
+        "rows": [region.rows.start, region.rows.stop],
+        "cols": [region.cols.start, region.cols.stop],
+        **(extra_metadata or {}),
+    }
+    try:
+        with store.commit_guard():
+            snapshot_id = session.commit(
+                f"region {region.id} (params {key.params_version}, inputs {key.inputs_version}, "
+                f"code {key.code_version})",
+                metadata=metadata,
+                rebase_with=icechunk.ConflictDetector(),
+                rebase_tries=store.rebase_tries,
+            )
+    except icechunk.ConflictError as err:
+        raise CommitConflictError(
+            f"region {region.id}: could not rebase over concurrent commits in {store.rebase_tries} "
+            f"tries ({err}); nothing was committed"
+        ) from err
+    committed = time.perf_counter()
+    record = CommitRecord.from_snapshot(repo.lookup_snapshot(snapshot_id))
+    nbytes = int(sum(v.nbytes for v in payload.data_vars.values()))
+    return WriteResult(
+        "written",
+        region.id,
+        snapshot_id,
+        record,
+        seconds_writing=written - started,
+        seconds_committing=committed - written,
+        bytes_written=nbytes,
+    )

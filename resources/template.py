@@ -1,0 +1,76 @@
+"""The raster template: a full-size, metadata-only dataset committed once before any region."""
+
+from typing import Any
+
+import icechunk
+import zarr
+
+from resources.store import IcechunkStore
+from risk_model.errors import BadInputError
+from risk_model.grid import GridSpec
+from risk_model.schema import encoding, template_dataset
+
+TEMPLATE_KIND = "template"
+
+
+class TemplateMissingError(BadInputError):
+    """The branch holds no template (or a template of another grid)."""
+
+
+def template_attrs(repo: icechunk.Repository, branch: str) -> dict[str, Any] | None:
+    """The root attributes of the template on ``branch``, or ``None`` if it has no template.
+
+    Read from the branch tip (one small read), not by walking the history.
+    """
+    session = repo.readonly_session(branch=branch)
+    try:
+        group = zarr.open_group(session.store, mode="r")
+    except FileNotFoundError:
+        return None
+    attrs = dict(group.attrs)
+    return attrs if attrs.get("kind") == TEMPLATE_KIND else None
+
+
+def ensure_template(store: IcechunkStore, grid: GridSpec, attrs: dict[str, str]) -> tuple[str, bool]:
+    """Create the repository if needed and commit the metadata-only template once.
+
+    Idempotent: if the branch already holds the template of ``grid``, nothing is written.
+
+    Returns
+    -------
+    tuple[str, bool]
+        The snapshot id holding the template and whether this call committed it.
+
+    Raises
+    ------
+    TemplateMissingError
+        If the branch holds a template of another grid.
+    """
+    repo = store.repository(create=True)
+    existing = template_attrs(repo, store.branch)
+    if existing is not None:
+        if existing.get("grid_fingerprint") != grid.fingerprint:
+            raise TemplateMissingError(
+                f"{store.location()} already holds a template of grid {existing.get('grid')!r} "
+                f"(fingerprint {existing.get('grid_fingerprint')}), not of grid {grid.name!r}: "
+                "use another store path for this grid"
+            )
+        return repo.lookup_branch(store.branch), False
+    session = repo.writable_session(store.branch)
+    root_attrs = {"kind": TEMPLATE_KIND, "grid": grid.name, "grid_fingerprint": grid.fingerprint, **attrs}
+    ds = template_dataset(grid, root_attrs)
+    # compute=False: metadata and coordinates only; no chunk of data is written.
+    ds.to_zarr(session.store, compute=False, encoding=encoding(grid), mode="w-", consolidated=False)
+    with store.commit_guard():
+        snapshot_id = session.commit(
+            f"template of grid {grid.name}",
+            metadata={
+                "kind": TEMPLATE_KIND,
+                "grid": grid.name,
+                "grid_fingerprint": grid.fingerprint,
+                **attrs,
+            },
+            rebase_with=icechunk.ConflictDetector(),
+            rebase_tries=store.rebase_tries,
+        )
+    return snapshot_id, True

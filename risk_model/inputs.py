@@ -1,0 +1,240 @@
+"""The three input rasters: where they are, and reading a region's window of them.
+
+Inputs are named by a path or URL string. Local paths and ``gs://`` / ``s3://`` URLs all go
+through the same :func:`rasterio.open` call; rasterio maps the URL schemes to GDAL's
+``/vsigs/`` and ``/vsis3/`` file systems, and credentials come from GDAL's usual
+environment variables.
+
+Every array returned here is float64 in the output grid's orientation: row 0 is the
+southern edge (latitude ascending), although GeoTIFFs are normally stored north-up.
+"""
+
+import math
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+from affine import Affine
+from pydantic import BaseModel, ConfigDict, Field
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.io import DatasetReader
+from rasterio.warp import reproject
+from rasterio.windows import Window, from_bounds
+
+from risk_model.errors import BadInputError
+from risk_model.grid import GridSpec
+
+FloatArray = npt.NDArray[np.float64]
+ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
+
+BURN_PROBABILITY_CRS = "EPSG:5070"
+WIND_BANDS = 8
+# Pixel grids agree when sizes match to this relative tolerance and origins to this
+# fraction of a pixel: JSON and GeoTIFF round-trip coefficients to about 1e-15.
+_SIZE_RTOL = 1e-9
+_ALIGN_TOL = 1e-6
+
+
+class InputError(BadInputError, ValueError):
+    """An input raster that is missing, unreadable, or does not fit the output grid."""
+
+
+class InputSet(BaseModel):
+    """Locations of the three input rasters (local paths, ``gs://`` or ``s3://`` URLs).
+
+    Parameters
+    ----------
+    burn_probability
+        Annual burn probability, one band, projected EPSG:5070 (about 270 m).
+    conditional_risk
+        Conditional risk to potential structures (0-100), one band, on the output grid
+        (same CRS and pixel grid); its no-data marks the ocean.
+    wind_direction
+        Fire-weather wind-direction shares, 8 bands (from N, NE, E, SE, S, SW, W, NW),
+        any CRS and resolution.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    burn_probability: str = Field(min_length=1)
+    conditional_risk: str = Field(min_length=1)
+    wind_direction: str = Field(min_length=1)
+
+
+def expanded_window(grid: GridSpec, rows: slice, cols: slice, halo: int) -> tuple[slice, slice]:
+    """Row and column slices of ``rows`` x ``cols`` grown by ``halo`` on every side.
+
+    The result may extend past the grid (negative starts, stops past the shape).
+    """
+    if halo < 0:
+        raise ValueError(f"halo must be >= 0, got {halo}")
+    return slice(rows.start - halo, rows.stop + halo), slice(cols.start - halo, cols.stop + halo)
+
+
+def _open(path: str) -> DatasetReader:
+    dataset: DatasetReader = rasterio.open(path)
+    return dataset
+
+
+def _grid_crs(grid: GridSpec) -> CRS:
+    return CRS.from_user_input(grid.crs)
+
+
+def on_grid(src: DatasetReader, grid: GridSpec) -> bool:
+    """Whether ``src`` shares the grid's CRS and pixel grid (sizes and aligned origin).
+
+    The source may be stored north-up or south-up and may cover any extent.
+    """
+    if src.crs is None or src.crs != _grid_crs(grid):
+        return False
+    t: Affine = src.transform
+    a, e = grid.transform[0], grid.transform[4]
+    if t.b != 0 or t.d != 0:
+        return False
+    if not (math.isclose(t.a, a, rel_tol=_SIZE_RTOL) and math.isclose(abs(t.e), e, rel_tol=_SIZE_RTOL)):
+        return False
+    col_shift = (t.c - grid.transform[2]) / a
+    row_shift = (t.f - grid.transform[5]) / e
+    return abs(col_shift - round(col_shift)) < _ALIGN_TOL and abs(row_shift - round(row_shift)) < _ALIGN_TOL
+
+
+def _read_on_grid(src: DatasetReader, grid: GridSpec, rows: slice, cols: slice) -> FloatArray:
+    """Windowed read of an on-grid source; NaN outside the source and where no-data."""
+    ny, nx = rows.stop - rows.start, cols.stop - cols.start
+    west, south, east, north = grid.bounds(rows, cols)
+    window = from_bounds(west, south, east, north, transform=src.transform)
+    # from_bounds returns fractional offsets only through float rounding: the grids are aligned.
+    col_off, row_off = round(window.col_off), round(window.row_off)
+    out = np.full((src.count, ny, nx), np.nan)
+    c0, c1 = max(col_off, 0), min(col_off + nx, src.width)
+    r0, r1 = max(row_off, 0), min(row_off + ny, src.height)
+    if c0 < c1 and r0 < r1:
+        data = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), masked=True, out_dtype="float64")
+        out[:, r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data.filled(np.nan)
+    # The window was cut in the source's row order; a north-up source has row 0 at the top.
+    return out[:, ::-1, :] if src.transform.e < 0 else out
+
+
+def _reproject_to_grid(
+    src: DatasetReader, grid: GridSpec, rows: slice, cols: slice, resampling: ResamplingName
+) -> FloatArray:
+    """Warp a source onto the window's pixels; NaN outside the source and where no-data."""
+    ny, nx = rows.stop - rows.start, cols.stop - cols.start
+    west, _, _, north = grid.bounds(rows, cols)
+    a, e = grid.transform[0], grid.transform[4]
+    # Warp onto the north-up twin of the window (GDAL's usual orientation), then flip.
+    dst_transform = Affine(a, 0.0, west, 0.0, -e, north)
+    out = np.full((src.count, ny, nx), np.nan)
+    reproject(
+        source=rasterio.band(src, list(range(1, src.count + 1))),
+        destination=out,
+        src_nodata=src.nodata,
+        dst_transform=dst_transform,
+        dst_crs=_grid_crs(grid),
+        dst_nodata=np.nan,
+        resampling=Resampling[resampling],
+        # The approximate transformer interpolates coordinates along each output line, so a
+        # pixel's value would depend on the window it was warped in; exact keeps regions
+        # equal to a whole-domain warp.
+        tolerance=0.0,
+    )
+    return out[:, ::-1, :]
+
+
+def read_window(
+    path: str,
+    grid: GridSpec,
+    rows: slice,
+    cols: slice,
+    halo: int = 0,
+    resampling: ResamplingName = "bilinear",
+) -> FloatArray:
+    """Read a source over a window of the output grid, grown by a halo.
+
+    A source already on the output grid (same CRS and pixel grid) is read with a rasterio
+    window; any other source is warped with :func:`rasterio.warp.reproject` onto the
+    window's pixels (exact transformer, so values do not depend on the window).
+
+    Parameters
+    ----------
+    path
+        Local path or ``gs://`` / ``s3://`` URL of the source raster.
+    grid
+        The output grid.
+    rows, cols
+        The window of the grid (a region's ``rows`` and ``cols``).
+    halo
+        Pixels to add on every side. The grown window may extend past the grid: there it
+        holds whatever the source holds, or NaN outside the source.
+    resampling
+        Resampling used when the source has to be warped.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, ``(ny, nx)`` for a one-band source and ``(bands, ny, nx)`` otherwise, with
+        row 0 at the south; NaN where the source is no-data or absent.
+
+    Raises
+    ------
+    InputError
+        If the source cannot be opened.
+    """
+    rows, cols = expanded_window(grid, rows, cols, halo)
+    try:
+        with _open(path) as src:
+            if on_grid(src, grid):
+                out = _read_on_grid(src, grid, rows, cols)
+            else:
+                out = _reproject_to_grid(src, grid, rows, cols, resampling)
+    except RasterioIOError as exc:
+        raise InputError(f"cannot read input raster {path}: {exc}") from exc
+    # Negative strides from the flip would make every later operation slower.
+    out = np.ascontiguousarray(out)
+    return out[0] if out.shape[0] == 1 else out
+
+
+def read_wind_shares(
+    path: str,
+    grid: GridSpec,
+    rows: slice,
+    cols: slice,
+    halo: int = 0,
+    resampling: ResamplingName = "bilinear",
+) -> FloatArray:
+    """Read the 8 wind-direction shares and renormalise them to sum to 1 per pixel.
+
+    Resampling a coarse share raster mixes neighbouring pixels whose shares each sum to 1,
+    so the sum stays close to 1 but not exactly; dividing by it restores the distribution.
+    Pixels whose shares are missing or sum to 0 are NaN.
+
+    Parameters
+    ----------
+    path, grid, rows, cols, halo, resampling
+        As for :func:`read_window`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(8, ny, nx)`` float64.
+
+    Raises
+    ------
+    InputError
+        If the source cannot be opened or does not have 8 bands.
+    """
+    shares = read_window(path, grid, rows, cols, halo, resampling)
+    if shares.ndim != 3 or shares.shape[0] != WIND_BANDS:
+        raise InputError(
+            f"wind-direction input {path} has {1 if shares.ndim == 2 else shares.shape[0]} band(s), "
+            f"expected {WIND_BANDS} (shares from N, NE, E, SE, S, SW, W, NW)"
+        )
+    total = shares.sum(axis=0)
+    valid = np.isfinite(total) & (total > 0)
+    # In place: a production window's 8 float64 bands are ~1.8 GB.
+    shares /= np.where(valid, total, 1.0)
+    shares[:, ~valid] = np.nan
+    return shares
