@@ -1,7 +1,12 @@
 """Our instance configurations, validated by Dagster's own config schemas; deployment settings.
 
-Each configurable class section (storage, run coordinator, run launcher, compute logs) is checked
-against the ``config_type()`` of the class it names, as Dagster does when it instantiates it.
+The rendered ``dagster.yaml`` goes through ``dagster_instance_config`` (the instance schema and its
+cross-section rules, e.g. run limits under ``concurrency.runs`` exclude them on the run
+coordinator), then each configurable class section (run, event log and schedule storage,
+scheduler, run coordinator, run launcher, compute logs) is checked against the ``config_type()``
+of the class it names, as Dagster does when it instantiates it. The run queue limits are then
+computed the way the daemon does (``ConcurrencyConfig.from_concurrency_settings`` over the run
+coordinator's own queue configuration).
 """
 
 import importlib
@@ -11,17 +16,21 @@ from typing import Any
 
 import pytest
 import yaml
-from _helm import chart_with_stub, instance_config, render
+from _helm import ENVIRONMENTS, chart_with_dependency, instance_config, render
 from _services import ROOT, helm_binary
 from dagster import multiprocess_executor
 from dagster._config import process_config
-from dagster._core.instance.config import dagster_instance_config
+from dagster._core.errors import DagsterInvalidConfigError
+from dagster._core.instance.config import ConcurrencyConfig, dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
+from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._serdes.config_class import ConfigurableClassData
 from dagster_k8s import k8s_job_executor
 from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY
 
 from resources.store import GCSIcechunkStore, LocalIcechunkStore, S3IcechunkStore
+from risk_assets.assets import WRITER_POOL
+from risk_assets.definitions import REGION_RUN_TAG
 from risk_assets.deployment import (
     K8S_CONFIG_TAG,
     DeploymentConfigError,
@@ -30,49 +39,145 @@ from risk_assets.deployment import (
     store_from_config,
 )
 
+#: (max concurrent runs, of which region runs) per environment
+RUN_LIMITS = {"staging": (8, 6), "production": (24, 20)}
+#: concurrent region commits (pool icechunk_writers), every environment
+WRITER_LIMIT = 10
 
-def _check_class_data(data: ConfigurableClassData | None) -> None:
+
+def _check_class_data(data: ConfigurableClassData | None) -> str:
     """Validate one section against its class's schema, as ``rehydrate`` does, without instantiating.
 
-    (Instantiating would contact a cluster or GCS.)
+    (Instantiating would contact a cluster, Postgres or GCS.) Returns the class name.
     """
     assert data is not None
     klass = getattr(importlib.import_module(data.module_name), data.class_name)
     result = process_config(klass.config_type(), data.config_dict)
     assert result.success, [e.message for e in result.errors or []]
+    return data.class_name
 
 
-def _validate(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+def _validate(config: dict[str, Any], tmp_path: Path) -> tuple[dict[str, Any], InstanceRef]:
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
     validated, custom_class = dagster_instance_config(str(tmp_path))
     assert custom_class is None
     # Dagster's own reading of the file: which class each section names (legacy module paths
     # such as dagster.core.* resolved), with its config.
     ref = InstanceRef.from_dir(str(tmp_path))
-    for data in (ref.storage_data, ref.run_coordinator_data, ref.run_launcher_data, ref.compute_logs_data):
+    for data in (ref.run_coordinator_data, ref.run_launcher_data, ref.compute_logs_data):
         _check_class_data(data)
-    return dict(validated)
+    return dict(validated), ref
+
+
+def _run_queue(ref: InstanceRef) -> ConcurrencyConfig:
+    """The run queue and pool limits the daemon applies (``DagsterInstance.get_concurrency_config``)."""
+    coordinator = ref.run_coordinator_data
+    assert coordinator is not None
+    queued = coordinator.rehydrate(QueuedRunCoordinator)  # cheap: no storage, no network
+    return ConcurrencyConfig.from_concurrency_settings(
+        ref.settings.get("concurrency", {}), queued.get_run_queue_config()
+    )
 
 
 def test_local_instance_config_is_valid_and_retries_infrastructure_only(tmp_path: Path) -> None:
     config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    validated = _validate(config, tmp_path)
+    validated, ref = _validate(config, tmp_path)
     assert validated["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    assert config["concurrency"]["runs"]["max_concurrent_runs"] > 0
+    queue = _run_queue(ref).run_queue_config
+    assert queue is not None and queue.max_concurrent_runs > 0
     assert validated["run_retries"]["retry_on_asset_or_op_failure"] is False
     assert "storage" not in config, "the local default is SQLite under DAGSTER_HOME"
 
 
-@pytest.mark.parametrize("environment", ["staging", "production"])
-def test_helm_instance_config_is_valid_for_dagster(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, environment: str
-) -> None:
+@pytest.fixture(scope="module")
+def chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return chart_with_dependency(tmp_path_factory.mktemp("chart"))
+
+
+@pytest.fixture(autouse=True)
+def _pg_password(monkeypatch: pytest.MonkeyPatch) -> None:
     # In the pods this comes from the secret named by global.postgresqlSecretName.
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", "from-the-secret")
-    chart = chart_with_stub(tmp_path_factory.mktemp("chart"))
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_helm_instance_config_is_valid_for_dagster(tmp_path: Path, chart: Path, environment: str) -> None:
     config = instance_config(render(helm_binary(), chart, environment))
-    validated = _validate(config, tmp_path)
-    assert validated["run_launcher"]["class"] == "K8sRunLauncher"
+    validated, ref = _validate(config, tmp_path)
+    classes = {
+        section: _check_class_data(data)
+        for section, data in {
+            "run_storage": ref.run_storage_data,
+            "event_log_storage": ref.event_storage_data,
+            "schedule_storage": ref.schedule_storage_data,
+            "scheduler": ref.scheduler_data,
+            "run_coordinator": ref.run_coordinator_data,
+            "run_launcher": ref.run_launcher_data,
+            "compute_logs": ref.compute_logs_data,
+        }.items()
+    }
+    assert classes == {
+        "run_storage": "PostgresRunStorage",
+        "event_log_storage": "PostgresEventLogStorage",
+        "schedule_storage": "PostgresScheduleStorage",
+        "scheduler": "DagsterDaemonScheduler",
+        "run_coordinator": "QueuedRunCoordinator",
+        "run_launcher": "K8sRunLauncher",
+        "compute_logs": "GCSComputeLogManager",
+    }
+    for section in ("run_storage", "event_log_storage", "schedule_storage"):
+        db = validated[section]["config"]["postgres_db"]
+        assert db["scheme"] == "postgresql+psycopg2" and db["params"] == {"sslmode": "require"}
+        assert db["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+    project = {"staging": "wildfire-risk-staging", "production": "wildfire-risk-prod"}[environment]
+    assert validated["compute_logs"]["config"]["bucket"] == f"{project}-logs"
+    assert validated["run_launcher"]["config"]["service_account_name"] == "wildfire-risk"
+    assert ref.settings["run_monitoring"]["enabled"] is True
+    assert ref.settings["run_monitoring"]["start_timeout_seconds"] == 600
+    assert ref.settings["run_retries"] == {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False}
+    assert ref.settings["telemetry"] == {"enabled": False}
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_run_and_pool_limits_as_the_daemon_sees_them(tmp_path: Path, chart: Path, environment: str) -> None:
+    config = instance_config(render(helm_binary(), chart, environment))
+    # the run coordinator carries no limit of its own (Dagster refuses one beside concurrency.runs)
+    assert "max_concurrent_runs" not in config["run_coordinator"].get("config", {})
+    _, ref = _validate(config, tmp_path)
+    concurrency = _run_queue(ref)
+    queue = concurrency.run_queue_config
+    assert queue is not None
+    max_runs, region_runs = RUN_LIMITS[environment]
+    assert queue.max_concurrent_runs == max_runs
+    [(key, value)] = REGION_RUN_TAG.items()
+    assert queue.tag_concurrency_limits == [{"key": key, "value": value, "limit": region_runs}]
+    # region runs always leave slots for release, observation and maintenance runs
+    assert region_runs < max_runs
+    # pool icechunk_writers has no explicit limit: the default one applies to it
+    assert WRITER_POOL == "icechunk_writers"
+    assert concurrency.pool_config.default_pool_limit == WRITER_LIMIT
+
+
+def test_concurrency_through_additional_instance_config_is_refused(tmp_path: Path, chart: Path) -> None:
+    """Negative control (dagster#31086): the previous values passed run limits through
+    additionalInstanceConfig; the chart then also writes max_concurrent_runs: -1 on the run
+    coordinator, and Dagster refuses the instance."""
+    old = tmp_path / "old.yaml"
+    old.write_text(
+        yaml.safe_dump(
+            {
+                "dagster": {
+                    "concurrency": {"enabled": False},
+                    "additionalInstanceConfig": {"concurrency": {"runs": {"max_concurrent_runs": 24}}},
+                }
+            }
+        )
+    )
+    config = instance_config(render(helm_binary(), chart, "production", "-f", str(old)))
+    assert config["run_coordinator"]["config"]["max_concurrent_runs"] == -1
+    (tmp_path / "instance").mkdir()
+    with pytest.raises(DagsterInvalidConfigError, match="max_concurrent_runs"):
+        _validate(config, tmp_path / "instance")
 
 
 def test_a_bad_instance_config_is_caught(tmp_path: Path) -> None:
