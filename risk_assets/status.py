@@ -52,6 +52,26 @@ def missing_regions(registry: RegionRegistry, chunks: dict[str, set[str]]) -> li
     return [r.id for r in registry if any(f"{r.iy}/{r.ix}" not in keys for keys in chunks.values())]
 
 
+def _missing_on_branch(
+    store: IcechunkStore, params: ModelParamsResource, inputs: InputsResource, registry: RegionRegistry
+) -> tuple[str, list[str]]:
+    """The branch of the current version and the regions without chunks there."""
+    repo = store.repository()
+    branch = working_branch(repo, store, current_target(params, inputs, registry.ids).version)
+    return branch, missing_regions(registry, regions_with_chunks(repo, branch))
+
+
+def _missing_metadata(
+    registry: RegionRegistry, store: IcechunkStore, branch: str, missing: list[str]
+) -> dict[str, Any]:
+    return {
+        "regions": len(registry),
+        "missing": MetadataValue.json(missing),
+        "store": store.location(),
+        "branch": branch,
+    }
+
+
 def build_checks(registry: RegionRegistry) -> list[AssetsDefinition | AssetChecksDefinition]:
     """``raster_status`` and its checks: store completeness, and Dagster's records against the log."""
 
@@ -66,16 +86,11 @@ def build_checks(registry: RegionRegistry) -> list[AssetsDefinition | AssetCheck
         params: ModelParamsResource,
         inputs: InputsResource,
     ) -> MaterializeResult:  # type: ignore[type-arg]
-        repo = store.repository()
-        branch = working_branch(repo, store, current_target(params, inputs, registry.ids).version)
-        missing = missing_regions(registry, regions_with_chunks(repo, branch))
+        branch, missing = _missing_on_branch(store, params, inputs, registry)
         return MaterializeResult(
             metadata={
-                "regions": len(registry),
                 "regions_complete": len(registry) - len(missing),
-                "missing": MetadataValue.json(missing),
-                "store": store.location(),
-                "branch": branch,
+                **_missing_metadata(registry, store, branch, missing),
             }
         )
 
@@ -86,21 +101,12 @@ def build_checks(registry: RegionRegistry) -> list[AssetsDefinition | AssetCheck
     )
     def chunks_in_store(store: IcechunkStore, params: ModelParamsResource, inputs: InputsResource) -> AssetCheckResult:
         try:
-            repo = store.repository()
-            branch = working_branch(repo, store, current_target(params, inputs, registry.ids).version)
-            chunks = regions_with_chunks(repo, branch)
+            branch, missing = _missing_on_branch(store, params, inputs, registry)
         except RiskError as err:
             return AssetCheckResult(passed=False, description=str(err))
-        missing = missing_regions(registry, chunks)
         return AssetCheckResult(
             passed=not missing,
-            metadata={
-                "regions": len(registry),
-                "regions_missing": len(missing),
-                "missing": MetadataValue.json(missing),
-                "store": store.location(),
-                "branch": branch,
-            },
+            metadata={"regions_missing": len(missing), **_missing_metadata(registry, store, branch, missing)},
         )
 
     @asset_check(

@@ -2,13 +2,8 @@
 
 Every constant of :mod:`risk_model.science` lives in :class:`ModelParams`, so a change of
 any of them changes :func:`params_version` and therefore which regions are stale. The
-checked-in defaults are ``risk_model/data/params/default.yaml``.
-
-A region may override some parameters (:class:`RegionOverrides`, read by
-:func:`load_overrides` from a YAML file such as ``risk_model/data/params/overrides.yaml``).
-Each region's override has its own content hash (:meth:`RegionOverrides.region_version`), so
-editing one region's override makes only that region stale; the version a region records is
-that of its effective parameters (:func:`effective_params_version`).
+checked-in defaults are ``risk_model/data/params/default.yaml``; per-region overrides are
+:mod:`risk_model.overrides`.
 """
 
 import itertools
