@@ -21,6 +21,7 @@ from functools import partial
 import numpy as np
 from scipy import ndimage, signal
 
+from risk_model.grid import load_grid
 from risk_model.params import ModelParams
 from risk_model.science import DIRECTIONS, halo_pixels, spread_kernels
 
@@ -57,8 +58,10 @@ def main() -> None:
     args = parser.parse_args()
 
     params = ModelParams()
-    lat = 38.0 + 0.000308 * 896  # centre of the demo grid
-    dy = math.radians(0.000308) * params.earth_radius_m
+    demo = load_grid("demo")  # a window of the production lattice: same pixel size
+    middle = demo.shape[0] // 2
+    lat = float(demo.latitude(slice(middle, middle + 1))[0])  # centre of the demo grid
+    dy = math.radians(demo.pixel_size[0]) * params.earth_radius_m
     pixel = (dy, dy * math.cos(math.radians(lat)))
     halo = halo_pixels(params, pixel)
     kernels = spread_kernels(params, pixel)

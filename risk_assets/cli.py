@@ -41,13 +41,16 @@ def cmd_regions(args: argparse.Namespace) -> int:
     """Compute (and optionally write) the list of regions that hold data."""
     from risk_assets.settings import Settings
     from risk_model.grid import load_grid, load_registry
-    from risk_model.region_list import compute_region_ids, write_region_list
+    from risk_model.region_list import compute_region_ids, is_reference_list, write_region_list
     from risk_model.synthetic import ensure_inputs
 
     if args.list:
         for region_id in load_registry(args.grid).ids:
             print(region_id)
         return 0
+    if args.write and is_reference_list(args.grid):
+        print(f"the region list of {args.grid} is the reference project's list: not overwriting it", file=sys.stderr)
+        return 2
     grid = load_grid(args.grid)
     settings = Settings(home=Path(args.home).resolve(), grid=args.grid)
     inputs = ensure_inputs(grid, settings.inputs_dir)

@@ -5,6 +5,12 @@ chunk shape. It is never fetched at run time. A region is exactly one Zarr chunk
 grid; the list of regions that hold data is computed from the inputs once
 (``risk regions``) and checked in as ``risk_model/data/regions/<name>.json``.
 
+Region ids are ``y{iy}_x{ix}``: ``iy`` is the chunk row counted from the grid's first row,
+which is its southern edge (latitude ascends), and ``ix`` the chunk column counted from the
+west. That is the convention of the reference project (carbonplan/ocr): ``conus-30m`` is
+its grid, bit for bit, and its list of regions with data is checked in as ours; ``demo`` and
+``mini`` are windows of the same lattice (see ``tests/test_reference_grid.py``).
+
 The :class:`RegionRegistry` is the single source of the region list: the Dagster
 partitions definition, the IO manager and the tests all read it.
 """

@@ -8,6 +8,11 @@ a chunk is listed when any valid source pixel might fall in it.
 Run ``python -m risk_model.region_list --grid demo --write`` to regenerate a checked-in list
 from synthetic inputs (the demo grid's synthetic inputs; for larger grids the coarse CONUS
 footprint of :func:`risk_model.synthetic.write_conus_footprint`).
+
+The production grid ``conus-30m`` is the reference grid of carbonplan/ocr, and its checked-in
+list is the reference's own list of regions with data (``valid_region_ids.json``), not one
+computed here: a list whose ``source`` starts with :data:`REFERENCE_SOURCE_PREFIX` is not
+overwritten unless asked explicitly.
 """
 
 import argparse
@@ -38,6 +43,8 @@ MAX_FOOTPRINT_PX = 4096
 # Grids with more pixels than this get the coarse CONUS footprint instead of full
 # synthetic inputs when regions are listed from synthetic data.
 MAX_SYNTHETIC_PIXELS = 50_000_000
+# The ``source`` of a checked-in list copied from the reference project starts with this.
+REFERENCE_SOURCE_PREFIX = "reference list"
 
 
 def _footprint_chunks(path: str, grid: GridSpec) -> npt.NDArray[np.bool_]:
@@ -120,7 +127,17 @@ def compute_region_ids(grid: GridSpec, inputs: InputSet | Sequence[str]) -> list
     return [f"y{iy}_x{ix}" for iy, ix in zip(*np.nonzero(covered), strict=True)]
 
 
-def write_region_list(grid_name: str, ids: Sequence[str], source: str, data_dir: Path = DATA_DIR) -> Path:
+def is_reference_list(grid_name: str, data_dir: Path = DATA_DIR) -> bool:
+    """Whether the checked-in region list of a grid is a reference list (see :data:`REFERENCE_SOURCE_PREFIX`)."""
+    path = regions_file(grid_name, data_dir)
+    if not path.is_file():
+        return False
+    return str(json.loads(path.read_text()).get("source", "")).startswith(REFERENCE_SOURCE_PREFIX)
+
+
+def write_region_list(
+    grid_name: str, ids: Sequence[str], source: str, data_dir: Path = DATA_DIR, *, replace_reference: bool = False
+) -> Path:
     """Write the checked-in region list of a grid.
 
     Parameters
@@ -133,6 +150,9 @@ def write_region_list(grid_name: str, ids: Sequence[str], source: str, data_dir:
         How the list was computed (the command), stored beside it.
     data_dir
         The package data directory.
+    replace_reference
+        Overwrite a checked-in reference list (one whose ``source`` starts with
+        :data:`REFERENCE_SOURCE_PREFIX`); without it such a list is kept and an error raised.
 
     Returns
     -------
@@ -144,11 +164,17 @@ def write_region_list(grid_name: str, ids: Sequence[str], source: str, data_dir:
     risk_model.grid.UnknownRegionError
         If an id is malformed or outside the grid.
     ValueError
-        If an id is repeated.
+        If an id is repeated, or the checked-in list is a reference list and
+        ``replace_reference`` is false.
     """
     registry = RegionRegistry(load_grid(grid_name, data_dir), list(ids))
     payload = {"grid": grid_name, "source": source, "regions": registry.ids}
     path = regions_file(grid_name, data_dir)
+    if not replace_reference and is_reference_list(grid_name, data_dir):
+        raise ValueError(
+            f"the region list of grid {grid_name!r} ({path}) is the reference project's list: "
+            "it is not replaced by a computed one"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1) + "\n")
     return path
@@ -177,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
     parser.add_argument("--write", action="store_true", help="write risk_model/data/regions/<grid>.json")
     args = parser.parse_args(argv)
+    if args.write and is_reference_list(args.grid):
+        parser.exit(2, f"the region list of {args.grid} is the reference project's list: not overwriting it\n")
     grid = load_grid(args.grid)
     with tempfile.TemporaryDirectory() as tmp:
         ids, source = synthetic_region_ids(grid, Path(tmp), seed=args.seed)

@@ -7,7 +7,7 @@ from _targets import default_target
 
 from resources.store import LocalIcechunkStore
 from resources.template import ensure_template
-from risk_model.grid import GridSpec, RegionRegistry, load_registry
+from risk_model.grid import GridSpec, RegionRegistry, load_grid, load_registry
 from risk_model.inputs import InputSet
 from risk_model.synthetic import generate_inputs
 from risk_model.versions import Target
@@ -15,11 +15,14 @@ from risk_model.versions import Target
 
 @pytest.fixture(scope="session")
 def small_grid() -> GridSpec:
-    """3 x 3 chunks of 64 px at the demo grid's origin and pixel size (first column all ocean)."""
+    """3 x 3 chunks of 64 px at the demo grid's origin and pixel size (first column all ocean).
+
+    Like the demo grid, a window of the production (conus-30m) lattice.
+    """
     return GridSpec(
         name="small",
         crs="EPSG:4326",
-        transform=(0.000308, 0.0, -123.2, 0.0, 0.000308, 38.0),
+        transform=load_grid("demo").transform,
         shape=(192, 192),
         chunks=(64, 64),
     )

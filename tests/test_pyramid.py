@@ -22,7 +22,7 @@ from resources.pyramid_store import coarsest_level, list_levels, open_level, wri
 from resources.region_write import write_region
 from resources.store import LocalIcechunkStore
 from resources.template import ensure_template
-from risk_model.grid import GridSpec, RegionRegistry, load_registry
+from risk_model.grid import GridSpec, RegionRegistry, load_grid, load_registry
 from risk_model.pictures import render_overview
 from risk_model.pyramid import PyramidLevel, PyramidLevelNotFoundError, coarsen, pyramid_factors
 from risk_model.schema import DIMS, SCORE_NODATA, VARIABLES, coordinates
@@ -229,7 +229,7 @@ def test_levels_have_the_coarsened_shapes(built: Built) -> None:
         assert (ds.sizes["latitude"], ds.sizes["longitude"]) == level.shape
         assert ds.attrs["factor"] == level.factor
         assert ds.attrs["grid"] == "demo"
-        assert ds.attrs["pixel_size_deg"] == pytest.approx([0.000308 * level.factor] * 2)
+        assert ds.attrs["pixel_size_deg"] == pytest.approx([p * level.factor for p in load_grid("demo").pixel_size])
         for name in ("risk", "score"):
             assert max(ds[name].encoding["chunks"]) <= 512
             assert ds[name].dtype == {"risk": np.float32, "score": np.uint8}[name]

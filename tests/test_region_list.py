@@ -13,7 +13,7 @@ from rasterio.warp import transform as transform_points
 from risk_model import region_list
 from risk_model.grid import DATA_DIR, GridSpec, UnknownRegionError, load_grid, load_registry, regions_file
 from risk_model.inputs import InputSet, read_window
-from risk_model.region_list import compute_region_ids, write_region_list
+from risk_model.region_list import REFERENCE_SOURCE_PREFIX, compute_region_ids, is_reference_list, write_region_list
 from risk_model.synthetic import generate_inputs, write_conus_footprint
 
 
@@ -56,15 +56,38 @@ def test_checked_in_demo_list_matches_its_inputs(tmp_path: Path) -> None:
     assert {f"y{iy}_x{ix}" for iy in range(ny) for ix in range(2, nx)} <= set(ids)
 
 
-def test_checked_in_conus_list_matches_the_footprint(tmp_path: Path) -> None:
+def test_conus_footprint_is_listed_where_the_outline_is(tmp_path: Path) -> None:
+    """The coarse CONUS footprint (for grids too large for synthetic inputs) lists plausible chunks.
+
+    The checked-in list of conus-30m is the reference's own (tests/test_reference_grid.py).
+    """
     grid = load_grid("conus-30m")
     ids = compute_region_ids(grid, [str(write_conus_footprint(grid, tmp_path))])
-    assert json.loads(regions_file("conus-30m").read_text())["regions"] == ids
-    assert len(load_registry("conus-30m")) == len(ids)
     assert 300 < len(ids) < 600  # of 799 chunks: the lower 48 fill about half the bounding box
     assert chunk_of(grid, -98.0, 38.5) in ids  # Kansas
-    assert chunk_of(grid, -124.9, 30.0) not in ids  # Pacific
-    assert chunk_of(grid, -62.0, 53.0) not in ids  # Labrador: outside the outline
+    assert chunk_of(grid, -126.0, 30.0) not in ids  # Pacific
+    assert chunk_of(grid, -62.0, 50.0) not in ids  # Labrador: outside the outline
+
+
+def test_a_reference_list_is_not_overwritten_by_a_computed_one(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "grids").mkdir(parents=True)
+    shutil.copy(DATA_DIR / "grids" / "demo.json", data_dir / "grids" / "demo.json")
+    write_region_list("demo", ["y0_x3"], f"{REFERENCE_SOURCE_PREFIX} of a test", data_dir=data_dir)
+    assert is_reference_list("demo", data_dir)
+    with pytest.raises(ValueError, match="reference"):
+        write_region_list("demo", ["y0_x4"], "computed", data_dir=data_dir)
+    assert load_registry("demo", data_dir).ids == ["y0_x3"]
+    write_region_list("demo", ["y0_x4"], "computed", data_dir=data_dir, replace_reference=True)
+    assert load_registry("demo", data_dir).ids == ["y0_x4"] and not is_reference_list("demo", data_dir)
+
+
+def test_the_command_refuses_to_overwrite_the_conus_reference_list(capsys: pytest.CaptureFixture[str]) -> None:
+    before = regions_file("conus-30m").read_text()
+    with pytest.raises(SystemExit) as exc:
+        region_list.main(["--grid", "conus-30m", "--write"])
+    assert exc.value.code == 2 and "reference" in capsys.readouterr().err
+    assert regions_file("conus-30m").read_text() == before
 
 
 def test_listing_is_conservative(small_grid: GridSpec, small_inputs: InputSet) -> None:
