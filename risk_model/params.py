@@ -11,6 +11,7 @@ editing one region's override makes only that region stale; the version a region
 that of its effective parameters (:func:`effective_params_version`).
 """
 
+import difflib
 import itertools
 from pathlib import Path
 from typing import Annotated, Literal
@@ -97,6 +98,12 @@ class ModelParams(BaseModel):
         return self
 
 
+def _did_you_mean(name: str) -> str:
+    """For an unknown parameter name: the closest valid names, if any look alike."""
+    close = difflib.get_close_matches(name, list(ModelParams.model_fields), n=3)
+    return f", did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def load_params(path: Path | str = DEFAULT_PARAMS_PATH) -> ModelParams:
     """Read and validate a parameters YAML file.
 
@@ -142,6 +149,7 @@ def load_params(path: Path | str = DEFAULT_PARAMS_PATH) -> ModelParams:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg']}"
             + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
+            + (_did_you_mean(str(err["loc"][-1])) if err["type"] == "extra_forbidden" and err["loc"] else "")
             for err in exc.errors()
         )
         raise ParamsError(
