@@ -44,11 +44,12 @@ from risk_assets.deployment import K8S_CONFIG_TAG, REGION_RETRY_POLICY, region_s
 from risk_assets.keys import INPUT_NAMES, PARAMS_KEY, RASTER_KEY, REGION_PARAMS_KEY, TEMPLATE_KEY, input_key
 from risk_model.code_version import MODEL_CODE_VERSION
 from risk_model.compute import compute_region
-from risk_model.errors import RiskError
-from risk_model.grid import RegionRegistry
-from risk_model.input_checks import validate_inputs
+from risk_model.errors import BadInputError, RiskError
+from risk_model.grid import GridSpec, RegionRegistry
+from risk_model.input_checks import validate_input, validate_inputs
 from risk_model.inputs import InputError
 from risk_model.params import ParamsError, params_version
+from risk_model.preflight import preflight
 
 #: Dagster concurrency pool of the region writers; its limit is set in dagster.yaml.
 WRITER_POOL = "icechunk_writers"
@@ -85,7 +86,7 @@ def region_partitions(registry: RegionRegistry) -> StaticPartitionsDefinition:
     return StaticPartitionsDefinition(registry.ids)
 
 
-def _input_source(name: str) -> SourceAsset:
+def _input_source(name: str, grid: GridSpec) -> SourceAsset:
     @observable_source_asset(
         key=input_key(name),
         group_name="inputs",
@@ -94,6 +95,9 @@ def _input_source(name: str) -> SourceAsset:
     def observe(inputs: InputsResource) -> ObserveResult:
         url = str(getattr(inputs, name))
         try:
+            # A file that does not fit the grid or cannot be read is refused here: its observation
+            # records no new data version, so automation launches no region run for it.
+            validate_input(name, url, grid)
             cache = Path(inputs.checksum_cache) if inputs.checksum_cache else None
             version = input_version(url, name=name, cache=cache)
         except InputError as err:
@@ -150,7 +154,7 @@ def build_sources(registry: RegionRegistry) -> list[SourceAsset]:
     return [
         model_params,
         region_params,
-        *(_input_source(name) for name in INPUT_NAMES),
+        *(_input_source(name, registry.grid) for name in INPUT_NAMES),
     ]
 
 
@@ -166,11 +170,17 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
     sources = build_sources(registry)
 
     @asset(key=TEMPLATE_KEY, group_name="raster", code_version=MODEL_CODE_VERSION)
-    def raster_template(store: IcechunkStore) -> MaterializeResult:  # type: ignore[type-arg]
+    def raster_template(store: IcechunkStore, params: ModelParamsResource, inputs: InputsResource) -> MaterializeResult:  # type: ignore[type-arg]
         """The full-size, metadata-only template, committed once on ``main`` before any region is written.
 
-        Every build branch starts from ``main``, so every branch holds the template.
+        Every build branch starts from ``main``, so every branch holds the template. The
+        parameters, overrides and inputs are checked first: with any of them wrong the prepare
+        run fails at once, commits nothing and launches no region run.
         """
+        try:
+            preflight(params.path, params.overrides_path, inputs.input_set(), grid, registry.ids)
+        except BadInputError as err:
+            raise Failure(description=str(err), allow_retries=False) from err
         try:
             snapshot_id, created = ensure_template(store, grid, {"code_version": MODEL_CODE_VERSION})
         except RiskError as err:

@@ -1,6 +1,9 @@
-"""``risk build``: prepare, build every missing region through Dagster, release; with a progress bar.
+"""``risk build``: check, prepare, build every missing region through Dagster, release; with a progress bar.
 
-It prepares the inputs, observes the parameters, overrides and inputs and commits the
+It first checks the parameters, overrides and inputs (headers and first and last blocks) once:
+anything wrong stops the build within seconds with one message (a
+:class:`~risk_model.errors.BadInputError`), before the repository is touched or any run is
+launched. It then prepares the inputs, observes the parameters, overrides and inputs and commits the
 template (one Dagster run), then runs every region that is missing from the current
 version's branch (not committed for its current parameters, inputs and code, or not recorded
 by Dagster) as one Dagster run per region (the region's step in its own process), a few at a
@@ -101,14 +104,22 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from resources.branches import working_branch
     from resources.ledger import committed_regions
-    from risk_assets.definitions import configured_store, configured_target, prepare_job
+    from risk_assets.deployment import deployment_from_env
+    from risk_assets.runs import run_failure
     from risk_assets.settings import settings_from_env
     from risk_model.grid import load_registry
     from risk_model.synthetic import ensure_inputs
 
     settings = settings_from_env()
     registry = load_registry(settings.grid)
-    ensure_inputs(registry.grid, settings.inputs_dir)
+    if deployment_from_env().inputs is None:
+        # The local default: the synthetic inputs, generated once (given inputs are never touched).
+        ensure_inputs(registry.grid, settings.inputs_dir)
+    from risk_assets.definitions import configured_store, configured_target, preflight_configured, prepare_job
+
+    # Once, before the repository is opened or any run launched: a bad input fails here, in
+    # seconds, with one message, instead of in every region run minutes later.
+    preflight_configured(registry)
     store = configured_store()
 
     log_path = settings.var_dir / "logs" / "risk-build.log"
@@ -120,12 +131,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                 reconstructable(prepare_job), instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False
             )
         if not prepared.success:
-            messages = [e.message for e in prepared.all_events if e.is_failure and e.message]
-            print(
-                f"preparing the raster failed: {messages[-1] if messages else prepared.run_id}",
-                file=sys.stderr,
-            )
-            return 1
+            raise run_failure(prepared.all_events, "preparing the raster failed", prepared.run_id)
         target = configured_target(registry.ids)
         version = target.version
         keys = target.keys(registry.ids)

@@ -7,6 +7,11 @@ parameters, inputs and code, or not recorded by Dagster — as one Dagster run p
 region's step in its own process), a few at a time, and finally releases the complete
 version (pyramid, tag, manifest, promotion of ``main``: one Dagster run). Run again, it runs
 nothing and makes no commit.
+
+Errors are reported as one line, ``error: <message>`` on stderr, with exit code 1 (2 for usage
+errors): the project's errors (:class:`~risk_model.errors.RiskError`, failed Dagster runs
+included) say what is wrong and what to do, and a traceback would bury that. ``--debug``
+shows the traceback instead.
 """
 
 import argparse
@@ -128,7 +133,7 @@ def cmd_backfill_missing(args: argparse.Namespace) -> int:
             return 0
         progress = wait_for_backfill(args.url, backfill_id, timeout_s=args.timeout)
     except BackfillError as err:
-        print(str(err), file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 1
     print(
         f"backfill {backfill_id}: {progress.status}, {progress.materialized} materialized, "
@@ -148,13 +153,13 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     from risk_model.grid import load_registry
 
     if (args.lon is None) != (args.lat is None):
-        print("give both --lon and --lat, or neither", file=sys.stderr)
+        print("error: give both --lon and --lat, or neither", file=sys.stderr)
         return 2
     point = (args.lon, args.lat) if args.lon is not None else None
     try:
         info = lineage(configured_store(), load_registry(settings_from_env().grid), args.tag, point)
     except (RiskError, LookupError) as err:
-        print(str(err).strip("'\""), file=sys.stderr)
+        print(f"error: {str(err).strip(chr(39) + chr(34))}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
@@ -195,7 +200,7 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 
     from risk_assets.definitions import defs
     from risk_assets.maintenance_job import MAINTENANCE_JOB
-    from risk_assets.runs import failure_reasons
+    from risk_assets.runs import run_failure
 
     config = {"expire_older_than_days": args.days, "garbage_collect": not args.no_gc, "dry_run": args.dry_run}
     with DagsterInstance.get() as instance:
@@ -206,9 +211,7 @@ def cmd_maintain(args: argparse.Namespace) -> int:
             raise_on_error=False,
         )
     if not result.success:
-        reasons = failure_reasons(result.all_events)
-        print("maintenance refused or failed: " + (reasons[-1] if reasons else result.run_id), file=sys.stderr)
-        return 1
+        raise run_failure(result.all_events, "maintenance refused or failed", result.run_id)
     [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     metadata = output.event_specific_data.metadata  # type: ignore[union-attr]
     print(
@@ -225,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="risk", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--home", default=os.environ.get("RISK_HOME", "."), help="project folder (default: .)")
     parser.add_argument("--grid", default=os.environ.get("RISK_GRID", "demo"), help="grid name (default: demo)")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build every missing region through Dagster")
     build.add_argument("--workers", type=int, default=2, help="regions run at once (default: 2)")
@@ -262,8 +266,29 @@ def main(argv: list[str] | None = None) -> int:
 
     # Dagster flags observable source assets as beta on every load; that is not news to a user.
     warnings.filterwarnings("ignore", category=BetaWarning)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except Exception as err:
+        message = _user_message(err)
+        if args.debug or message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     return result
+
+
+def _user_message(err: Exception) -> str | None:
+    """What to tell the user about ``err``: its message for the project's errors and Dagster's
+    ``Failure`` (without Dagster's prefix); ``None`` for anything else (a bug: keep its traceback)."""
+    from dagster import Failure
+
+    from risk_assets.runs import user_reason
+
+    if isinstance(err, RiskError):
+        return str(err)
+    if isinstance(err, Failure):
+        return user_reason(err.description or str(err))
+    return None
 
 
 if __name__ == "__main__":

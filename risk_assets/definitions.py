@@ -40,8 +40,9 @@ from risk_assets.release_assets import build_release_assets
 from risk_assets.sensors import build_reconciliation_sensor
 from risk_assets.settings import Settings, settings_from_env
 from risk_assets.status import build_checks
-from risk_model.grid import load_registry
+from risk_model.grid import RegionRegistry, load_registry
 from risk_model.inputs import InputSet
+from risk_model.preflight import preflight
 from risk_model.synthetic import local_input_set
 from risk_model.versions import Target
 
@@ -191,6 +192,17 @@ def configured_target(region_ids: list[str]) -> Target:
     params, inputs = resources["params"], resources["inputs"]
     assert isinstance(params, ModelParamsResource) and isinstance(inputs, InputsResource)
     return current_target(params, inputs, region_ids)
+
+
+def preflight_configured(registry: RegionRegistry) -> None:
+    """Check the parameters, overrides and inputs of ``defs``' resources once, against ``registry``.
+
+    Raises ``BadInputError`` (see :func:`risk_model.preflight.preflight`).
+    """
+    resources = defs.resources or {}
+    params, inputs = resources["params"], resources["inputs"]
+    assert isinstance(params, ModelParamsResource) and isinstance(inputs, InputsResource)
+    preflight(params.path, params.overrides_path, inputs.input_set(), registry.grid, registry.ids)
 
 
 def region_job() -> JobDefinition:

@@ -6,6 +6,7 @@ checked-in defaults are ``risk_model/data/params/default.yaml``; per-region over
 :mod:`risk_model.overrides`.
 """
 
+import difflib
 import itertools
 from pathlib import Path
 from typing import Annotated, Literal
@@ -92,6 +93,12 @@ class ModelParams(BaseModel):
         return self
 
 
+def _did_you_mean(name: str) -> str:
+    """For an unknown parameter name: the closest valid names, if any look alike."""
+    close = difflib.get_close_matches(name, list(ModelParams.model_fields), n=3)
+    return f", did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def load_params(path: Path | str = DEFAULT_PARAMS_PATH) -> ModelParams:
     """Read and validate a parameters YAML file.
 
@@ -137,6 +144,7 @@ def load_params(path: Path | str = DEFAULT_PARAMS_PATH) -> ModelParams:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg']}"
             + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
+            + (_did_you_mean(str(err["loc"][-1])) if err["type"] == "extra_forbidden" and err["loc"] else "")
             for err in exc.errors()
         )
         raise ParamsError(
