@@ -18,6 +18,9 @@ from risk_model.schema import VARIABLES
 from risk_model.versions import BuildKey
 
 REGION_KIND = "region"
+#: The group of region marks: one small array per region, written by every commit of that
+#: region so that two writers of one region always conflict (see :mod:`resources.region_write`).
+REGION_MARKS = "_region_commits"
 #: Commit metadata key of a ledger table: a commit carrying one (a release's pyramid commit, a
 #: maintenance checkpoint) records the newest commit of every region at that point, so readers
 #: stop walking history there. It is what keeps the ledger whole after ``expire_snapshots``,
@@ -139,9 +142,30 @@ def ledger_table(records: dict[str, CommitRecord]) -> dict[str, list[str]]:
     return {region: records[region].ledger_entry() for region in sorted(records)}
 
 
-def find_commit(repo: icechunk.Repository, branch: str, region: str, key: BuildKey) -> CommitRecord | None:
-    """The newest commit of ``region`` on ``branch``, if it was made for ``key``."""
-    for record in iter_region_commits(repo, branch):
+def find_commit(
+    repo: icechunk.Repository,
+    branch: str | None,
+    region: str,
+    key: BuildKey,
+    *,
+    snapshot_id: str | None = None,
+    stop_at: str | None = None,
+) -> CommitRecord | None:
+    """The newest commit of ``region`` on ``branch`` (or from ``snapshot_id``), if it was made for ``key``.
+
+    With ``stop_at``, only the commits above that snapshot are looked at (the walk stops
+    there): what was committed since an earlier look.
+    """
+    ancestry = repo.ancestry(snapshot_id=snapshot_id) if snapshot_id else repo.ancestry(branch=branch)
+    if stop_at is not None:
+        for info in ancestry:
+            if info.id == stop_at:
+                return None
+            record = CommitRecord.from_snapshot(info)
+            if record is not None and record.region == region:
+                return record if record.key == key else None
+        return None
+    for record in iter_region_commits(repo, branch, snapshot_id=snapshot_id):
         if record.region == region:
             return record if record.key == key else None
     return None

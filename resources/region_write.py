@@ -3,6 +3,14 @@
 The commit is the last step: a worker killed before it leaves only unreferenced chunk objects,
 which no reader ever sees. The IO manager, the command line, the benchmarks and the racing
 process tests all share :func:`write_region`.
+
+Exactly one commit per (region, build key), by construction: every region commit also writes
+that region's mark, a one-element array ``_region_commits/<region>``, so two writers of one
+region always touch the same node, and the later commit is refused by Icechunk's conflict
+detector even when the region's data is all fill value (no data chunk written). The loser
+looks again and reports the winner's commit as ``skipped``. A writer also re-checks the
+commits made between its first look and the base of its session, which a rebase would not
+see as conflicting.
 """
 
 import time
@@ -16,7 +24,7 @@ import zarr
 from icechunk.xarray import to_icechunk
 
 from resources.branches import branch_exists
-from resources.ledger import REGION_KIND, CommitRecord, find_commit
+from resources.ledger import REGION_KIND, REGION_MARKS, CommitRecord, find_commit
 from resources.store import IcechunkStore
 from resources.template import TemplateMissingError, template_attrs
 from risk_model.alignment import MisalignedRegionError, check_alignment
@@ -120,16 +128,44 @@ def write_region(
             f"branch {branch!r} of {store.location()} has no template of grid {grid.name!r}: "
             "materialize raster_template first"
         )
-    existing = find_commit(repo, branch, region.id, key)
+    seen_tip = repo.lookup_branch(branch)
+    existing = find_commit(repo, branch, region.id, key, snapshot_id=seen_tip)
     if existing is not None:
-        return WriteResult("skipped", region.id, existing.snapshot_id, existing)
+        return _skipped(existing)
     with store.writer_lease():
-        return _write_and_commit(store, repo, branch, grid, region, ds, key, run_id, extra_metadata)
+        session = repo.writable_session(branch)
+        # A writer of this region may have committed between the look above and this
+        # session's base: the rebase cannot see that (it is in the base), so look again,
+        # at just the commits in between.
+        if session.snapshot_id != seen_tip:
+            existing = find_commit(repo, None, region.id, key, snapshot_id=session.snapshot_id, stop_at=seen_tip)
+            if existing is not None:
+                return _skipped(existing)
+        return _write_and_commit(store, repo, session, branch, grid, region, ds, key, run_id, extra_metadata)
+
+
+def _skipped(existing: CommitRecord) -> WriteResult:
+    return WriteResult("skipped", existing.region, existing.snapshot_id, existing)
+
+
+def _mark_region(session: icechunk.Session, region: Region, key: BuildKey, run_id: str) -> None:
+    """Write ``region``'s mark, the node every writer of that region touches (see the module)."""
+    root = zarr.open_group(session.store, mode="r+")
+    marks = root.require_group(REGION_MARKS)
+    if region.id in marks:
+        mark = marks[region.id]
+        assert isinstance(mark, zarr.Array), f"{REGION_MARKS}/{region.id} is not an array"
+    else:
+        mark = marks.create_array(region.id, shape=(1,), chunks=(1,), dtype="int64", fill_value=0)
+    # a value never equal to the fill value, so that the chunk is really written
+    mark[0] = time.time_ns()
+    mark.attrs.update({**key._asdict(), "run_id": run_id})
 
 
 def _write_and_commit(
     store: IcechunkStore,
     repo: icechunk.Repository,
+    session: icechunk.Session,
     branch: str,
     grid: GridSpec,
     region: Region,
@@ -139,11 +175,11 @@ def _write_and_commit(
     extra_metadata: dict[str, str] | None,
 ) -> WriteResult:
     """The write and commit of :func:`write_region`, under the store's writer lease."""
-    session = repo.writable_session(branch)
     _check_store_chunks(session, grid, ds)
     payload = ds.drop_attrs(deep=True)
     started = time.perf_counter()
     to_icechunk(payload, session, region="auto")
+    _mark_region(session, region, key, run_id)
     written = time.perf_counter()
     west, south, east, north = region.bounds
     metadata: dict[str, Any] = {
@@ -171,6 +207,10 @@ def _write_and_commit(
                 rebase_tries=store.rebase_tries,
             )
     except icechunk.ConflictError as err:
+        # The usual cause: another writer committed this region first. Then it is done.
+        winner = find_commit(repo, branch, region.id, key)
+        if winner is not None:
+            return _skipped(winner)
         raise CommitConflictError(
             f"region {region.id}: could not rebase over concurrent commits in {store.rebase_tries} "
             f"tries ({err}); nothing was committed"

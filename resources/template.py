@@ -5,6 +5,7 @@ from typing import Any
 import icechunk
 import zarr
 
+from resources.ledger import REGION_MARKS
 from resources.store import IcechunkStore
 from risk_model.errors import BadInputError
 from risk_model.grid import GridSpec
@@ -47,30 +48,53 @@ def ensure_template(store: IcechunkStore, grid: GridSpec, attrs: dict[str, str])
         If the branch holds a template of another grid.
     """
     repo = store.repository(create=True)
-    existing = template_attrs(repo, store.branch)
+    existing = _existing_template(store, repo, grid)
     if existing is not None:
-        if existing.get("grid_fingerprint") != grid.fingerprint:
-            raise TemplateMissingError(
-                f"{store.location()} already holds a template of grid {existing.get('grid')!r} "
-                f"(fingerprint {existing.get('grid_fingerprint')}), not of grid {grid.name!r}: "
-                "use another store path for this grid"
-            )
-        return repo.lookup_branch(store.branch), False
+        return existing, False
     session = repo.writable_session(store.branch)
     root_attrs = {"kind": TEMPLATE_KIND, "grid": grid.name, "grid_fingerprint": grid.fingerprint, **attrs}
     ds = template_dataset(grid, root_attrs)
     # compute=False: metadata and coordinates only; no chunk of data is written.
     ds.to_zarr(session.store, compute=False, encoding=encoding(grid), mode="w-", consolidated=False)
-    with store.commit_guard():
-        snapshot_id = session.commit(
-            f"template of grid {grid.name}",
-            metadata={
-                "kind": TEMPLATE_KIND,
-                "grid": grid.name,
-                "grid_fingerprint": grid.fingerprint,
-                **attrs,
-            },
-            rebase_with=icechunk.ConflictDetector(),
-            rebase_tries=store.rebase_tries,
-        )
+    # Made here, once, so that the first writers of different regions do not all create it.
+    zarr.open_group(session.store, mode="r+").create_group(REGION_MARKS)
+    try:
+        with store.commit_guard():
+            snapshot_id = session.commit(
+                f"template of grid {grid.name}",
+                metadata={
+                    "kind": TEMPLATE_KIND,
+                    "grid": grid.name,
+                    "grid_fingerprint": grid.fingerprint,
+                    **attrs,
+                },
+                rebase_with=icechunk.ConflictDetector(),
+                rebase_tries=store.rebase_tries,
+            )
+    except icechunk.ConflictError:
+        # Another build committed a template first: use it if it is of this grid.
+        winner = _existing_template(store, repo, grid)
+        if winner is None:
+            raise
+        return winner, False
     return snapshot_id, True
+
+
+def _existing_template(store: IcechunkStore, repo: icechunk.Repository, grid: GridSpec) -> str | None:
+    """The branch tip if it holds the template of ``grid``; ``None`` if it holds no template.
+
+    Raises
+    ------
+    TemplateMissingError
+        If the branch holds a template of another grid.
+    """
+    existing = template_attrs(repo, store.branch)
+    if existing is None:
+        return None
+    if existing.get("grid_fingerprint") != grid.fingerprint:
+        raise TemplateMissingError(
+            f"{store.location()} already holds a template of grid {existing.get('grid')!r} "
+            f"(fingerprint {existing.get('grid_fingerprint')}), not of grid {grid.name!r}: "
+            "use another store path for this grid"
+        )
+    return repo.lookup_branch(store.branch)

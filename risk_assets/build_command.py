@@ -12,6 +12,7 @@ time, and finally releases the complete version (pyramid, tag, manifest, promoti
 """
 
 import argparse
+import fcntl
 import multiprocessing
 import os
 import sys
@@ -25,11 +26,20 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from risk_model.errors import BadInputError
+
 if TYPE_CHECKING:
     import icechunk
 
     from resources.store import IcechunkStore
+    from risk_assets.settings import Settings
+    from risk_model.grid import RegionRegistry
     from risk_model.versions import RasterVersion
+
+
+class BuildRunningError(BadInputError):
+    """Another build of the same project holds its build lock: nothing to retry until it ends."""
+
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -73,6 +83,7 @@ def _run_region(region_id: str) -> tuple[str, bool, str]:
     from dagster import DagsterInstance, execute_job, reconstructable
 
     from risk_assets.definitions import region_job
+    from risk_assets.liveness import liveness_tags
     from risk_assets.runs import failure_reasons
 
     with DagsterInstance.get() as instance:
@@ -81,7 +92,7 @@ def _run_region(region_id: str) -> tuple[str, bool, str]:
             instance=instance,
             run_config=QUIET_RUN_CONFIG,
             raise_on_error=False,
-            tags={"dagster/partition": region_id, "risk/launched_by": "risk build"},
+            tags={"dagster/partition": region_id, "risk/launched_by": "risk build", **liveness_tags()},
         )
         status = "failed"
         for event in result.get_asset_materialization_events():
@@ -100,18 +111,56 @@ def cmd_build(args: argparse.Namespace) -> int:
     configure_environment(home, args.grid)
     started = time.perf_counter()
 
+    from risk_assets.settings import settings_from_env
+    from risk_model.grid import load_registry
+
+    settings = settings_from_env()
+    registry = load_registry(settings.grid)
+    with _one_build_at_a_time(settings.var_dir / "build.lock"):
+        return _build(args, settings, registry, started)
+
+
+@contextmanager
+def _one_build_at_a_time(lock_path: Path) -> Iterator[None]:
+    """Hold the project's build lock for the whole build, or refuse to start.
+
+    An exclusive ``flock``: the kernel releases it when the holder dies, however it dies, so a
+    killed build never leaves the lock behind.
+
+    Raises
+    ------
+    BuildRunningError
+        If another build of this project holds it.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise BuildRunningError(
+                f"another `risk build` of this project is running ({holder}): wait for it to finish "
+                f"(it builds the same regions), or stop it and run again; lock: {lock_path}"
+            ) from err
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        yield
+
+
+def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegistry", started: float) -> int:
+    """:func:`cmd_build` under the build lock."""
     from dagster import DagsterInstance, execute_job, reconstructable
 
     from resources.branches import working_branch
     from resources.ledger import committed_regions
     from risk_assets.deployment import deployment_from_env
+    from risk_assets.liveness import describe, liveness_tags, reap_dead_runs
     from risk_assets.runs import run_failure
-    from risk_assets.settings import settings_from_env
-    from risk_model.grid import load_registry
     from risk_model.synthetic import ensure_inputs
 
-    settings = settings_from_env()
-    registry = load_registry(settings.grid)
     if deployment_from_env().inputs is None:
         # The local default: the synthetic inputs, generated once (given inputs are never touched).
         ensure_inputs(registry.grid, settings.inputs_dir)
@@ -126,9 +175,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"Dagster's logs: {log_path}")
     with DagsterInstance.get() as instance:
+        # A build killed outright left its runs STARTED, holding pool slots no one would free.
+        dead = reap_dead_runs(instance)
+        if dead:
+            print(describe(dead))
         with _stderr_to(log_path):
             prepared = execute_job(
-                reconstructable(prepare_job), instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False
+                reconstructable(prepare_job),
+                instance=instance,
+                run_config=QUIET_RUN_CONFIG,
+                raise_on_error=False,
+                tags=liveness_tags(),
             )
         if not prepared.success:
             raise run_failure(prepared.all_events, "preparing the raster failed", prepared.run_id)
@@ -209,6 +266,7 @@ def _release(store: "IcechunkStore", version: "RasterVersion", log_path: Path) -
 
     from resources.release import is_released
     from risk_assets.definitions import release_job
+    from risk_assets.liveness import liveness_tags
     from risk_assets.runs import failure_reasons
 
     if is_released(store.repository(), store.branch, version):
@@ -219,7 +277,7 @@ def _release(store: "IcechunkStore", version: "RasterVersion", log_path: Path) -
             instance=instance,
             run_config=QUIET_RUN_CONFIG,
             raise_on_error=False,
-            tags={"risk/launched_by": "risk build"},
+            tags={"risk/launched_by": "risk build", **liveness_tags()},
         )
     if not result.success:
         reasons = failure_reasons(result.all_events)

@@ -34,6 +34,7 @@ from resources.release import is_released
 from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from risk_assets.keys import RASTER_KEY
+from risk_assets.liveness import describe, reap_dead_runs
 from risk_assets.reconcile import CommitEntry, ReconcileState, reconcile, update_commits, update_records
 from risk_assets.status import SENSOR_NAME, records_check_evaluation
 from risk_model.digest import sha256_prefix
@@ -110,6 +111,10 @@ def build_reconciliation_sensor(
             repo = store.repository()
         except RiskError as err:
             return SkipReason(f"cannot reconcile: {err}")
+        # Runs of a killed `risk build` hold pool slots the daemon's runs would wait for forever.
+        dead = reap_dead_runs(context.instance)
+        if dead:
+            context.log.warning(describe(dead))
         version = target.version
         keys = target.keys(desired)
         branch = working_branch(repo, store, version)

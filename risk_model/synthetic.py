@@ -22,6 +22,7 @@ production grid.
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -124,9 +125,14 @@ def _write_tif(path: Path, data: npt.NDArray[np.float32], transform: Affine, crs
         "compress": "deflate",
         "predictor": 3,  # floating-point predictor: smooth fields compress several times better
     }
-    with rasterio.open(path, "w", **profile) as dst:
+    # Written under a name of this process and renamed into place: another build generating
+    # the same inputs at the same time never sees (or replaces) a half-written file.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with rasterio.open(partial, "w", **profile) as dst:
         dst.write(data)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+    os.replace(partial, path)
+    return digest
 
 
 def _burn_probability(grid: GridSpec, seed: int) -> tuple[npt.NDArray[np.float32], Affine]:
@@ -235,7 +241,9 @@ def generate_inputs(grid: GridSpec, out_dir: Path, seed: int = 0) -> InputSet:
         "grid_fingerprint": grid.fingerprint,
         "files": files,
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    partial = out_dir / f".manifest.json.{os.getpid()}.partial"
+    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, out_dir / "manifest.json")
     return InputSet(**{role: str((out_dir / FILENAMES[role]).resolve()) for role in FILENAMES})
 
 

@@ -1,7 +1,7 @@
 """Services the production-path tests need, started on 127.0.0.1 and stopped by the caller.
 
 - :func:`moto_s3`: moto's S3-compatible server (it enforces conditional writes, which Icechunk's
-  concurrent commits rely on) on a free port.
+  concurrent commits rely on) on a free port, made atomic by ``_moto_atomic.py`` (see there why).
 - :func:`postgres_url`: the database of ``RISK_TEST_POSTGRES_URL`` (set by ``.ci/services.sh``),
   or else a throwaway cluster started with ``deploy/throwaway-postgres.sh``.
 - :func:`helm_binary`: ``RISK_TEST_HELM``, or ``var/tools/helm`` installed on first use with
@@ -36,12 +36,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def moto_s3(bucket: str) -> Iterator[str]:
-    """A moto S3 server holding an empty ``bucket``; yields its endpoint URL."""
+def moto_s3(bucket: str, switch_interval: float | None = None) -> Iterator[str]:
+    """A moto S3 server holding an empty ``bucket``; yields its endpoint URL.
+
+    ``switch_interval`` (seconds) shortens the server's thread switch interval, for tests
+    that probe it for races.
+    """
     port = free_port()
-    moto = Path(sys.executable).with_name("moto_server")
+    server = Path(__file__).with_name("_moto_atomic.py")
     proc = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **({"RISK_MOTO_SWITCH_INTERVAL": str(switch_interval)} if switch_interval else {})},
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:

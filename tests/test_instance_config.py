@@ -87,6 +87,8 @@ def test_local_instance_config_is_valid_and_retries_infrastructure_only(tmp_path
     assert queue is not None and queue.max_concurrent_runs > 0
     assert validated["run_retries"]["retry_on_asset_or_op_failure"] is False
     assert "storage" not in config, "the local default is SQLite under DAGSTER_HOME"
+    # a daemon-launched run that died still gives its writer slots back
+    assert ref.settings["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +136,8 @@ def test_helm_instance_config_is_valid_for_dagster(tmp_path: Path, chart: Path, 
     assert validated["run_launcher"]["config"]["service_account_name"] == "wildfire-risk"
     assert ref.settings["run_monitoring"]["enabled"] is True
     assert ref.settings["run_monitoring"]["start_timeout_seconds"] == 600
+    # a preempted pod's writer slots are given back, or the writers after it wait forever
+    assert ref.settings["run_monitoring"]["free_slots_after_run_end_seconds"] == 60
     assert ref.settings["run_retries"] == {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False}
     assert ref.settings["telemetry"] == {"enabled": False}
 
