@@ -16,7 +16,7 @@ from dagster import (
     JobDefinition,
     ScheduleDefinition,
     define_asset_job,
-    multiprocess_executor,
+    multi_or_in_process_executor,
 )
 
 from resources.io_manager import IcechunkRegionIOManager
@@ -97,8 +97,8 @@ def build_definitions(
 ) -> Definitions:
     """Assets, jobs, resources and executor of one deployment (see :func:`build_resources`).
 
-    ``executor`` defaults to the multiprocess executor; production passes ``k8s_job_executor``
-    (see :mod:`risk_assets.deployment`).
+    ``executor`` defaults to the multiprocess executor (in-process if a run's config asks);
+    production passes ``k8s_job_executor`` (see :mod:`risk_assets.deployment`).
     """
     registry = load_registry(settings.grid)
     build_region = define_asset_job(
@@ -162,9 +162,10 @@ def build_definitions(
             ),
         ],
         resources=build_resources(settings, store, inputs),
-        # Each region step in its own process; the writer pool (dagster.yaml) caps how many
-        # commit at once across runs.
-        executor=executor or multiprocess_executor,
+        # Each region step in its own process (runs launched by the daemon), or in the run's own
+        # process when its config says so (`risk build`); the writer pool (dagster.yaml) caps
+        # how many commit at once across runs.
+        executor=executor or multi_or_in_process_executor,
     )
 
 

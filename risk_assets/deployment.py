@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dagster import Backoff, ExecutorDefinition, Jitter, RetryPolicy, multiprocess_executor
+from dagster import Backoff, ExecutorDefinition, Jitter, RetryPolicy, multi_or_in_process_executor
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from resources.store import GCSIcechunkStore, IcechunkStore, LocalIcechunkStore, S3IcechunkStore
@@ -188,13 +188,15 @@ class Deployment(BaseModel):
     inputs: InputSet | None = None
 
     def executor_def(self) -> ExecutorDefinition:
-        """The Dagster executor: one process per step locally, one Kubernetes Job per step on k8s."""
+        """The Dagster executor: one Kubernetes Job per step on k8s; locally one process per step,
+        unless the run's config asks for ``in_process`` (as ``risk build`` does: its runs already
+        run in worker processes of their own)."""
         if self.executor == "k8s":
             # Imported here: the Kubernetes client is only needed where steps become Jobs.
             from dagster_k8s import k8s_job_executor
 
             return k8s_job_executor
-        return multiprocess_executor
+        return multi_or_in_process_executor
 
 
 def _json_object(name: str, text: str) -> dict[str, Any]:
