@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage, signal
+from scipy import ndimage
 
 from risk_model.params import ModelParams
 from risk_model.schema import SCORE_NODATA
@@ -203,7 +203,11 @@ def convolve(values: FloatArray, kernel: FloatArray) -> FloatArray:
     plain ``fftconvolve`` is ~2 ms per call faster, which is not worth a second code path.
     Kernels have odd sides, so ``mode="same"`` is centred exactly as ``ndimage.convolve`` is.
     """
-    result: FloatArray = signal.oaconvolve(values, kernel, mode="same")
+    # Imported here: scipy.signal takes about a second to import, which every process that
+    # imports the model (the CLI, a rerun with nothing to compute) would pay for nothing.
+    from scipy.signal import oaconvolve
+
+    result: FloatArray = oaconvolve(values, kernel, mode="same")
     return result
 
 

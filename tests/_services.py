@@ -77,9 +77,15 @@ def moto_s3(bucket: str, switch_interval: float | None = None) -> Iterator[str]:
 
 @contextmanager
 def postgres_url() -> Iterator[str]:
-    """A PostgreSQL database URL, from the environment or from a cluster started here."""
+    """The URL of a new, empty PostgreSQL database, dropped afterwards.
+
+    On the server of ``RISK_TEST_POSTGRES_URL`` if set (CI starts one for the whole run, so
+    each caller gets a database of its own: nothing one test or run wrote is seen by the
+    next), else on a cluster started here.
+    """
     if os.environ.get("RISK_TEST_POSTGRES_URL"):
-        yield os.environ["RISK_TEST_POSTGRES_URL"]
+        with _fresh_database(os.environ["RISK_TEST_POSTGRES_URL"]) as url:
+            yield url
         return
     # Directly under /tmp and world-traversable: as root, the server runs as `postgres`.
     workdir = Path(tempfile.mkdtemp(prefix="risk-pg-", dir="/tmp"))
@@ -93,6 +99,27 @@ def postgres_url() -> Iterator[str]:
     finally:
         subprocess.run(["bash", script, "stop", str(workdir / "pg")], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def _fresh_database(server_url: str) -> Iterator[str]:
+    """A database of its own on the server of ``server_url``; dropped on exit."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg2
+
+    name = f"risk_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
 
 
 def helm_binary() -> str:

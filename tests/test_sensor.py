@@ -60,7 +60,13 @@ class Env:
         """The current version's branch, where regions are committed."""
         return self.target.version.branch
 
-    def commit(self, region_id: str, params: str | None = None, run_id: str = "outside-dagster") -> str:
+    def commit(
+        self,
+        region_id: str,
+        params: str | None = None,
+        run_id: str = "outside-dagster",
+        store: LocalIcechunkStore | None = None,
+    ) -> str:
         key = self.target.region_key(region_id)
         if params is not None:
             key = BuildKey(params, key.inputs_version, key.code_version)
@@ -70,7 +76,7 @@ class Env:
             coords=coordinates(self.registry.grid, region.rows, region.cols),
         )
         result = write_region(
-            self.store,
+            store or self.store,
             self.registry.grid,
             region,
             ds,
@@ -300,7 +306,8 @@ def a_commit_landing_during_a_tick_is_read_by_the_next(env: Env) -> None:
     class RacingStore(LocalIcechunkStore):
         def repository(self, create: bool = False) -> icechunk.Repository:
             repo = real.repository(create)
-            return _CommitsWhileTicking(repo, lambda: env.commit(c))  # type: ignore[return-value]
+            # the other writer commits through the real store (its own repository object)
+            return _CommitsWhileTicking(repo, lambda: env.commit(c, store=real))  # type: ignore[return-value]
 
     env.store = RacingStore(path=real.path)
     during = _tick(env)
