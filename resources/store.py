@@ -302,18 +302,41 @@ class S3IcechunkStore(IcechunkStore):
 
 
 class GCSIcechunkStore(IcechunkStore):
-    """A repository in a Google Cloud Storage bucket, with application default credentials.
+    """A repository in a Google Cloud Storage bucket.
 
-    On GKE those come from Workload Identity; no key file is ever configured. This class is
-    deliberately thin: no GCS emulator speaks the API Icechunk uses, so it cannot be tested
-    end to end offline.
+    By default Icechunk authenticates with application default credentials: on GKE those come
+    from Workload Identity and no key file is configured. With :attr:`service_account_file`
+    it uses that key file instead; a key file may also name another API endpoint
+    (``gcs_base_url``, with ``disable_oauth``), which is how the tests point this class at
+    fake-gcs-server on 127.0.0.1 (``tests/_gcs.py``). Release files go through
+    google-cloud-storage, which uses application default credentials too (or
+    ``STORAGE_EMULATOR_HOST`` when set).
+
+    What the emulator serves is tested in ``tests/test_gcs_emulator.py``: Icechunk reads a
+    repository there, release files, input generations and Dagster's compute logs work.
+    Icechunk cannot write there: fake-gcs-server 1.54 has no route for the XML API's plain
+    object ``PUT`` that Icechunk's storage layer uses (it answers ``400 invalid uploadType``),
+    so repository writes and concurrent commits on GCS remain tested on S3 (moto) only.
+    ``docs/deploy.md`` ("GCS emulator") has the exact error.
     """
 
     bucket: str
     prefix: str
+    service_account_file: str | None = Field(
+        default=None,
+        description=(
+            "Path of a service-account JSON key file for Icechunk. Unset (the default, and on GKE): "
+            "application default credentials. The file may carry `gcs_base_url` and `disable_oauth` "
+            "to reach another endpoint, such as an emulator."
+        ),
+    )
 
     def storage(self) -> icechunk.Storage:
-        """GCS storage using the environment's application default credentials."""
+        """GCS storage with the key file if one is configured, else application default credentials."""
+        if self.service_account_file is not None:
+            return icechunk.gcs_storage(
+                bucket=self.bucket, prefix=self.prefix, service_account_file=self.service_account_file
+            )
         return icechunk.gcs_storage(bucket=self.bucket, prefix=self.prefix, from_env=True)
 
     def location(self) -> str:
@@ -336,7 +359,8 @@ class GCSIcechunkStore(IcechunkStore):
         """Download the object (``FileNotFoundError`` if it does not exist)."""
         from google.api_core.exceptions import NotFound
 
+        blob = self._blob(tag, name)
         try:
-            return bytes(self._blob(tag, name).download_as_bytes())
+            return bytes(blob.download_as_bytes())
         except NotFound as err:
-            raise FileNotFoundError(f"gs://{self.bucket}/{tag}/{name}") from err
+            raise FileNotFoundError(f"gs://{self.bucket}/{blob.name}") from err

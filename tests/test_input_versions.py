@@ -221,7 +221,7 @@ def test_a_missing_s3_object_names_the_input(s3_env: str) -> None:
 
 
 class FakeBucket:
-    """Stands in for ``storage.Bucket``: GCS cannot be emulated here."""
+    """Stands in for ``storage.Bucket`` (no server); ``tests/test_gcs_emulator.py`` uses fake-gcs-server."""
 
     def __init__(self, objects: dict[str, int]) -> None:
         self.objects = objects

@@ -1,8 +1,9 @@
 """The object-store path production relies on: racing writers on an S3-compatible server.
 
-GCS cannot be emulated for Icechunk here (no emulator speaks the API Icechunk uses), so this runs
-the same code through :class:`~resources.store.S3IcechunkStore` against moto's server on
-127.0.0.1, which enforces the conditional writes Icechunk's commits depend on, as GCS does.
+Icechunk cannot write to the GCS emulator (fake-gcs-server 1.54 refuses object_store's object PUT
+with ``400 invalid uploadType``: see ``tests/test_gcs_emulator.py``, which tests everything else on
+it), so this runs the same code through :class:`~resources.store.S3IcechunkStore` against moto's
+server on 127.0.0.1, which enforces the conditional writes Icechunk's commits depend on, as GCS does.
 """
 
 import multiprocessing
