@@ -110,7 +110,23 @@ def write_region(
         ``rebase_tries``: the only error worth retrying.
     """
     check_alignment(grid, ds, expected=region)
-    branch = branch or store.branch
+    # The lease covers every read of the history too, not only the session: maintenance
+    # expiring and collecting under the reads below would fail them ("object not found").
+    with store.writer_lease():
+        return _write_if_needed(store, grid, region, ds, key, run_id, branch or store.branch, extra_metadata)
+
+
+def _write_if_needed(
+    store: IcechunkStore,
+    grid: GridSpec,
+    region: Region,
+    ds: xr.Dataset,
+    key: BuildKey,
+    run_id: str,
+    branch: str,
+    extra_metadata: dict[str, str] | None,
+) -> WriteResult:
+    """The checks, write and commit of :func:`write_region`, under the store's writer lease."""
     repo = store.repository()
     if not branch_exists(repo, branch):
         raise TemplateMissingError(f"{store.location()} has no branch {branch!r}: materialize raster_template first")
@@ -123,8 +139,7 @@ def write_region(
     existing = find_commit(repo, branch, region.id, key)
     if existing is not None:
         return WriteResult("skipped", region.id, existing.snapshot_id, existing)
-    with store.writer_lease():
-        return _write_and_commit(store, repo, branch, grid, region, ds, key, run_id, extra_metadata)
+    return _write_and_commit(store, repo, branch, grid, region, ds, key, run_id, extra_metadata)
 
 
 def _write_and_commit(
@@ -138,7 +153,7 @@ def _write_and_commit(
     run_id: str,
     extra_metadata: dict[str, str] | None,
 ) -> WriteResult:
-    """The write and commit of :func:`write_region`, under the store's writer lease."""
+    """The write and commit of :func:`write_region`."""
     session = repo.writable_session(branch)
     _check_store_chunks(session, grid, ds)
     payload = ds.drop_attrs(deep=True)
