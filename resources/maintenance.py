@@ -12,10 +12,19 @@ are immutable, so a tag without a table cannot be helped: maintenance refuses, b
 changing anything, if expiry would change any ref's ledger.
 
 Garbage collection with a cutoff newer than a writer still writing deletes that writer's
-chunks while its commit still succeeds, corrupting the repository. :func:`maintain` runs
-under :meth:`~resources.store.IcechunkStore.maintenance_lock` (on local disk: no writer may
-hold a lease; on object stores the Dagster job checks for writer runs first), and never
-deletes an object written after ``started_at - gc_margin``.
+chunks while its commit still succeeds, corrupting the repository. Every writer holds a lease
+in the store itself (:meth:`~resources.store.IcechunkStore.writer_lease`: a shared file lock
+on local disk, a ``writer-<uuid>`` object beside the repository on object stores, see
+:mod:`resources.leases`), from before it opens its session until after its commit. A lease
+dies with its writer: the kernel drops a file lock at once, an object lease expires after the
+store's ``writer_lease_ttl_s``. :func:`maintain` runs under
+:meth:`~resources.store.IcechunkStore.maintenance_lock`, which is taken only while no writer
+holds an unexpired lease and which makes new writers wait, so no writer runs while
+maintenance expires and collects. As a second line, the GC cut-off is never newer than
+``started_at - gc_margin`` nor than the start of the oldest live writer lease (minus the same
+margin). This holds for writers outside Dagster too (the CLI, benchmarks, another instance);
+the Dagster job's check of writer runs (:mod:`risk_assets.maintenance_job`) only refuses
+earlier, with a clearer message.
 """
 
 import logging
@@ -211,10 +220,12 @@ def maintain(
     garbage_collect: bool = True,
     gc_margin: timedelta = timedelta(minutes=10),
     dry_run: bool = False,
+    wait_for_writers: timedelta = timedelta(0),
 ) -> MaintenanceReport:
     """Checkpoint the ledger, expire snapshots older than ``expire_older_than``, collect garbage.
 
-    Runs inside ``store.maintenance_lock()``. Steps, in order:
+    Runs inside ``store.maintenance_lock()``: refused while any writer holds an unexpired
+    lease; new writers wait until it is done. Steps, in order:
 
     1. Read the ledger (:func:`~resources.ledger.committed_regions`) of every branch and tag.
     2. Predict expiry; refuse if any ref that gets no checkpoint would lose ledger entries.
@@ -223,7 +234,8 @@ def maintain(
     4. ``repo.expire_snapshots(expire_older_than)``; no branch or tag is deleted.
     5. Read every ledger again and raise (skipping garbage collection) unless each equals
        its value before.
-    6. ``repo.garbage_collect(min(expire_older_than, started_at - gc_margin))``.
+    6. ``repo.garbage_collect(cutoff)``, with ``cutoff`` the earliest of ``expire_older_than``,
+       ``started_at - gc_margin`` and the start of each live writer lease minus ``gc_margin``.
 
     Idempotent: a second run finds every tip ledgered and nothing older left to expire.
 
@@ -241,6 +253,10 @@ def maintain(
     dry_run
         Change nothing: report which checkpoints would be made, how many snapshots would be
         expired, and icechunk's GC dry run (which cannot see what expiry would free).
+    wait_for_writers
+        How long to wait for writers holding leases to finish before refusing (on object
+        stores new writers wait meanwhile, so a busy store is not starved of maintenance);
+        zero refuses at once.
 
     Returns
     -------
@@ -250,9 +266,10 @@ def maintain(
     Raises
     ------
     ValueError
-        If ``expire_older_than`` is naive or ``gc_margin`` negative.
+        If ``expire_older_than`` is naive, or ``gc_margin`` or ``wait_for_writers`` negative.
     resources.store.WritersActiveError
-        If region writers hold leases (local stores); nothing was changed.
+        If region writers hold unexpired leases (after ``wait_for_writers``), or another
+        maintenance holds the lock; nothing was changed.
     LineageAtRiskError
         If expiry would change the ledger of a ref that cannot be checkpointed (a tag, or a
         branch other than ``main`` and ``build-*``, whose tip has no ledger table); nothing
@@ -267,8 +284,10 @@ def maintain(
         raise ValueError("expire_older_than must be timezone-aware (e.g. datetime.now(UTC) - timedelta(days=7))")
     if gc_margin < timedelta(0):
         raise ValueError(f"gc_margin must not be negative, got {gc_margin}")
+    if wait_for_writers < timedelta(0):
+        raise ValueError(f"wait_for_writers must not be negative, got {wait_for_writers}")
     started_at = datetime.now(UTC)
-    with store.maintenance_lock():
+    with store.maintenance_lock(wait_for_writers_s=wait_for_writers.total_seconds()):
         repo = store.repository()
         refs = refs_of(repo)
         before = ledgers_of(repo, refs)
@@ -333,7 +352,14 @@ def maintain(
         # still in storage for a human to recover the metadata from.
         after = before if dry_run else ledgers_of(repo, {ref: tip for ref, tip in refs_of(repo).items() if ref in refs})
         lost = {ref: lines for ref in before if (lines := differences(before[ref], after.get(ref, {})))}
-        gc_cutoff = min(expire_older_than, started_at - gc_margin) if garbage_collect and not lost else None
+        gc_cutoff = None
+        if garbage_collect and not lost:
+            # The lock keeps writers out, so normally no lease is live here; a writer that
+            # slipped in anyway (a clock skewed past the TTL) still keeps every object it wrote.
+            gc_cutoff = min(
+                [expire_older_than, started_at - gc_margin]
+                + [lease.started_at - gc_margin for lease in store.live_writer_leases()]
+            )
         gc = None
         if gc_cutoff is not None:
             gc = GCStats.from_summary(repo.garbage_collect(gc_cutoff, dry_run=dry_run))

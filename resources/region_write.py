@@ -118,7 +118,23 @@ def write_region(
         ``rebase_tries``: the only error worth retrying.
     """
     check_alignment(grid, ds, expected=region)
-    branch = branch or store.branch
+    # The lease covers every read of the history too, not only the session: maintenance
+    # expiring and collecting under the reads below would fail them ("object not found").
+    with store.writer_lease():
+        return _write_if_needed(store, grid, region, ds, key, run_id, branch or store.branch, extra_metadata)
+
+
+def _write_if_needed(
+    store: IcechunkStore,
+    grid: GridSpec,
+    region: Region,
+    ds: xr.Dataset,
+    key: BuildKey,
+    run_id: str,
+    branch: str,
+    extra_metadata: dict[str, str] | None,
+) -> WriteResult:
+    """The checks, write and commit of :func:`write_region`, under the store's writer lease."""
     repo = store.repository()
     if not branch_exists(repo, branch):
         raise TemplateMissingError(f"{store.location()} has no branch {branch!r}: materialize raster_template first")
@@ -132,16 +148,15 @@ def write_region(
     existing = find_commit(repo, branch, region.id, key, snapshot_id=seen_tip)
     if existing is not None:
         return _skipped(existing)
-    with store.writer_lease():
-        session = repo.writable_session(branch)
-        # A writer of this region may have committed between the look above and this
-        # session's base: the rebase cannot see that (it is in the base), so look again,
-        # at just the commits in between.
-        if session.snapshot_id != seen_tip:
-            existing = find_commit(repo, None, region.id, key, snapshot_id=session.snapshot_id, stop_at=seen_tip)
-            if existing is not None:
-                return _skipped(existing)
-        return _write_and_commit(store, repo, session, branch, grid, region, ds, key, run_id, extra_metadata)
+    session = repo.writable_session(branch)
+    # A writer of this region may have committed between the look above and this session's
+    # base: the rebase cannot see that (it is in the base), so look again, at just the
+    # commits in between.
+    if session.snapshot_id != seen_tip:
+        existing = find_commit(repo, None, region.id, key, snapshot_id=session.snapshot_id, stop_at=seen_tip)
+        if existing is not None:
+            return _skipped(existing)
+    return _write_and_commit(store, repo, session, branch, grid, region, ds, key, run_id, extra_metadata)
 
 
 def _skipped(existing: CommitRecord) -> WriteResult:
@@ -174,7 +189,7 @@ def _write_and_commit(
     run_id: str,
     extra_metadata: dict[str, str] | None,
 ) -> WriteResult:
-    """The write and commit of :func:`write_region`, under the store's writer lease."""
+    """The write and commit of :func:`write_region`, in ``session``."""
     _check_store_chunks(session, grid, ds)
     payload = ds.drop_attrs(deep=True)
     started = time.perf_counter()

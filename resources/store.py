@@ -9,6 +9,7 @@ unreachable or missing store fails the same way everywhere, with a message namin
 import fcntl
 import os
 import posixpath
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,15 +20,18 @@ import icechunk
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources import leases
+from resources.leases import Lease, LeaseIOError
+from resources.leases import MaintenanceActiveError as MaintenanceActiveError
+from resources.leases import WritersActiveError as WritersActiveError
 from risk_model.errors import StoreUnavailableError
+
+# Answers of a conditional S3 request that lost (412, 409) or found nothing (404): not failures.
+_S3_LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404"})
 
 
 class StoreError(StoreUnavailableError):
     """The repository cannot be opened or created: the message says which and what to do."""
-
-
-class WritersActiveError(StoreUnavailableError):
-    """Maintenance refused: region writers hold leases on the repository right now."""
 
 
 @contextmanager
@@ -50,7 +54,10 @@ class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # gen
     """Base of the Icechunk storage resources.
 
     Subclasses say where the repository is (:meth:`storage`, :meth:`location`) and whether
-    commits need an outside lock (:meth:`commit_guard`).
+    commits need an outside lock (:meth:`commit_guard`). Writers and maintenance exclude each
+    other through :meth:`writer_lease` and :meth:`maintenance_lock`: here, for object stores,
+    through lease objects beside the repository (:mod:`resources.leases`), on the five
+    ``*_lease_object`` operations that each object store implements.
     """
 
     branch: str = Field(default="main", description="Branch that region commits go to.")
@@ -61,6 +68,30 @@ class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # gen
         description=(
             "Rebase attempts inside one commit when other writers committed first. Icechunk's "
             "default is 1,000 with no backoff; we bound it and let Dagster retry the step instead."
+        ),
+    )
+    writer_lease_ttl_s: float = Field(
+        default=1800,
+        gt=0,
+        description=(
+            "Object stores: a writer lease expires this many seconds after its last renewal (renewed every "
+            "third of it while the writer lives), so a dead writer blocks maintenance at most this long."
+        ),
+    )
+    maintenance_lock_ttl_s: float = Field(
+        default=600,
+        gt=0,
+        description=(
+            "Object stores: the maintenance lock expires this many seconds after its last renewal, so a "
+            "dead maintenance blocks writers at most this long."
+        ),
+    )
+    lease_wait_s: float = Field(
+        default=900,
+        ge=0,
+        description=(
+            "Object stores: how long a writer waits, backing off, while maintenance holds its lock, "
+            "before it gives up with MaintenanceActiveError (retry later)."
         ),
     )
 
@@ -79,27 +110,79 @@ class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # gen
 
     @contextmanager
     def writer_lease(self) -> Iterator[None]:
-        """Held by a region writer from its first chunk write to its commit.
+        """Held by a region writer from before it opens its session until after its commit.
 
-        Maintenance (:mod:`resources.maintenance`) refuses to run while any lease is held.
-        Object stores have no lock service: there, active writers are Dagster runs, and
-        maintenance asks the Dagster instance instead.
+        Maintenance (:mod:`resources.maintenance`) cannot start while any unexpired lease is
+        held, and a new writer waits while maintenance holds its lock. Here, for object
+        stores, the lease is an object beside the repository (:mod:`resources.leases`, built
+        on the ``*_lease_object`` methods); local stores override this with a file lock.
+
+        Raises
+        ------
+        MaintenanceActiveError
+            If maintenance held its lock for longer than :attr:`lease_wait_s`.
         """
-        yield
+        with leases.writer_lease(self, ttl_s=self.writer_lease_ttl_s, wait_s=self.lease_wait_s):
+            yield
 
     @contextmanager
-    def maintenance_lock(self) -> Iterator[None]:
+    def maintenance_lock(self, wait_for_writers_s: float = 0.0) -> Iterator[None]:
         """Held by maintenance (snapshot expiry, garbage collection) for its whole duration.
 
-        A no-op here: object stores have no lock service, so they rely on the Dagster run
-        check of the maintenance job (no writer run may be queued or in progress).
+        Here, for object stores: the ``maintenance`` lock object of :mod:`resources.leases`,
+        taken only while no unexpired writer lease exists; local stores override this with a
+        file lock.
+
+        Parameters
+        ----------
+        wait_for_writers_s
+            How long to hold the lock waiting for live writers to finish (new writers wait
+            meanwhile) before refusing; 0 refuses at once.
 
         Raises
         ------
         WritersActiveError
-            In subclasses that can see writer leases, if any writer holds one.
+            If any writer holds an unexpired lease (or another maintenance holds the lock).
         """
-        yield
+        with leases.maintenance_lock(self, ttl_s=self.maintenance_lock_ttl_s, wait_for_writers_s=wait_for_writers_s):
+            yield
+
+    def live_writer_leases(self) -> list[Lease]:
+        """The unexpired writer leases, oldest first: maintenance keeps its GC cut-off older than them.
+
+        Raises
+        ------
+        LeaseIOError
+            If the lease objects cannot be listed or read.
+        """
+        return leases.live_writer_leases(self)
+
+    # The object operations of resources.leases.LeaseObjects. Object stores implement them;
+    # local stores lock with flock instead and never call them.
+
+    def lease_location(self) -> str:
+        """Where the lease objects are, for messages."""
+        return f"{self.location()}.leases"
+
+    def create_lease_object(self, name: str, data: bytes) -> str | None:
+        """Create lease object ``name`` only if absent; its version, or ``None`` if it existed."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no lease objects")
+
+    def read_lease_object(self, name: str) -> tuple[bytes, str] | None:
+        """The body and version of lease object ``name``, or ``None`` if absent."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no lease objects")
+
+    def replace_lease_object(self, name: str, data: bytes, version: str) -> str | None:
+        """Overwrite lease object ``name`` only if still at ``version``; the new version, or ``None``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no lease objects")
+
+    def delete_lease_object(self, name: str) -> None:
+        """Delete lease object ``name`` (no error if absent)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no lease objects")
+
+    def list_lease_objects(self) -> list[str]:
+        """Names of the lease objects."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no lease objects")
 
     @abstractmethod
     def write_release_file(self, tag: str, name: str, data: bytes) -> str:
@@ -215,25 +298,53 @@ class LocalIcechunkStore(IcechunkStore):
             yield
 
     @contextmanager
-    def maintenance_lock(self) -> Iterator[None]:
-        """Hold an exclusive ``flock`` on :attr:`writers_lock_path`, without waiting for it.
+    def maintenance_lock(self, wait_for_writers_s: float = 0.0) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on :attr:`writers_lock_path`, without blocking on it.
 
         While it is held, new writers wait in :meth:`writer_lease`.
+
+        Parameters
+        ----------
+        wait_for_writers_s
+            How long to keep trying while writers hold leases. Best effort: unlike on object
+            stores, new writers are not held back meanwhile.
 
         Raises
         ------
         WritersActiveError
             If any region writer holds a lease (or other maintenance holds the lock).
         """
+        refusal = (
+            f"refusing maintenance of {self.location()}: region writers hold leases on it "
+            f"({self.writers_lock_path}). Wait for the running region writers to finish, or "
+            "stop them, then run maintenance again; nothing was changed"
+        )
+        self.writers_lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.writers_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            with _flock(self.writers_lock_path, fcntl.LOCK_EX | fcntl.LOCK_NB):
-                yield
-        except BlockingIOError as err:
-            raise WritersActiveError(
-                f"refusing maintenance of {self.location()}: region writers hold leases on it "
-                f"({self.writers_lock_path}). Wait for the running region writers to finish, or "
-                "stop them, then run maintenance again; nothing was changed"
-            ) from err
+            deadline = time.monotonic() + wait_for_writers_s
+            delay = 0.25
+            # Bounded by the deadline; the range only makes a bound visible.
+            for _ in range(100_000):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError as err:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise WritersActiveError(refusal) from err
+                    time.sleep(min(delay, remaining))
+                    delay = min(delay * 2, 5.0)
+            else:
+                raise WritersActiveError(refusal)
+            yield
+        finally:
+            # Closing the descriptor releases the lock.
+            os.close(fd)
+
+    def live_writer_leases(self) -> list[Lease]:
+        """None: while maintenance holds the exclusive lock, no writer can hold a lease."""
+        return []
 
 
 class S3IcechunkStore(IcechunkStore):
@@ -300,6 +411,62 @@ class S3IcechunkStore(IcechunkStore):
             raise FileNotFoundError(f"s3://{self.bucket}/{self._release_key(tag, name)}") from err
         return bytes(body.read())
 
+    # Lease objects (resources.leases), with the same conditional writes Icechunk commits with.
+
+    def _lease_key(self, name: str) -> str:
+        # A sibling of the repository's prefix: Icechunk's layout under the prefix stays its own.
+        return f"{self.prefix.rstrip('/')}.leases/{name}"
+
+    def lease_location(self) -> str:
+        """``s3://bucket/<prefix>.leases/``."""
+        return f"s3://{self.bucket}/{self._lease_key('')}"
+
+    def _lease_call(self, name: str, method: str, **kwargs: Any) -> Any:
+        """The S3 client's ``method`` on lease object ``name``; ``None`` if a condition failed or it is absent."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            answer = getattr(self._client(), method)(Bucket=self.bucket, Key=self._lease_key(name), **kwargs)
+            if "Body" in answer:
+                answer["Body"] = answer["Body"].read()
+            return answer
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in _S3_LOST_RACE_CODES:
+                return None
+            raise LeaseIOError(f"{method} of {self.lease_location()}{name} failed: {err}") from err
+        except BotoCoreError as err:
+            raise LeaseIOError(f"{method} of {self.lease_location()}{name} failed: {err}") from err
+
+    def create_lease_object(self, name: str, data: bytes) -> str | None:
+        """``PutObject`` with ``If-None-Match: *``: the ETag, or ``None`` if the object exists."""
+        answer = self._lease_call(name, "put_object", Body=data, IfNoneMatch="*")
+        return None if answer is None else str(answer["ETag"])
+
+    def read_lease_object(self, name: str) -> tuple[bytes, str] | None:
+        """``GetObject``: the body and ETag, or ``None`` if absent."""
+        answer = self._lease_call(name, "get_object")
+        return None if answer is None else (bytes(answer["Body"]), str(answer["ETag"]))
+
+    def replace_lease_object(self, name: str, data: bytes, version: str) -> str | None:
+        """``PutObject`` with ``If-Match: <ETag>``: the new ETag, or ``None`` if it changed or vanished."""
+        answer = self._lease_call(name, "put_object", Body=data, IfMatch=version)
+        return None if answer is None else str(answer["ETag"])
+
+    def delete_lease_object(self, name: str) -> None:
+        """``DeleteObject`` (S3 answers success for an absent key)."""
+        self._lease_call(name, "delete_object")
+
+    def list_lease_objects(self) -> list[str]:
+        """``ListObjectsV2`` under the lease prefix, all pages."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        prefix = self._lease_key("")
+        try:
+            pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            return [str(item["Key"])[len(prefix) :] for page in pages for item in page.get("Contents", [])]
+        except (BotoCoreError, ClientError) as err:
+            raise LeaseIOError(f"listing {self.lease_location()} failed: {err}") from err
+
 
 class GCSIcechunkStore(IcechunkStore):
     """A repository in a Google Cloud Storage bucket.
@@ -342,6 +509,77 @@ class GCSIcechunkStore(IcechunkStore):
     def location(self) -> str:
         """``gs://bucket/prefix``."""
         return f"gs://{self.bucket}/{self.prefix}"
+
+    # Lease objects (resources.leases): generation preconditions are GCS's conditional writes.
+
+    def _lease_key(self, name: str) -> str:
+        # A sibling of the repository's prefix: Icechunk's layout under the prefix stays its own.
+        return f"{self.prefix.rstrip('/')}.leases/{name}"
+
+    def lease_location(self) -> str:
+        """``gs://bucket/<prefix>.leases/``."""
+        return f"gs://{self.bucket}/{self._lease_key('')}"
+
+    def _lease_blob(self, name: str) -> Any:
+        from google.cloud import storage  # from dagster-gcp; only GCS deployments need it
+
+        return storage.Client().bucket(self.bucket).blob(self._lease_key(name))
+
+    def _lease_upload(self, name: str, data: bytes, generation: int) -> str | None:
+        """Upload if the object is at ``generation`` (0: absent); its new generation, or ``None``."""
+        from google.api_core.exceptions import GoogleAPICallError, NotFound, PreconditionFailed
+
+        blob = self._lease_blob(name)
+        try:
+            blob.upload_from_string(data, content_type="application/json", if_generation_match=generation)
+        except (PreconditionFailed, NotFound):
+            return None
+        except GoogleAPICallError as err:
+            raise LeaseIOError(f"writing {self.lease_location()}{name} failed: {err}") from err
+        return str(blob.generation)
+
+    def create_lease_object(self, name: str, data: bytes) -> str | None:
+        """Upload with ``if_generation_match=0``: the generation, or ``None`` if the object exists."""
+        return self._lease_upload(name, data, 0)
+
+    def read_lease_object(self, name: str) -> tuple[bytes, str] | None:
+        """Download: the body and generation, or ``None`` if absent."""
+        from google.api_core.exceptions import GoogleAPICallError, NotFound
+
+        blob = self._lease_blob(name)
+        try:
+            data = bytes(blob.download_as_bytes())
+        except NotFound:
+            return None
+        except GoogleAPICallError as err:
+            raise LeaseIOError(f"reading {self.lease_location()}{name} failed: {err}") from err
+        return data, str(blob.generation)
+
+    def replace_lease_object(self, name: str, data: bytes, version: str) -> str | None:
+        """Upload with ``if_generation_match=<generation>``: the new generation, or ``None``."""
+        return self._lease_upload(name, data, int(version))
+
+    def delete_lease_object(self, name: str) -> None:
+        """Delete; an absent object is fine."""
+        from google.api_core.exceptions import GoogleAPICallError, NotFound
+
+        try:
+            self._lease_blob(name).delete()
+        except NotFound:
+            pass
+        except GoogleAPICallError as err:
+            raise LeaseIOError(f"deleting {self.lease_location()}{name} failed: {err}") from err
+
+    def list_lease_objects(self) -> list[str]:
+        """The object names under the lease prefix."""
+        from google.api_core.exceptions import GoogleAPICallError
+        from google.cloud import storage
+
+        prefix = self._lease_key("")
+        try:
+            return [str(b.name)[len(prefix) :] for b in storage.Client().list_blobs(self.bucket, prefix=prefix)]
+        except GoogleAPICallError as err:
+            raise LeaseIOError(f"listing {self.lease_location()} failed: {err}") from err
 
     def _blob(self, tag: str, name: str) -> Any:
         from google.cloud import storage  # from dagster-gcp; only GCS deployments need it

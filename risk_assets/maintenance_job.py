@@ -1,10 +1,17 @@
 """The ``maintain_repository`` job: repository maintenance that refuses to race region writers.
 
 Garbage collection while a region writer is still writing deletes that writer's chunks and
-corrupts the repository (``FIELD-NOTES.md``). Local stores see writers through their leases
-(:meth:`resources.store.LocalIcechunkStore.maintenance_lock`); object stores have no lock
-service, so before touching the store the op asks the Dagster instance whether any writer
-run (or another maintenance run) is queued or in progress, and refuses if so.
+corrupts the repository (``FIELD-NOTES.md``). What prevents it on every store is the store's
+own leases: each writer holds one from before its session until after its commit (a file lock
+locally, a lease object beside the repository on object stores, :mod:`resources.leases`), and
+:func:`resources.maintenance.maintain` runs under the store's maintenance lock, which it takes
+only while no unexpired lease is held and which makes new writers wait. That covers writers
+outside this Dagster instance too (the CLI, benchmarks, another deployment).
+
+Before touching the store, the op also asks the Dagster instance whether any writer run (or
+another maintenance run) is queued or in progress, and refuses if so: not for safety, but so
+that maintenance does not start between two region runs of a build (making its next runs
+wait), and so that the refusal names the runs to wait for.
 """
 
 from collections.abc import Collection, Iterable
@@ -165,7 +172,9 @@ def build_maintenance_job(writer_job_names: Collection[str], writer_asset_keys: 
 
     The op refuses (``dagster.Failure``, not retried) while any other run of a writer job,
     any other run selecting a writer asset, or another maintenance run is unfinished, and
-    when the store reports active writer leases. Its output metadata is the report.
+    when the store reports live writer leases (on any kind of store: the leases, not the run
+    check, are what keeps garbage collection from running under a writer). Its output
+    metadata is the report.
 
     Parameters
     ----------
@@ -205,7 +214,8 @@ def build_maintenance_job(writer_job_names: Collection[str], writer_asset_keys: 
                 dry_run=config.dry_run,
             )
         except WritersActiveError as err:
-            # Leases held outside Dagster's view: the CLI, benchmarks, a run of another instance.
+            # Leases of writers the run check cannot see (the CLI, benchmarks, another instance),
+            # or of one that started after it: the store's leases are the authority.
             raise Failure(description=str(err), allow_retries=False) from err
         except MaintenanceError as err:
             raise Failure(description=str(err), allow_retries=False) from err

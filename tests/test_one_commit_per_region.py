@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import icechunk
 import numpy as np
 import pytest
 import xarray as xr
@@ -38,24 +39,37 @@ REGION = 5  # index into the demo registry
 
 
 class _Hooks:
-    """Callbacks a store runs once, when B enters its writer lease or its commit guard."""
+    """Callbacks a store runs once: as B opens its session, or just before B commits."""
 
-    on_lease: Callable[[], None] | None = None
+    on_session: Callable[[], None] | None = None
     on_commit: Callable[[], None] | None = None
 
 
+class _SessionHook:
+    """B's repository: A's write runs as B opens its session, after B's first look at the history."""
+
+    def __init__(self, repo: icechunk.Repository, hooks: _Hooks) -> None:
+        self._repo = repo
+        self._hooks = hooks
+
+    def writable_session(self, branch: str) -> icechunk.Session:
+        hook, self._hooks.on_session = self._hooks.on_session, None
+        if hook:
+            hook()
+        return self._repo.writable_session(branch)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._repo, name)
+
+
 class _WithHooks:
-    """Runs B's hooks: ``on_lease`` inside its writer lease, ``on_commit`` just before its commit."""
+    """Runs B's hooks (see :class:`_Hooks`)."""
 
     _hooks: _Hooks
 
-    @contextmanager
-    def writer_lease(self) -> Iterator[None]:
-        with super().writer_lease():  # type: ignore[misc]
-            hook, self._hooks.on_lease = self._hooks.on_lease, None
-            if hook:
-                hook()
-            yield
+    def repository(self, create: bool = False) -> icechunk.Repository:
+        repo = super().repository(create)  # type: ignore[misc]
+        return _SessionHook(repo, self._hooks)  # type: ignore[return-value]
 
     @contextmanager
     def commit_guard(self) -> Iterator[None]:
@@ -152,7 +166,7 @@ def test_a_region_written_twice_at_once_is_committed_once(
         a_results.append(_write(plain, demo_registry, ds, run_id="A"))
 
     if window == "before B's session":
-        hooked._hooks.on_lease = writer_a
+        hooked._hooks.on_session = writer_a
     else:
         hooked._hooks.on_commit = writer_a
     b = _write(hooked, demo_registry, ds, run_id="B")
