@@ -3,8 +3,8 @@
 All numbers come from one run on one machine and are reported as ratios against a baseline
 measured in the same run (machines here are noisy; absolute seconds mean little).
 
-1. Orchestration overhead: ``risk build`` (Dagster, one run per region, multiprocess
-   executor, 2 workers) against the same ``compute_region`` + ``write_region`` calls in a
+1. Orchestration overhead: ``risk build`` (Dagster, one run per region executed in-process
+   in one of 2 worker processes) against the same ``compute_region`` + ``write_region`` calls in a
    plain loop over a 2-process pool, and in one process.
 2. Write bandwidth: ``write_region`` (Zarr encode + Icechunk write + commit) against writing
    the same arrays' raw bytes to files on the same disk.

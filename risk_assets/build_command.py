@@ -44,20 +44,6 @@ class BuildRunningError(BadInputError):
 QUIET_RUN_CONFIG: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def build_run_config() -> dict[str, Any]:
-    """Run config of the runs ``risk build`` executes: quiet, and in-process where that is an option.
-
-    Each of its runs already has a process of its own (a worker of the build's pool); a second
-    process per step would cost seconds of start-up per region and isolate nothing more.
-    """
-    from risk_assets.deployment import deployment_from_env
-
-    config = dict(QUIET_RUN_CONFIG)
-    if deployment_from_env().executor == "multiprocess":
-        config["execution"] = {"config": {"in_process": {}}}
-    return config
-
-
 def configure_environment(home: Path, grid: str) -> None:
     """Point Dagster and the code location at the project folder before they are imported."""
     os.environ["RISK_HOME"] = str(home)
@@ -104,7 +90,7 @@ def _run_region(region_id: str) -> tuple[str, bool, str]:
         result = execute_job(
             reconstructable(region_job),
             instance=instance,
-            run_config=build_run_config(),
+            run_config=QUIET_RUN_CONFIG,
             raise_on_error=False,
             tags={"dagster/partition": region_id, "risk/launched_by": "risk build", **liveness_tags()},
         )
@@ -197,7 +183,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
             prepared = execute_job(
                 reconstructable(prepare_job),
                 instance=instance,
-                run_config=build_run_config(),
+                run_config=QUIET_RUN_CONFIG,
                 raise_on_error=False,
                 tags=liveness_tags(),
             )
@@ -289,7 +275,7 @@ def _release(store: "IcechunkStore", version: "RasterVersion", log_path: Path) -
         result = execute_job(
             reconstructable(release_job),
             instance=instance,
-            run_config=build_run_config(),
+            run_config=QUIET_RUN_CONFIG,
             raise_on_error=False,
             tags={"risk/launched_by": "risk build", **liveness_tags()},
         )

@@ -16,7 +16,7 @@ from dagster import (
     JobDefinition,
     ScheduleDefinition,
     define_asset_job,
-    multi_or_in_process_executor,
+    in_process_executor,
 )
 
 from resources.io_manager import IcechunkRegionIOManager
@@ -97,7 +97,7 @@ def build_definitions(
 ) -> Definitions:
     """Assets, jobs, resources and executor of one deployment (see :func:`build_resources`).
 
-    ``executor`` defaults to the multiprocess executor (in-process if a run's config asks);
+    ``executor`` defaults to the in-process executor (each run is a process of its own);
     production passes ``k8s_job_executor`` (see :mod:`risk_assets.deployment`).
     """
     registry = load_registry(settings.grid)
@@ -162,10 +162,9 @@ def build_definitions(
             ),
         ],
         resources=build_resources(settings, store, inputs),
-        # Each region step in its own process (runs launched by the daemon), or in the run's own
-        # process when its config says so (`risk build`); the writer pool (dagster.yaml) caps
-        # how many commit at once across runs.
-        executor=executor or multi_or_in_process_executor,
+        # A region's step runs in its run's own process (see Deployment.executor_def); the writer
+        # pool (dagster.yaml) caps how many commit at once across runs.
+        executor=executor or in_process_executor,
     )
 
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from _helm import ENVIRONMENTS, chart_with_dependency, instance_config, render
 from _services import ROOT, helm_binary
-from dagster import multi_or_in_process_executor
+from dagster import in_process_executor
 from dagster._config import process_config
 from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.instance.config import ConcurrencyConfig, dagster_instance_config
@@ -220,7 +220,7 @@ def test_store_kind_selects_the_subclass() -> None:
 def test_deployment_from_env() -> None:
     default = deployment_from_env({})
     assert default.store is None and default.inputs is None
-    assert default.executor_def() is multi_or_in_process_executor
+    assert default.executor_def() is in_process_executor
     k8s = deployment_from_env(
         {"RISK_EXECUTOR": "k8s", "RISK_STORE": json.dumps({"kind": "gcs", "bucket": "b", "prefix": "p"})}
     )
