@@ -260,7 +260,7 @@ def read_burn_probability(
                 outer = (slice(rows.start - margin, rows.stop + margin), slice(cols.start - margin, cols.stop + margin))
                 out = _read_on_grid(src, grid, *outer)[0]
                 if gap_fill_window_px is not None:
-                    out = gap_fill(out, gap_fill_window_px)
+                    out = gap_fill(out, window_px=gap_fill_window_px)
                 out = out[margin:-margin, margin:-margin]
             else:
                 if src.crs is None:
@@ -279,7 +279,7 @@ def read_burn_probability(
                 window = Window(col0, row0, col1 - col0, row1 - row0)
                 source = _read_source_window(src, window)
                 if gap_fill_window_px is not None:
-                    source = gap_fill(source, gap_fill_window_px)
+                    source = gap_fill(source, window_px=gap_fill_window_px)
                 out = _warp_array(source, src.window_transform(window), src.crs, grid, rows, cols, resampling)
     except RasterioIOError as exc:
         raise InputError(f"cannot read input raster {path}: {exc}") from exc

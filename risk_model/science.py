@@ -335,7 +335,7 @@ def convolve(values: FloatArray, kernel: FloatArray) -> FloatArray:
     return result
 
 
-def gap_fill(burn_probability: FloatArray, window_px: int = 3) -> FloatArray:
+def gap_fill(burn_probability: FloatArray, *, window_px: int = 3) -> FloatArray:
     """Fill isolated holes in the burn probability, as the reference does at 270 m.
 
     A pixel whose value is NaN or <= 0 and whose four edge neighbours are all > 0 takes the

@@ -483,3 +483,12 @@ def test_row_bands_make_a_pixel_independent_of_its_window(blur_scale: str) -> No
     # And one band's kernels on every row would differ: the bands matter.
     single = wind_informed_risk(bp, cr, shares, size_a, params).burn_probability
     assert np.nanmax(np.abs(single[border + halo : n - halo] - whole[border + halo : n - halo])) > 1e-6
+
+
+def test_gap_fill_window_is_a_parameter() -> None:
+    bp = np.full((7, 7), 0.02)
+    bp[3, 3] = 0.0
+    bp[1, 1] = 0.1  # outside the 3 x 3 window, inside the 5 x 5 one
+    assert gap_fill(bp)[3, 3] == pytest.approx(8 * 0.02 / 9)
+    # 5 x 5: twenty-three 0.02, one 0.1 and the hole's 0: 0.56 / 25.
+    assert gap_fill(bp, window_px=5)[3, 3] == pytest.approx(0.56 / 25)
