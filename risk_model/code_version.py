@@ -4,7 +4,9 @@ It is the ``code_version`` of the raster asset and is recorded in every region c
 region committed under another code version is built again.
 """
 
-MODEL_CODE_VERSION = "1"
+# 2: the reference model (gap fill on the source, NaN rules, the reference's blur) and
+#    kernels per latitude band.
+MODEL_CODE_VERSION = "2"
 
 
 def git_revision() -> str:

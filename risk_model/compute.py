@@ -1,8 +1,10 @@
 """Compute one region of the risk raster: read with a halo, run the science, crop, package.
 
-A region reads every input over its window grown by :func:`risk_model.science.halo_pixels`
-on each side, so the cropped result equals what a computation over the whole grid would
-give at those pixels: regions can be computed in any order, on any machine, without seams.
+A region reads every input over its window grown by a halo (:func:`window_halo`) on each
+side, and every pixel is computed with the kernels of the latitude band it lies in
+(:func:`pixel_bands`), never with a size taken from the window: so the cropped result equals
+what a computation over the whole grid would give at those pixels, and regions can be
+computed in any order, on any machine, without seams.
 """
 
 import math
@@ -13,24 +15,45 @@ from rasterio.crs import CRS
 
 from risk_model import schema
 from risk_model.grid import GridSpec, Region
-from risk_model.inputs import InputSet, read_wind_shares, read_window
+from risk_model.inputs import InputSet, read_burn_probability, read_wind_shares, read_window
 from risk_model.params import ModelParams
-from risk_model.science import RiskArrays, halo_pixels, wind_informed_risk
+from risk_model.science import RiskArrays, RowBand, halo_pixels, wind_informed_risk
+
+
+def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float, radius_m: float) -> float:
+    """Great-circle distance in metres between two points given in degrees.
+
+    Parameters
+    ----------
+    lon1, lat1, lon2, lat2
+        The two points, in degrees.
+    radius_m
+        Radius of the sphere.
+
+    Returns
+    -------
+    float
+        The distance along the sphere.
+    """
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    dphi, dlam = phi2 - phi1, math.radians(lon2 - lon1)
+    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlam / 2) ** 2
+    return 2.0 * radius_m * math.asin(math.sqrt(a))
 
 
 def pixel_size_at(grid: GridSpec, latitude: float, params: ModelParams) -> tuple[float, float]:
     """Ground size ``(dy, dx)`` in metres of the grid's pixels at ``latitude``.
 
-    A geographic grid's degrees are turned into metres on a sphere of radius
-    ``params.earth_radius_m`` (the east-west size shrinks with the cosine of latitude); a
-    projected grid's pixel size is already in metres.
+    As the reference measures it: the haversine distance across one pixel, north-south and
+    east-west, on a sphere of radius ``params.earth_radius_m`` (the east-west size shrinks
+    with the cosine of latitude). A projected grid's pixel size is already in metres.
 
     Parameters
     ----------
     grid
         The output grid.
     latitude
-        Latitude in degrees where the size is wanted (a region's centre).
+        Latitude in degrees where the size is wanted (a latitude band's middle).
     params
         Model parameters (Earth radius).
 
@@ -42,13 +65,85 @@ def pixel_size_at(grid: GridSpec, latitude: float, params: ModelParams) -> tuple
     dy_deg, dx_deg = grid.pixel_size
     if not CRS.from_user_input(grid.crs).is_geographic:
         return (dy_deg, dx_deg)
-    metres_per_degree = math.radians(1.0) * params.earth_radius_m
-    return (dy_deg * metres_per_degree, dx_deg * metres_per_degree * math.cos(math.radians(latitude)))
+    radius = params.earth_radius_m
+    return (
+        haversine_m(0.0, latitude, 0.0, latitude + dy_deg, radius),
+        haversine_m(0.0, latitude, dx_deg, latitude, radius),
+    )
 
 
-def _centre_latitude(grid: GridSpec, rows: slice, cols: slice) -> float:
-    _, south, _, north = grid.bounds(rows, cols)
-    return (south + north) / 2
+def band_of_latitude(latitude: float, params: ModelParams) -> int:
+    """Index of the latitude band (``kernel_band_origin_deg``, ``kernel_band_deg``) holding ``latitude``."""
+    return math.floor((latitude - params.kernel_band_origin_deg) / params.kernel_band_deg)
+
+
+def band_latitude(band: int, params: ModelParams) -> float:
+    """The middle latitude of band ``band``: where its pixel size, and so its kernels, are taken."""
+    return params.kernel_band_origin_deg + (band + 0.5) * params.kernel_band_deg
+
+
+def pixel_bands(grid: GridSpec, rows: slice, params: ModelParams) -> list[RowBand]:
+    """The rows of a window grouped by latitude band, each with its band's pixel size.
+
+    A row belongs to the band holding its pixel centres' latitude; the band is fixed by the
+    latitude alone, so a pixel gets the same pixel size (and kernels) in every window that
+    holds it. A projected grid has one band (its pixels have one size in metres).
+
+    Parameters
+    ----------
+    grid
+        The output grid.
+    rows
+        Rows of the window (may extend past the grid).
+    params
+        Model parameters (band origin and height, Earth radius).
+
+    Returns
+    -------
+    list of RowBand
+        Bands in row order, with rows counted from ``rows.start``.
+    """
+    n = rows.stop - rows.start
+    if not CRS.from_user_input(grid.crs).is_geographic:
+        return [RowBand(slice(0, n), pixel_size_at(grid, 0.0, params))]
+    latitudes = grid.latitude(rows)
+    index = np.floor((latitudes - params.kernel_band_origin_deg) / params.kernel_band_deg).astype(np.int64)
+    # Latitude ascends with the row, so each band is one run of rows.
+    starts = [0, *(np.flatnonzero(np.diff(index)) + 1).tolist()]
+    stops = [*starts[1:], n]
+    return [
+        RowBand(slice(start, stop), pixel_size_at(grid, band_latitude(int(index[start]), params), params))
+        for start, stop in zip(starts, stops, strict=True)
+    ]
+
+
+def window_halo(grid: GridSpec, rows: slice, params: ModelParams) -> int:
+    """The halo a window needs: the largest halo of the latitude bands the grown window touches.
+
+    Kernels grow poleward (the east-west pixel size shrinks), so the halo is taken over every
+    band the window *with its halo* reaches, growing it until it holds.
+
+    Parameters
+    ----------
+    grid
+        The output grid.
+    rows
+        Rows of the window.
+    params
+        Model parameters.
+
+    Returns
+    -------
+    int
+        The halo in pixels.
+    """
+    halo = 0
+    while True:
+        grown = slice(rows.start - halo, rows.stop + halo)
+        needed = max(halo_pixels(params, band.pixel_size_m) for band in pixel_bands(grid, grown, params))
+        if needed <= halo:
+            return halo
+        halo = needed
 
 
 def _crop(arrays: RiskArrays, halo: int) -> RiskArrays:
@@ -82,8 +177,9 @@ def compute_window(
     params
         Model parameters.
     pixel_size_m
-        ``(dy, dx)`` in metres; by default the pixel size at the window's centre latitude.
-        Pass a fixed value to compare windows of different sizes exactly.
+        ``(dy, dx)`` in metres for every pixel, overriding the latitude bands (for tests and
+        studies at one fixed pixel size). By default each pixel gets the size of its
+        latitude band (:func:`pixel_bands`).
 
     Returns
     -------
@@ -96,15 +192,24 @@ def compute_window(
     risk_model.inputs.InputError
         If an input cannot be read or the wind raster does not have 8 bands.
     """
-    size = pixel_size_m or pixel_size_at(grid, _centre_latitude(grid, rows, cols), params)
-    halo = halo_pixels(params, size)
+    halo = halo_pixels(params, pixel_size_m) if pixel_size_m is not None else window_halo(grid, rows, params)
     conditional_risk = read_window(inputs.conditional_risk, grid, rows, cols, halo)
     inner = (slice(halo, -halo or None), slice(halo, -halo or None))
     if not np.isfinite(conditional_risk[inner]).any():
         return None  # all ocean: skip reading the other inputs
-    burn_probability = read_window(inputs.burn_probability, grid, rows, cols, halo, params.burn_probability_resampling)
+    burn_probability = read_burn_probability(
+        inputs.burn_probability,
+        grid,
+        rows,
+        cols,
+        halo,
+        params.burn_probability_resampling,
+        gap_fill_window_px=params.gap_fill_window_px,
+    )
     wind = read_wind_shares(inputs.wind_direction, grid, rows, cols, halo, params.wind_resampling)
-    result = wind_informed_risk(burn_probability, conditional_risk, wind, size, params)
+    grown_rows = slice(rows.start - halo, rows.stop + halo)
+    geometry = pixel_size_m if pixel_size_m is not None else pixel_bands(grid, grown_rows, params)
+    result = wind_informed_risk(burn_probability, conditional_risk, wind, geometry, params)
     return _crop(result, halo)
 
 
@@ -129,7 +234,7 @@ def compute_region(
     params
         Model parameters.
     pixel_size_m
-        Override of the pixel size in metres (default: at the region's centre latitude).
+        Override of the pixel size in metres for every pixel (default: per latitude band).
 
     Returns
     -------

@@ -21,11 +21,12 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.io import DatasetReader
-from rasterio.warp import reproject
+from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from risk_model.errors import BadInputError
 from risk_model.grid import GridSpec
+from risk_model.science import gap_fill
 
 FloatArray = npt.NDArray[np.float64]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
@@ -150,7 +151,7 @@ def read_window(
     rows: slice,
     cols: slice,
     halo: int = 0,
-    resampling: ResamplingName = "bilinear",
+    resampling: ResamplingName = "nearest",
 ) -> FloatArray:
     """Read a source over a window of the output grid, grown by a halo.
 
@@ -197,13 +198,131 @@ def read_window(
     return out[0] if out.shape[0] == 1 else out
 
 
+# Source pixels read around the part of a source a window needs: one for the gap fill's
+# neighbourhood of the outermost needed pixel, the rest for resampling kernels (cubic reaches
+# two pixels) and for curved edges of a warped window's footprint.
+_SOURCE_MARGIN_PX = 4
+
+
+def _read_source_window(src: DatasetReader, window: Window) -> FloatArray:
+    """Band 1 of ``src`` over ``window`` (which may extend past it), NaN outside and at no-data."""
+    out = np.full((int(window.height), int(window.width)), np.nan)
+    col_off, row_off = int(window.col_off), int(window.row_off)
+    c0, c1 = max(col_off, 0), min(col_off + int(window.width), src.width)
+    r0, r1 = max(row_off, 0), min(row_off + int(window.height), src.height)
+    if c0 < c1 and r0 < r1:
+        data = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True, out_dtype="float64")
+        out[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data.filled(np.nan)
+    return out
+
+
+def read_burn_probability(
+    path: str,
+    grid: GridSpec,
+    rows: slice,
+    cols: slice,
+    halo: int = 0,
+    resampling: ResamplingName = "nearest",
+    *,
+    gap_fill_window_px: int | None = 3,
+) -> FloatArray:
+    """Read burn probability over a window, gap-filled at the source's own resolution.
+
+    As the reference does: isolated holes are filled (:func:`risk_model.science.gap_fill`) on
+    the source's pixels (270 m for the USFS product), then the filled source is resampled to
+    the window (nearest by default, which keeps the 0 mask). The part of the source read is
+    the window's footprint plus a margin of source pixels, aligned to the source's own pixel
+    grid, so a pixel's value does not depend on the window it is read in.
+
+    Parameters
+    ----------
+    path, grid, rows, cols, halo, resampling
+        As for :func:`read_window`.
+    gap_fill_window_px
+        Side of the gap fill's averaging window (odd), or None to read without filling.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(ny, nx)``, row 0 at the south; NaN where the source is no-data or absent.
+
+    Raises
+    ------
+    InputError
+        If the source cannot be opened or has no CRS.
+    """
+    rows, cols = expanded_window(grid, rows, cols, halo)
+    margin = _SOURCE_MARGIN_PX
+    try:
+        with _open(path) as src:
+            if on_grid(src, grid):
+                # The source's pixels are the grid's: fill with a margin, then crop it off.
+                outer = (slice(rows.start - margin, rows.stop + margin), slice(cols.start - margin, cols.stop + margin))
+                out = _read_on_grid(src, grid, *outer)[0]
+                if gap_fill_window_px is not None:
+                    out = gap_fill(out, window_px=gap_fill_window_px)
+                out = out[margin:-margin, margin:-margin]
+            else:
+                if src.crs is None:
+                    raise InputError(
+                        f"burn-probability input {path} has no CRS: set one (e.g. with gdal_edit.py -a_srs)"
+                    )
+                west, south, east, north = transform_bounds(
+                    _grid_crs(grid), src.crs, *grid.bounds(rows, cols), densify_pts=21
+                )
+                box = from_bounds(west, south, east, north, transform=src.transform)
+                # Whole source pixels only: the window's offsets are integers of the source grid.
+                col0 = math.floor(min(box.col_off, box.col_off + box.width)) - margin
+                row0 = math.floor(min(box.row_off, box.row_off + box.height)) - margin
+                col1 = math.ceil(max(box.col_off, box.col_off + box.width)) + margin
+                row1 = math.ceil(max(box.row_off, box.row_off + box.height)) + margin
+                window = Window(col0, row0, col1 - col0, row1 - row0)
+                source = _read_source_window(src, window)
+                if gap_fill_window_px is not None:
+                    source = gap_fill(source, window_px=gap_fill_window_px)
+                out = _warp_array(source, src.window_transform(window), src.crs, grid, rows, cols, resampling)
+    except RasterioIOError as exc:
+        raise InputError(f"cannot read input raster {path}: {exc}") from exc
+    return np.ascontiguousarray(out)
+
+
+def _warp_array(
+    source: FloatArray,
+    transform: Affine,
+    crs: CRS,
+    grid: GridSpec,
+    rows: slice,
+    cols: slice,
+    resampling: ResamplingName,
+) -> FloatArray:
+    """Warp one in-memory band (NaN no-data) onto the window's pixels, row 0 at the south."""
+    ny, nx = rows.stop - rows.start, cols.stop - cols.start
+    west, _, _, north = grid.bounds(rows, cols)
+    a, e = grid.transform[0], grid.transform[4]
+    out = np.full((ny, nx), np.nan)
+    reproject(
+        source=source,
+        destination=out,
+        src_transform=transform,
+        src_crs=crs,
+        src_nodata=np.nan,
+        dst_transform=Affine(a, 0.0, west, 0.0, -e, north),
+        dst_crs=_grid_crs(grid),
+        dst_nodata=np.nan,
+        resampling=Resampling[resampling],
+        tolerance=0.0,  # exact transformer: values must not depend on the window (see above)
+    )
+    flipped: FloatArray = out[::-1, :]
+    return flipped
+
+
 def read_wind_shares(
     path: str,
     grid: GridSpec,
     rows: slice,
     cols: slice,
     halo: int = 0,
-    resampling: ResamplingName = "bilinear",
+    resampling: ResamplingName = "nearest",
 ) -> FloatArray:
     """Read the 8 wind-direction shares and renormalise them to sum to 1 per pixel.
 

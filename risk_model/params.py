@@ -1,7 +1,8 @@
 """Parameters of the wind-informed risk model, loaded from YAML and versioned by content.
 
-Every constant of :mod:`risk_model.science` lives in :class:`ModelParams`, so a change of
-any of them changes :func:`params_version` and therefore which regions are stale. The
+Every constant of :mod:`risk_model.science` lives in :class:`ModelParams`, with the
+reference model's value as its default, so a change of any of them changes
+:func:`params_version` and therefore which regions are stale. The
 checked-in defaults are ``risk_model/data/params/default.yaml``; per-region overrides are
 :mod:`risk_model.overrides`.
 """
@@ -30,32 +31,73 @@ class ParamsError(BadInputError, ValueError):
 class ModelParams(BaseModel):
     """All constants of the wind-informed risk model.
 
-    Lengths are in metres on the ground; the science converts them to pixels with the
-    pixel size of the region being computed.
+    The defaults are the reference model (carbonplan/ocr, ``ocr/risks/fire.py``): every
+    constant it uses is a field here with its value. Where the platform keeps an alternative
+    to a reference behaviour, a ``Literal`` field names it and the reference is the default.
+    Lengths are in metres on the ground; the science converts them to pixels with the pixel
+    size of the latitude band a pixel lies in (see ``kernel_band_deg``).
 
     Parameters
     ----------
     kernel_semi_major_m
-        Semi-axis of the spread ellipse along the wind.
+        Semi-axis of the spread ellipse along the wind (reference: 400 m).
     kernel_semi_minor_m
-        Semi-axis of the spread ellipse across the wind.
+        Semi-axis of the spread ellipse across the wind (reference: 200 m).
     kernel_offset_m
-        Distance from a target pixel to the centre of the ellipse it gathers from, upwind.
-        It must be smaller than ``kernel_semi_major_m`` so every kernel holds its own
-        centre pixel (a burning pixel then always counts in its own normalisation).
+        Distance from a target pixel to the centre of the ellipse it gathers from, upwind
+        (reference: 110 m). It must be smaller than ``kernel_semi_major_m`` so every kernel
+        holds its own centre pixel (a burning pixel then always counts in its own
+        normalisation).
     spread_iterations
-        Iterations of the zero-ignoring normalised convolution per direction.
-    blur_sigma_m
-        Standard deviation of the final Gaussian blur.
-    blur_radius_m
-        Truncation radius of the Gaussian blur; it bounds the halo a region needs.
+        Iterations of the zero-ignoring normalised convolution per direction (reference: 3).
+    spread_clip
+        Convolved burn probability below this is taken as 0 in each iteration (reference:
+        ``10e-12``, i.e. 1e-11, which it applies against convolution round-off).
+    kernel_band_origin_deg, kernel_band_deg
+        Latitude bands that fix the pixel size used to size the spread kernels (and a blur in
+        metres). Band ``k`` spans ``origin + k * band`` to ``origin + (k + 1) * band`` degrees;
+        a pixel belongs to the band holding its centre, and every pixel of a band gets the
+        kernels of the pixel size at the band's middle latitude, whichever window computes
+        it. The reference sizes the kernels at the centre latitude of each region it
+        computes, and its regions are 6000-row chunks of its grid from 22.428 N: so the
+        defaults (that grid's southern edge, 6000 of its rows) give every pixel of a
+        reference region the kernels the reference gives it, without making a pixel's
+        kernels depend on the window (which makes seams between regions).
+    gap_fill_window_px
+        Side of the window whose mean fills an isolated hole in the burn probability, at
+        the burn probability's source resolution (reference: 3 x 3 at 270 m).
+    blur_kernel_px, blur_sigma_px
+        The final Gaussian blur of the reference: a ``blur_kernel_px`` square kernel (odd;
+        reference: 17) with standard deviation ``blur_sigma_px`` pixels on both axes
+        (reference: 2.9, the value OpenCV derives for a 17 px kernel). On the reference's
+        pixel that is about 99 m north-south and 78 m east-west at 38 N.
+    blur_scale
+        ``"pixels"`` (reference): the blur above, the same number of pixels everywhere.
+        ``"metres"``: a Gaussian of ``blur_sigma_m`` truncated at ``blur_radius_m`` on the
+        ground, converted to pixels per latitude band (the platform's earlier blur; kept so a
+        study can hold the blur's ground size fixed across latitudes).
+    blur_sigma_m, blur_radius_m
+        The blur in metres; used only with ``blur_scale: metres``.
+    blur_nodata
+        ``"propagate"`` (reference): no-data inside the kernel makes the blurred pixel no-data,
+        so a missing pixel costs its 17 x 17 neighbourhood and the coast loses a strip of
+        half a kernel. ``"renormalise"``: the blur averages the valid land pixels within
+        reach (normalised by the blurred validity mask), so coasts and holes keep their
+        neighbours' values; kept because the reference's loss of coastal pixels is a side
+        effect of its blur, not a modelling choice.
+    missing_wind
+        What pixels whose wind shares are missing or all zero (no fire-weather hours) get
+        where the burn probability is 0: ``"nan"`` (reference) or ``"equal_shares"`` (the
+        mean of the 8 spread fields; the platform's earlier behaviour).
     score_bin_edges
         Upper edges of score bins 1..10: risk in ``(0, edge[0]]`` scores 1, risk in
         ``(edge[8], edge[9]]`` scores 10; risk 0 scores 0.
     earth_radius_m
-        Radius of the sphere used to turn degrees into metres for the pixel size.
+        Radius of the sphere on which degrees become metres: the haversine distance across a
+        pixel (reference: 6,371,000 m).
     burn_probability_resampling, wind_resampling
-        Resampling used when a source is not already on the output grid.
+        Resampling of a source onto the output grid (reference: nearest for both; nearest
+        keeps the burn probability's 0 mask, which the spread depends on).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -64,12 +106,29 @@ class ModelParams(BaseModel):
     kernel_semi_minor_m: PositiveMetres = 200.0
     kernel_offset_m: Annotated[float, Field(ge=0, le=100_000)] = 110.0
     spread_iterations: Annotated[int, Field(ge=1, le=10)] = 3
+    spread_clip: Annotated[float, Field(ge=0, le=1e-3)] = 1e-11
+    kernel_band_origin_deg: Annotated[float, Field(ge=-90, le=90)] = 22.428114227623333
+    kernel_band_deg: Annotated[float, Field(gt=0, le=180)] = 1.847963270620312
+    gap_fill_window_px: Annotated[int, Field(ge=3, le=99)] = 3
+    blur_kernel_px: Annotated[int, Field(ge=1, le=999)] = 17
+    blur_sigma_px: Annotated[float, Field(gt=0, le=1000)] = 2.9
+    blur_scale: Literal["pixels", "metres"] = "pixels"
     blur_sigma_m: PositiveMetres = 120.0
     blur_radius_m: Annotated[float, Field(ge=0, le=100_000)] = 360.0
+    blur_nodata: Literal["propagate", "renormalise"] = "propagate"
+    missing_wind: Literal["nan", "equal_shares"] = "nan"
     score_bin_edges: tuple[float, ...] = (0.01, 0.02, 0.035, 0.06, 0.1, 0.2, 0.5, 1.0, 3.0, 100.0)
-    earth_radius_m: Annotated[float, Field(ge=6_350_000, le=6_390_000)] = 6_371_008.8
-    burn_probability_resampling: Resampling = "bilinear"
-    wind_resampling: Resampling = "bilinear"
+    earth_radius_m: Annotated[float, Field(ge=6_350_000, le=6_390_000)] = 6_371_000.0
+    burn_probability_resampling: Resampling = "nearest"
+    wind_resampling: Resampling = "nearest"
+
+    @field_validator("blur_kernel_px", "gap_fill_window_px")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        # A centred window needs a middle pixel.
+        if value % 2 != 1:
+            raise ValueError(f"must be odd (a window centred on its pixel), got {value}")
+        return value
 
     @field_validator("score_bin_edges")
     @classmethod

@@ -12,7 +12,8 @@ from rasterio.warp import transform as transform_points
 
 from risk_model.grid import GridSpec
 from risk_model.input_checks import validate_inputs
-from risk_model.inputs import InputError, InputSet, read_wind_shares, read_window
+from risk_model.inputs import InputError, InputSet, read_burn_probability, read_wind_shares, read_window
+from risk_model.science import gap_fill
 from risk_model.synthetic import generate_inputs
 
 GRID = GridSpec(
@@ -234,3 +235,51 @@ def test_synthetic_inputs_have_realistic_structure(small_grid: GridSpec, small_i
     finite = cr[np.isfinite(cr)]
     assert finite.min() >= 0 and finite.max() <= 100
     assert np.isnan(cr[:, :64]).all()  # the first chunk column is ocean
+
+
+def coarse_bp_source(tmp_path: Path) -> str:
+    """Burn probability on 0.009 degree pixels, each exactly 9 x 9 pixels of GRID (aligned).
+
+    Source pixel (row, col) (north-up, from 38.054 N and 120.009 W) holds 0.02, except: (3, 3)
+    an isolated non-burnable hole (0) with a 0.06 diagonal neighbour at (2, 2); (1, 1) and
+    (1, 2) two adjacent non-burnable pixels (0, not isolated); (4, 5) an isolated missing pixel.
+    """
+    values = np.full((7, 8), 0.02)
+    values[3, 3], values[2, 2] = 0.0, 0.06
+    values[1, 1] = values[1, 2] = 0.0
+    values[4, 5] = -9999.0
+    return write_tif(tmp_path / "bp.tif", values, Affine(0.009, 0, -120.009, 0, -0.009, 38.054), "EPSG:4326")
+
+
+def test_burn_probability_is_gap_filled_at_its_source_resolution_then_nearest(tmp_path: Path) -> None:
+    """The reference: gap fill on the 270 m source, then nearest to 30 m, which keeps the 0 mask."""
+    path = coarse_bp_source(tmp_path)
+    out = read_burn_probability(path, GRID, *FULL)
+    # The hole takes the 3 x 3 mean with its own 0 counted: (7 x 0.02 + 0.06 + 0) / 9; the missing
+    # pixel the mean of its eight 0.02 neighbours; the two adjacent zeros stay 0.
+    filled = np.full((7, 8), 0.02)
+    filled[3, 3], filled[2, 2], filled[1, 1], filled[1, 2] = 0.2 / 9, 0.06, 0.0, 0.0
+    # Nearest: output pixel (r, i) (south-up, centre 38.0 + (r + 0.5) / 1000 N) lies in source
+    # row floor((53.5 - r) / 9) and column floor((9.5 + i) / 9).
+    r, i = np.meshgrid(np.arange(40), np.arange(50), indexing="ij")
+    expected = filled[((53.5 - r) // 9).astype(int), ((9.5 + i) // 9).astype(int)]
+    np.testing.assert_allclose(out, expected, rtol=1e-7)  # float32 file
+    assert (out[18:27, 18:27] == pytest.approx(0.2 / 9, rel=1e-7)) and np.isfinite(out).all()
+    # The 0 mask survives nearest exactly: source row 1 holds rows 36-44 (36-39 in the grid).
+    assert np.argwhere(out == 0).tolist() == [[r, i] for r in range(36, 40) for i in range(18)]
+    # Filling on the 30 m grid instead (after resampling) fills nothing: a 9 x 9 block of
+    # zeros has no pixel with four burning neighbours.
+    unfilled = read_burn_probability(path, GRID, *FULL, gap_fill_window_px=None)
+    assert (unfilled[18:27, 18:27] == 0).all()
+    np.testing.assert_array_equal(gap_fill(unfilled)[18:27, 18:27], 0.0)
+    # Bilinear would erase the mask: no exact zero is left next to burning pixels.
+    assert (read_window(path, GRID, *FULL, resampling="bilinear") == 0).sum() < 72
+
+
+def test_burn_probability_window_equals_full_read_sliced(tmp_path: Path) -> None:
+    for path in (coarse_bp_source(tmp_path), albers_source(tmp_path)[0]):
+        full = read_burn_probability(path, GRID, *FULL, halo=4)
+        for rows, cols in ((slice(20, 40), slice(25, 50)), (slice(3, 17), slice(11, 29))):
+            part = read_burn_probability(path, GRID, rows, cols, halo=4)
+            expected = full[rows.start : rows.stop + 8, cols.start : cols.stop + 8]
+            np.testing.assert_array_equal(part, expected)

@@ -53,6 +53,12 @@ def test_a_list_is_not_a_parameters_file(tmp_path: Path) -> None:
         ("score_bin_edges: [0.01, 0.02]\n", "score_bin_edges"),
         ("score_bin_edges: [0, 0.02, 0.035, 0.06, 0.1, 0.2, 0.5, 1, 3, 100]\n", "score_bin_edges"),
         ("wind_resampling: lanczos-ish\n", "wind_resampling"),
+        ("blur_kernel_px: 16\n", "blur_kernel_px"),  # a centred kernel has an odd side
+        ("gap_fill_window_px: 4\n", "gap_fill_window_px"),
+        ("blur_nodata: ignore\n", "blur_nodata"),
+        ("missing_wind: zero\n", "missing_wind"),
+        ("blur_scale: feet\n", "blur_scale"),
+        ("kernel_band_deg: 0\n", "kernel_band_deg"),
         ("kernel_sem_major_m: 400\n", "kernel_sem_major_m"),  # unknown (misspelt) key
     ],
 )
@@ -95,8 +101,31 @@ def test_version_is_stable_under_any_key_order(order: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "update",
-    [{"kernel_offset_m": 111.0}, {"spread_iterations": 2}, {"wind_resampling": "nearest"}, {"blur_radius_m": 0.0}],
+    [
+        {"kernel_offset_m": 111.0},
+        {"spread_iterations": 2},
+        {"wind_resampling": "bilinear"},
+        {"blur_radius_m": 0.0},
+        {"blur_nodata": "renormalise"},
+        {"missing_wind": "equal_shares"},
+        {"kernel_band_deg": 1.0},
+    ],
 )
 def test_version_changes_with_any_value(update: dict[str, object]) -> None:
     changed = ModelParams.model_validate({**ModelParams().model_dump(), **update})
     assert params_version(changed) != params_version(ModelParams())
+
+
+def test_defaults_are_the_reference_model() -> None:
+    """Every constant of the reference (carbonplan/ocr, ocr/risks/fire.py) is the default."""
+    params = ModelParams()
+    assert (params.kernel_semi_major_m, params.kernel_semi_minor_m, params.kernel_offset_m) == (400.0, 200.0, 110.0)
+    assert params.spread_iterations == 3 and params.spread_clip == 10e-12
+    assert (params.blur_scale, params.blur_kernel_px, params.blur_sigma_px) == ("pixels", 17, 2.9)
+    assert params.blur_nodata == "propagate" and params.missing_wind == "nan"
+    assert params.gap_fill_window_px == 3
+    assert params.burn_probability_resampling == params.wind_resampling == "nearest"
+    assert params.earth_radius_m == 6_371_000.0
+    # Latitude bands: the reference grid's 6000-row chunks (its regions) from its southern edge.
+    assert params.kernel_band_origin_deg == 22.428114227623333
+    assert params.kernel_band_deg == pytest.approx(6000 * 0.00030799387843671866, rel=1e-15)

@@ -1,4 +1,4 @@
-"""Properties of the wind-informed risk model (pure arrays, no I/O)."""
+"""Properties of the wind-informed risk model (pure arrays, no I/O), and its reference behaviour."""
 
 import math
 
@@ -6,15 +6,20 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 
 from risk_model.params import ModelParams
 from risk_model.schema import SCORE_NODATA
 from risk_model.science import (
     BEARINGS,
     DIRECTIONS,
+    RowBand,
+    blur,
     gap_fill,
+    gaussian_weights,
     halo_pixels,
     kernel_mask,
+    row_bands,
     score,
     spread,
     spread_kernels,
@@ -22,6 +27,8 @@ from risk_model.science import (
 )
 
 PARAMS = ModelParams()
+# No blur (a 1-tap kernel), to look at the spread and composite alone.
+NO_BLUR = PARAMS.model_copy(update={"blur_kernel_px": 1})
 pixel_sizes = st.tuples(st.floats(10.0, 120.0), st.floats(10.0, 120.0))
 geometries = st.tuples(st.floats(50.0, 800.0), st.floats(20.0, 400.0), st.floats(0.0, 0.95))
 
@@ -71,23 +78,33 @@ def test_kernel_footprint_lies_downwind(pixel: tuple[float, float], direction: s
     ocean_cols=st.integers(0, 10),
 )
 @settings(max_examples=25, deadline=None)
-def test_outputs_are_non_negative_and_nan_exactly_over_ocean(seed: int, pixel: float, ocean_cols: int) -> None:
+def test_outputs_are_non_negative_and_nan_where_the_reference_puts_it(seed: int, pixel: float, ocean_cols: int) -> None:
+    """Reference: NaN over the ocean and within the blur's half width of NaN burn probability."""
     rng = np.random.default_rng(seed)
     shape = (40, 36)
     bp = np.where(rng.random(shape) < 0.3, 0.0, rng.random(shape) * 0.1)
-    bp[rng.random(shape) < 0.05] = np.nan
+    bp[rng.random(shape) < 0.02] = np.nan
     cr = rng.random(shape) * 100
     cr[:, :ocean_cols] = np.nan
     shares = rng.random((8, *shape))
-    out = wind_informed_risk(bp, cr, shares, pixel, PARAMS)
     land = np.isfinite(cr)
-    for arr in (out.burn_probability, out.conditional_risk, out.risk):
-        assert np.all(arr[land] >= 0)
-        assert np.all(np.isnan(arr[~land]))
-    assert np.all(out.score[~land] == SCORE_NODATA)
-    assert np.all(out.score[land] <= 10)
+    half = PARAMS.blur_kernel_px // 2
+    # cv.GaussianBlur propagates NaN over its whole 17 x 17 kernel.
+    near_nan = ndimage.binary_dilation(np.isnan(bp), np.ones((2 * half + 1, 2 * half + 1), dtype=bool))
+    out = wind_informed_risk(bp, cr, shares, pixel, PARAMS)
+    np.testing.assert_array_equal(np.isnan(out.burn_probability), ~land | near_nan)
+    np.testing.assert_array_equal(np.isnan(out.risk), ~land | near_nan)
+    assert np.all(out.score[np.isnan(out.risk)] == SCORE_NODATA)
+    assert np.all(out.score[np.isfinite(out.risk)] <= 10)
+    assert np.all(out.burn_probability[np.isfinite(out.burn_probability)] >= 0)
+    # The option that renormalises over valid land: NaN exactly over the ocean and at NaN burn
+    # probability itself, never around it.
+    renorm = wind_informed_risk(bp, cr, shares, pixel, PARAMS.model_copy(update={"blur_nodata": "renormalise"}))
+    np.testing.assert_array_equal(np.isnan(renorm.burn_probability), ~land | np.isnan(bp))
+    for arr in (renorm.burn_probability, renorm.conditional_risk, renorm.risk):
+        assert np.all(arr[np.isfinite(arr)] >= 0)
     # Spreading averages burning pixels and the blur averages too: nothing exceeds the input.
-    assert np.nanmax(out.burn_probability) <= np.nanmax(np.where(bp > 0, bp, 0)) + 1e-12
+    assert np.nanmax(renorm.burn_probability) <= np.nanmax(np.where(bp > 0, bp, 0)) + 1e-12
 
 
 def test_west_wind_spreads_east_within_the_kernel_reach() -> None:
@@ -99,7 +116,7 @@ def test_west_wind_spreads_east_within_the_kernel_reach() -> None:
     mass must dominate.
     """
     pixel = 30.0
-    params = PARAMS.model_copy(update={"blur_radius_m": 0.0})  # look at the spread alone
+    params = NO_BLUR  # look at the spread alone
     n = 151
     centre = n // 2
     bp = np.zeros((n, n))
@@ -125,10 +142,10 @@ def test_west_wind_spreads_east_within_the_kernel_reach() -> None:
     # Normalised convolution of one burning pixel: every reached pixel takes its value.
     assert np.allclose(field[field > 0], 0.05)
 
-    # With the default blur the reach grows by exactly the blur radius.
+    # With the reference blur (17 px) the reach grows by exactly its half width, 8 px.
     blurred = wind_informed_risk(bp, np.ones((n, n)), one_hot("W", (n, n)), pixel, PARAMS).burn_probability
     _, bcols = np.nonzero(blurred > 0)
-    assert bcols.max() - centre == east_reach + round(PARAMS.blur_radius_m / pixel)
+    assert bcols.max() - centre == east_reach + 8
 
 
 @given(direction=st.sampled_from(DIRECTIONS), pixel=st.floats(40.0, 100.0))
@@ -144,28 +161,33 @@ def test_spread_centroid_moves_downwind(direction: str, pixel: float) -> None:
     assert float(along.mean()) * pixel > PARAMS.kernel_offset_m
 
 
-def test_gap_fill_fills_an_isolated_hole_and_nothing_else() -> None:
+def test_gap_fill_is_the_reference_3x3_mean_with_zeros_counted() -> None:
+    """The reference fills a hole with the 3 x 3 rolling mean: NaN left out, zeros counted."""
+    bp = np.full((5, 5), 0.02)
+    bp[2, 2] = 0.0  # a non-burnable pixel whose four edge neighbours burn: filled
+    bp[1, 1] = 0.06  # a diagonal neighbour takes part in the mean, not in the test
+    filled = gap_fill(bp)
+    # 3 x 3 around (2, 2): seven 0.02, one 0.06 and the centre's own 0 -> 0.2 / 9.
+    assert filled[2, 2] == pytest.approx(0.2 / 9)
+    bp[2, 2] = np.nan  # a missing centre is left out of the mean: 0.2 / 8
+    assert gap_fill(bp)[2, 2] == pytest.approx(0.025)
+    bp[1, 3] = np.nan  # a missing diagonal neighbour too: (0.2 - 0.02) / 7
+    assert gap_fill(bp)[2, 2] == pytest.approx(0.18 / 7)
+    bp[1, 1] = 0.0  # a non-burnable diagonal neighbour counts as 0: (6 * 0.02) / 7
+    assert gap_fill(bp)[2, 2] == pytest.approx(0.12 / 7)
+
+
+def test_gap_fill_fills_isolated_holes_only() -> None:
     bp = np.full((7, 7), 0.02)
-    bp[3, 3] = 0.0  # isolated non-burnable pixel: filled
-    bp[1, 1] = np.nan  # isolated missing pixel: filled
-    bp[5, 1] = bp[5, 2] = 0.0  # two adjacent holes: each lacks a neighbour
+    bp[3, 3] = 0.0  # isolated: filled
+    bp[5, 1] = bp[5, 2] = 0.0  # two adjacent holes: each lacks a burning neighbour
     bp[0, 4] = 0.0  # edge: outside the array counts as not burning
-    bp[5, 5] = 0.0  # ocean: never filled
-    bp[1, 5] = 0.06
-    land = np.ones((7, 7), dtype=bool)
-    land[5, 5] = False
-    filled = gap_fill(bp, land)
-    assert filled[3, 3] == pytest.approx(0.02)
-    assert filled[1, 1] == pytest.approx(0.02)
+    bp[2, 5] = np.nan  # isolated missing pixel: filled too (the reference fills NaN and 0 alike)
+    filled = gap_fill(bp)
     changed = ~((filled == bp) | (np.isnan(filled) & np.isnan(bp)))
-    assert np.argwhere(changed).tolist() == [[1, 1], [3, 3]]
-    # The mean covers the positive values of the 3 x 3 window only.
-    bp2 = np.full((5, 5), 0.01)
-    bp2[2, 2] = 0.0
-    bp2[1, 1] = 0.0  # a diagonal non-burnable neighbour does not block filling
-    bp2[3, 3] = 0.05
-    filled2 = gap_fill(bp2, np.ones((5, 5), dtype=bool))
-    assert filled2[2, 2] == pytest.approx((6 * 0.01 + 0.05) / 7)
+    assert np.argwhere(changed).tolist() == [[2, 5], [3, 3]]
+    assert filled[2, 5] == pytest.approx(0.02)  # eight 0.02 around it, itself left out
+    assert filled[3, 3] == pytest.approx(8 * 0.02 / 9)
 
 
 @given(seed=st.integers(0, 2**32 - 1))
@@ -173,18 +195,18 @@ def test_gap_fill_fills_an_isolated_hole_and_nothing_else() -> None:
 def test_gap_fill_matches_the_rule_pixel_by_pixel(seed: int) -> None:
     rng = np.random.default_rng(seed)
     bp = np.where(rng.random((12, 10)) < 0.25, 0.0, rng.random((12, 10)))
-    land = rng.random((12, 10)) > 0.1
-    filled = gap_fill(bp, land)
+    bp[rng.random((12, 10)) < 0.1] = np.nan
+    filled = gap_fill(bp)
     for i in range(12):
         for j in range(10):
             neighbours = [(i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)]
             inside = all(0 <= r < 12 and 0 <= c < 10 for r, c in neighbours)
-            fills = land[i, j] and bp[i, j] <= 0 and inside and all(bp[r, c] > 0 for r, c in neighbours)
+            fills = not bp[i, j] > 0 and inside and all(bp[r, c] > 0 for r, c in neighbours)
             if fills:
                 window = bp[i - 1 : i + 2, j - 1 : j + 2]
-                assert filled[i, j] == pytest.approx(window[window > 0].mean())
+                assert filled[i, j] == pytest.approx(np.nanmean(window))
             else:
-                assert filled[i, j] == bp[i, j]
+                assert filled[i, j] == bp[i, j] or (np.isnan(filled[i, j]) and np.isnan(bp[i, j]))
 
 
 def test_score_bins_at_their_edges() -> None:
@@ -198,7 +220,7 @@ def test_score_bins_at_their_edges() -> None:
 def _random_inputs(seed: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     bp = rng.random(shape) * 0.05
-    bp[rng.random(shape) < 0.15] = 0.0  # many isolated holes, so gap fill matters at the rim
+    bp[rng.random(shape) < 0.15] = 0.0  # many non-burnable pixels, which take the spread value
     cr = rng.random(shape) * 100
     shares = rng.random((8, *shape))
     return bp, cr, shares
@@ -235,25 +257,25 @@ def test_halo_suffices(pixel: tuple[float, float]) -> None:
 def test_halo_is_tight(pixel: float) -> None:
     """An input one pixel beyond ``halo - 1`` changes the region: the halo is not generous.
 
-    The chain that attains the full reach: a hole at the rim whose right neighbour is just
-    outside a ``halo - 1`` window (so only the larger window fills it), three kernel reaches
-    of an east wind carrying it west, and the blur radius to the region's edge, ending on a
-    non-burnable pixel (where the spread value, not the original, is kept). Coarse pixels
-    keep the kernels small, so the rim's share of each mean, and the signal, stays large.
+    The chain that attains the full reach: a distinct burning pixel at the rim, three kernel
+    reaches of an east wind carrying it west, and the blur's half width to the region's
+    edge, ending on a non-burnable pixel (where the spread value, not the original, is kept).
+    Coarse pixels keep the kernels small, so the rim's share of each mean stays large.
     """
     halo = halo_pixels(PARAMS, pixel)
     reach = kernel_mask("E", PARAMS, pixel).shape[1] // 2
-    blur = round(PARAMS.blur_radius_m / pixel)
-    assert halo == 1 + PARAMS.spread_iterations * reach + blur  # columns attain the halo
+    blur_half = PARAMS.blur_kernel_px // 2
+    assert halo == PARAMS.spread_iterations * reach + blur_half  # columns attain the halo
     region, margin = 8, halo + 4
     size = region + 2 * margin
     rng = np.random.default_rng(3)
     bp = rng.uniform(0.01, 0.05, (size, size))
     edge_row, edge_col = margin + region // 2, margin + region - 1  # a pixel on the right edge
-    composite_col = edge_col + blur
-    bp[edge_row, composite_col] = bp[edge_row + 1, composite_col] = 0.0  # two zeros: neither is filled
-    bp[edge_row, composite_col + PARAMS.spread_iterations * reach] = 0.0  # the hole at the rim
-    assert composite_col + PARAMS.spread_iterations * reach + 1 == edge_col + halo
+    composite_col = edge_col + blur_half
+    bp[edge_row, composite_col] = 0.0  # not burnable: takes the spread value
+    rim_col = composite_col + PARAMS.spread_iterations * reach
+    assert rim_col == edge_col + halo
+    bp[edge_row, rim_col] = 0.9  # only the halo window holds it
     cr = np.ones((size, size))
     shares = one_hot("E", (size, size))
     whole = wind_informed_risk(bp, cr, shares, pixel, PARAMS).burn_probability
@@ -261,14 +283,212 @@ def test_halo_is_tight(pixel: float) -> None:
     exact = np.abs(_window_result(bp, cr, shares, target, halo, pixel) - whole[target]).max()
     short = np.abs(_window_result(bp, cr, shares, target, halo - 1, pixel) - whole[target]).max()
     assert exact < 1e-12
-    assert short > 1e-12  # far beyond floating-point noise (~1e-17 here)
+    assert short > 1e-9  # far beyond floating-point noise (~1e-17 here)
 
 
 def test_halo_of_default_params_at_30m() -> None:
-    # 1 (gap fill) + 3 x 17 (510 m kernel reach) + 12 (360 m blur radius)
-    assert halo_pixels(PARAMS, 30.0) == 64
+    # 3 x 17 (510 m kernel reach) + 8 (half of the 17 px blur)
+    assert halo_pixels(PARAMS, 30.0) == 59
 
 
 def test_shape_mismatch_is_rejected() -> None:
     with pytest.raises(ValueError, match="shape mismatch"):
         wind_informed_risk(np.zeros((4, 4)), np.zeros((4, 5)), np.zeros((8, 4, 4)), 30.0, PARAMS)
+
+
+# --- The reference model, step by step, on hand-checked cases -------------------------------
+
+
+def test_kernel_of_a_west_wind_at_100m_by_hand() -> None:
+    """The W footprint at 100 m pixels, counted by hand.
+
+    A burning pixel spreads into the ellipse (semi-axes 400 m east-west, 200 m north-south)
+    centred 110 m east of it. Row 0: ((e - 110) / 400)**2 <= 1 for e = -200 .. 500 m, i.e.
+    columns -2 .. 5 (8 pixels; -300 m gives (410 / 400)**2 > 1). Rows +-1 (n = 100 m):
+    ((e - 110) / 400)**2 <= 0.75, |e - 110| <= 346.4, columns -2 .. 4 (7 each). Rows +-2
+    (n = 200 m) would need e = 110 exactly: none. 22 pixels, each weighing 1 / 22.
+    """
+    mask = kernel_mask("W", PARAMS, 100.0)
+    expected = np.zeros((3, 11), dtype=bool)  # rows -1 .. 1, columns -5 .. 5
+    expected[1, 3:11] = True  # columns -2 .. 5
+    expected[0, 3:10] = expected[2, 3:10] = True  # columns -2 .. 4
+    np.testing.assert_array_equal(mask, expected)
+    kernel = spread_kernels(PARAMS, 100.0)["W"]
+    np.testing.assert_allclose(kernel[expected], 1 / 22)
+    # At 300 m only the pixel itself and its eastern neighbour remain (-300 m: (410 / 400)**2 > 1;
+    # +300 m: (190 / 400)**2 < 1; rows +-1: (300 / 200)**2 > 1).
+    np.testing.assert_array_equal(kernel_mask("W", PARAMS, 300.0), [[False, True, True]])
+
+
+def test_spread_by_hand() -> None:
+    """One round of ``conv(A, w) / conv(A > 0, w)`` with a 1 x 3 box: the mean of burning pixels in reach."""
+    box = np.full((1, 3), 1 / 3)
+    a = np.array([[0.3, 0.0, 0.6, 0.0, 0.0]])
+    # Reach of each pixel: itself and both neighbours (zeros beyond the ends).
+    # col 0: {0.3, 0} -> 0.3; col 1: {0.3, 0.6} -> 0.45; col 2: 0.6; col 3: 0.6; col 4: nothing -> 0.
+    np.testing.assert_allclose(spread(a, box, 1), [[0.3, 0.45, 0.6, 0.6, 0.0]], atol=1e-15)
+    # Round 2 spreads the new values: col 4 now reaches col 3 (0.6); col 0 reaches 0.3 and 0.45.
+    np.testing.assert_allclose(spread(a, box, 2), [[0.375, 0.45, 0.55, 0.6, 0.6]], atol=1e-15)
+    # The reference clips convolved burn probability below its threshold to 0: with a clip of
+    # 0.15, col 0 (0.3 / 3 = 0.1) is cut while col 1 ((0.3 + 0.6) / 3 = 0.3) is kept.
+    np.testing.assert_allclose(spread(a, box, 1, clip=0.15), [[0.0, 0.45, 0.6, 0.6, 0.0]], atol=1e-15)
+
+
+def _row_case(shares_w: float, shares_e: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """3 x 7 window at 300 m pixels: one burning pixel (0.04) in the middle; W and E winds only.
+
+    At 300 m the W kernel carries a burning pixel one column east per round (see the kernel
+    test) and the E kernel one column west, so after 3 rounds the W spread is 0.04 at columns
+    3 .. 6 of the middle row and the E spread 0.04 at columns 0 .. 3.
+    """
+    bp = np.zeros((3, 7))
+    bp[1, 3] = 0.04
+    shares = np.zeros((8, 3, 7))
+    shares[DIRECTIONS.index("W")] = shares_w
+    shares[DIRECTIONS.index("E")] = shares_e
+    return bp, np.full((3, 7), 50.0), shares
+
+
+def test_composite_by_hand() -> None:
+    bp, cr, shares = _row_case(0.75, 0.25)
+    out = wind_informed_risk(bp, cr, shares, 300.0, NO_BLUR)
+    # East of the fire: 0.75 x 0.04; west: 0.25 x 0.04; the fire keeps its own 0.04.
+    expected = np.zeros((3, 7))
+    expected[1] = [0.01, 0.01, 0.01, 0.04, 0.03, 0.03, 0.03]
+    np.testing.assert_allclose(out.burn_probability, expected, atol=1e-15)
+    np.testing.assert_allclose(out.risk, expected * 50.0, atol=1e-13)
+    # Shares are renormalised per pixel: 3 : 1 is the same as 0.75 : 0.25.
+    bp, cr, shares = _row_case(3.0, 1.0)
+    np.testing.assert_allclose(
+        wind_informed_risk(bp, cr, shares, 300.0, NO_BLUR).burn_probability, expected, atol=1e-15
+    )
+
+
+def test_missing_wind_gives_nan_as_the_reference_does() -> None:
+    bp, cr, shares = _row_case(0.75, 0.25)
+    shares[:, 1, 5] = 0.0  # no fire-weather hours here
+    shares[DIRECTIONS.index("N"), 1, 1] = np.nan  # a missing share makes the whole pixel missing
+    shares[:, 1, 3] = 0.0  # where the burn probability is not 0 the wind does not matter
+    out = wind_informed_risk(bp, cr, shares, 300.0, NO_BLUR).burn_probability
+    assert np.isnan(out[1, 5]) and np.isnan(out[1, 1])
+    assert out[1, 3] == 0.04
+    assert out[1, 4] == pytest.approx(0.03) and out[1, 0] == pytest.approx(0.01)
+    assert np.isnan(out).sum() == 2
+    # The option: equal shares, the mean of the 8 spread fields. At (1, 5) only the W spread
+    # (0.04) is non-zero: 0.04 / 8. At (1, 1) only the E spread: 0.04 / 8.
+    option = NO_BLUR.model_copy(update={"missing_wind": "equal_shares"})
+    out = wind_informed_risk(bp, cr, shares, 300.0, option).burn_probability
+    assert out[1, 5] == pytest.approx(0.005) and out[1, 1] == pytest.approx(0.005)
+
+
+def test_nan_burn_probability_stays_nan_and_zero_takes_the_spread() -> None:
+    bp, cr, shares = _row_case(0.75, 0.25)
+    bp[1, 4] = np.nan  # no burn probability on land: NaN (the reference keeps BP where BP != 0)
+    bp[1, 6] = 0.02  # a burning pixel keeps its own value, whatever spreads into it
+    out = wind_informed_risk(bp, cr, shares, 300.0, NO_BLUR).burn_probability
+    assert np.isnan(out[1, 4]) and np.isnan(out).sum() == 1
+    assert out[1, 6] == 0.02
+    # NaN does not burn but the spread passes through it: column 5 still gathers 0.04 from
+    # column 4's spread value, which came from the fire (and from the burning column 6 the E
+    # wind brings 0.02: 0.75 x 0.04 + 0.25 x 0.02).
+    assert out[1, 5] == pytest.approx(0.035)
+
+
+def test_reference_blur_weights() -> None:
+    """The reference's cv.GaussianBlur(ksize=(17, 17), sigmaX=0): OpenCV's sigma for 17 taps is
+    0.3 * ((17 - 1) / 2 - 1) + 0.8 = 2.9 px, weights exp(-x**2 / (2 * 2.9**2)), x = -8 .. 8, / sum."""
+    assert PARAMS.blur_kernel_px == 17 and PARAMS.blur_sigma_px == pytest.approx(0.3 * ((17 - 1) * 0.5 - 1) + 0.8)
+    weights = gaussian_weights(17, 2.9)
+    x = np.arange(-8, 9)
+    np.testing.assert_allclose(weights, np.exp(-(x**2) / 16.82) / np.exp(-(x**2) / 16.82).sum(), rtol=1e-15)
+    # The sum of exp(-x**2 / 16.82) over all integers is sqrt(2 pi) 2.9 = 7.2693; the taps beyond
+    # 8 px hold 2 x (e^-4.82 + e^-5.95 + e^-7.19 + ...) = 2 x 0.0117: 7.2458 over x = -8 .. 8.
+    assert weights[8] == pytest.approx(1 / 7.2458, rel=1e-4)
+    # By hand, 5 taps at sigma 1: (e^-2, e^-0.5, 1, e^-0.5, e^-2) / their sum.
+    five = np.exp([-2.0, -0.5, 0.0, -0.5, -2.0])
+    np.testing.assert_allclose(gaussian_weights(5, 1.0), five / five.sum(), rtol=1e-15)
+    with pytest.raises(ValueError, match="odd"):
+        gaussian_weights(4, 1.0)
+
+
+def test_reference_blur_propagates_nan_over_its_kernel() -> None:
+    """One NaN makes its 17 x 17 neighbourhood NaN (the reference's blur); an impulse becomes
+    the outer product of the 1-D weights."""
+    n = 41
+    land = np.ones((n, n), dtype=bool)
+    impulse = np.zeros((n, n))
+    impulse[20, 20] = 1.0
+    weights = gaussian_weights(17, 2.9)
+    out = blur(impulse, land, PARAMS, 30.0)
+    np.testing.assert_allclose(out[12:29, 12:29], np.outer(weights, weights), rtol=1e-12)
+    assert out[20, 20] == pytest.approx(weights[8] ** 2)
+    field = np.full((n, n), 0.02)
+    field[20, 20] = np.nan
+    out = blur(field, land, PARAMS, 30.0)
+    expected = np.zeros((n, n), dtype=bool)
+    expected[12:29, 12:29] = True
+    np.testing.assert_array_equal(np.isnan(out), expected)
+    # The option renormalises over valid land: a constant stays that constant next to the hole
+    # and next to the ocean, and only the hole itself is NaN.
+    land[:, :5] = False
+    option = PARAMS.model_copy(update={"blur_nodata": "renormalise"})
+    out = blur(field, land, option, 30.0)
+    np.testing.assert_array_equal(np.isnan(out), ~land | np.isnan(field))
+    np.testing.assert_allclose(out[np.isfinite(out)], 0.02, rtol=1e-12)
+
+
+def test_blur_in_metres_is_an_option_sized_per_band() -> None:
+    option = PARAMS.model_copy(update={"blur_scale": "metres", "blur_sigma_m": 60.0, "blur_radius_m": 90.0})
+    impulse = np.zeros((21, 21))
+    impulse[10, 10] = 1.0
+    # 30 m x 15 m pixels: sigma 2 px and radius 3 px north-south, 4 px and 6 px east-west.
+    out = blur(impulse, np.ones((21, 21), dtype=bool), option, (30.0, 15.0))
+    np.testing.assert_allclose(out[7:14, 4:17], np.outer(gaussian_weights(7, 2.0), gaussian_weights(13, 4.0)))
+
+
+def test_row_bands_must_tile_the_window() -> None:
+    assert row_bands(30.0, 5) == [RowBand(slice(0, 5), (30.0, 30.0))]
+    assert row_bands((34.0, 27.0), 5) == [RowBand(slice(0, 5), (34.0, 27.0))]
+    two = [RowBand(slice(0, 2), (34.0, 27.0)), RowBand(slice(2, 5), (34.0, 26.0))]
+    assert row_bands(two, 5) == two
+    with pytest.raises(ValueError, match="tile"):
+        row_bands(two, 6)
+    with pytest.raises(ValueError, match="tile"):
+        row_bands([two[1], two[0]], 5)
+
+
+@pytest.mark.parametrize("blur_scale", ["pixels", "metres"])
+def test_row_bands_make_a_pixel_independent_of_its_window(blur_scale: str) -> None:
+    """Two bands with different kernels: any window with a halo reproduces the whole window.
+
+    The pixel sizes differ enough (80 vs 100 m east-west) that the kernels of the two bands
+    differ; each row is computed with its own band's kernels whichever window holds it.
+    """
+    params = PARAMS.model_copy(update={"blur_scale": blur_scale})
+    size_a, size_b = (100.0, 100.0), (100.0, 80.0)
+    assert not np.array_equal(kernel_mask("NE", params, size_a), kernel_mask("NE", params, size_b))
+    n, border = 140, 70
+    bp, cr, shares = _random_inputs(11, (n, 60))
+    whole = wind_informed_risk(
+        bp, cr, shares, [RowBand(slice(0, border), size_a), RowBand(slice(border, n), size_b)], params
+    ).burn_probability
+    halo = max(halo_pixels(params, size_a), halo_pixels(params, size_b))
+    for rows in (slice(halo, border), slice(border, n - halo), slice(border - 10, border + 10)):
+        cut = slice(rows.start - halo, rows.stop + halo)
+        local_border = min(max(border - cut.start, 0), cut.stop - cut.start)
+        bands = [RowBand(slice(0, local_border), size_a), RowBand(slice(local_border, cut.stop - cut.start), size_b)]
+        bands = [band for band in bands if band.rows.stop > band.rows.start]
+        part = wind_informed_risk(bp[cut], cr[cut], shares[:, cut], bands, params).burn_probability
+        np.testing.assert_allclose(part[halo:-halo, halo:-halo], whole[rows, halo:-halo], rtol=0, atol=1e-12)
+    # And one band's kernels on every row would differ: the bands matter.
+    single = wind_informed_risk(bp, cr, shares, size_a, params).burn_probability
+    assert np.nanmax(np.abs(single[border + halo : n - halo] - whole[border + halo : n - halo])) > 1e-6
+
+
+def test_gap_fill_window_is_a_parameter() -> None:
+    bp = np.full((7, 7), 0.02)
+    bp[3, 3] = 0.0
+    bp[1, 1] = 0.1  # outside the 3 x 3 window, inside the 5 x 5 one
+    assert gap_fill(bp)[3, 3] == pytest.approx(8 * 0.02 / 9)
+    # 5 x 5: twenty-three 0.02, one 0.1 and the hole's 0: 0.56 / 25.
+    assert gap_fill(bp, window_px=5)[3, 3] == pytest.approx(0.56 / 25)
