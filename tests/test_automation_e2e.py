@@ -56,7 +56,7 @@ def test_an_override_is_rebuilt_released_and_promoted_by_the_daemon(project: Pro
 
     with dagster_dev(project), DagsterInstance.from_config(str(project.home)) as instance:
         runs_before = {r.run_id for r in instance.get_runs()}
-        project.settings.overrides_path.write_text(f"{region.id}:\n  blur_sigma_m: 200.0\n")
+        project.settings.overrides_path.write_text(f"{region.id}:\n  blur_sigma_px: 4.5\n")
         # on demand, as the UI's "Materialize" of the prepare job would (the schedule does it every 10 min)
         defs = build_definitions(project.settings)
         assert defs.resolve_job_def(PREPARE_JOB).execute_in_process(instance=instance).success
@@ -100,7 +100,7 @@ def test_an_override_is_rebuilt_released_and_promoted_by_the_daemon(project: Pro
     assert {r for r in registry.ids if new["regions"][r]["snapshot_id"] != old["regions"][r]["snapshot_id"]} == {
         region.id
     }, "the other regions are carried over: the same commits as in the first release"
-    assert new["params"]["overrides"]["regions"] == {region.id: {"blur_sigma_m": 200.0}}
+    assert new["params"]["overrides"]["regions"] == {region.id: {"blur_sigma_px": 4.5}}
     assert new["diff"] is not None and new["diff"]["share_changed"] > 0
     assert (project.store.releases_dir / second / "diff.png").exists()
     assert xr.open_zarr(repo.readonly_session(tag=first).store, consolidated=False)["risk"].shape == before.shape
