@@ -25,7 +25,7 @@ from icechunk.xarray import to_icechunk
 
 from resources.branches import branch_exists
 from resources.ledger import REGION_KIND, REGION_MARKS, CommitRecord, find_commit
-from resources.store import IcechunkStore
+from resources.store import IcechunkStore, StoreError
 from resources.template import TemplateMissingError, template_attrs
 from risk_model.alignment import MisalignedRegionError, check_alignment
 from risk_model.errors import CommitConflictError
@@ -115,13 +115,28 @@ def write_region(
         If the branch has no template of this grid.
     CommitConflictError
         If the commit could not be rebased over concurrent commits within the store's
-        ``rebase_tries``: the only error worth retrying.
+        ``rebase_tries``: retry (the region is rebased over the winners).
+    StoreError
+        If the store could not be reached within its storage retries: retry later.
+    LeaseIOError
+        If the writer lease objects could not be written or read: retry later.
     """
     check_alignment(grid, ds, expected=region)
     # The lease covers every read of the history too, not only the session: maintenance
     # expiring and collecting under the reads below would fail them ("object not found").
     with store.writer_lease():
-        return _write_if_needed(store, grid, region, ds, key, run_id, branch or store.branch, extra_metadata)
+        try:
+            return _write_if_needed(store, grid, region, ds, key, run_id, branch or store.branch, extra_metadata)
+        except icechunk.StorageError as err:
+            # The store stayed unreachable for longer than the storage retries (the store's
+            # request_max_tries): a "retry later", not a bug. The commit may have landed just
+            # before the connection was lost; the next write of the region then skips it.
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise StoreError(
+                f"region {region.id}: the store at {store.location()} could not be reached ({first_line}). "
+                "Write the region again once the store is back: if this attempt's commit landed, the region "
+                "is skipped, not committed twice"
+            ) from err
 
 
 def _write_if_needed(

@@ -279,16 +279,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_message(err: Exception) -> str | None:
     """What to tell the user about ``err``: its message for the project's errors and Dagster's
-    ``Failure`` (without Dagster's prefix); ``None`` for anything else (a bug: keep its traceback)."""
+    ``Failure`` (without Dagster's prefix), a sentence for an unreachable Dagster database;
+    ``None`` for anything else (a bug: keep its traceback)."""
     from dagster import Failure
 
-    from risk_assets.runs import user_reason
+    from risk_assets.runs import database_error_message, user_reason
 
     if isinstance(err, RiskError):
         return str(err)
     if isinstance(err, Failure):
         return user_reason(err.description or str(err))
-    return None
+    # Dagster's database went away outside a run (creating one, reading its events): not a bug.
+    return database_error_message(err)
 
 
 if __name__ == "__main__":

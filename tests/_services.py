@@ -4,6 +4,8 @@
   concurrent commits rely on) on a free port, made atomic by ``_moto_atomic.py`` (see there why).
 - :func:`postgres_url`: the database of ``RISK_TEST_POSTGRES_URL`` (set by ``.ci/services.sh``),
   or else a throwaway cluster started with ``deploy/throwaway-postgres.sh``.
+- :func:`own_postgres`: always a throwaway cluster of the caller's own, which it may stop and
+  start again (:meth:`PostgresCluster.restart`): never the shared server of CI.
 - :func:`helm_binary`: ``RISK_TEST_HELM``, or ``var/tools/helm`` installed on first use with
   ``deploy/install-helm.sh``.
 
@@ -98,6 +100,52 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         subprocess.run(["bash", script, "stop", str(workdir / "pg")], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class PostgresCluster:
+    """A throwaway cluster of ``deploy/throwaway-postgres.sh`` under ``workdir``, on ``port``."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.script = str(ROOT / "deploy" / "throwaway-postgres.sh")
+        self.url = ""
+
+    def start(self) -> str:
+        """Start the cluster (created on the first start); its ``dagster`` database's URL."""
+        self.url = subprocess.run(
+            ["bash", self.script, "start", str(self.workdir / "pg"), str(self.port)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server (``pg_ctl --mode=fast``: open connections are terminated)."""
+        subprocess.run(["bash", self.script, "stop", str(self.workdir / "pg")], check=False, timeout=60)
+
+    def restart(self, down_s: float) -> None:
+        """Stop the server, stay down ``down_s`` seconds, start it again on the same port and data."""
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+
+@contextmanager
+def own_postgres() -> Iterator[PostgresCluster]:
+    """A started throwaway cluster of the caller's own (stopped and removed on exit)."""
+    # Directly under /tmp and world-traversable: as root, the server runs as `postgres`.
+    workdir = Path(tempfile.mkdtemp(prefix="risk-pg-", dir="/tmp"))
+    workdir.chmod(0o755)
+    cluster = PostgresCluster(workdir, free_port())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

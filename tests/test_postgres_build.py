@@ -10,7 +10,6 @@ import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import _pg_workers
 import numpy as np
@@ -51,27 +50,6 @@ def s3_endpoint() -> Iterator[str]:
         yield endpoint
 
 
-def _instance_yaml(url: str) -> dict[str, object]:
-    parts = urlsplit(url)
-    return {
-        "storage": {
-            "postgres": {
-                "postgres_db": {
-                    "hostname": parts.hostname,
-                    "port": parts.port,
-                    "username": parts.username,
-                    "password": parts.password or "",
-                    "db_name": parts.path.lstrip("/"),
-                    "scheme": "postgresql+psycopg2",
-                }
-            }
-        },
-        "concurrency": {"pools": {"default_limit": 4}},
-        "run_retries": {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False},
-        "telemetry": {"enabled": False},
-    }
-
-
 @pytest.mark.slow
 def test_multiprocess_region_build_on_postgres(
     database_url: str,
@@ -83,7 +61,7 @@ def test_multiprocess_region_build_on_postgres(
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump(_instance_yaml(database_url)))
+    (home / "dagster.yaml").write_text(yaml.safe_dump(_pg_workers.instance_yaml(database_url)))
     store = S3IcechunkStore(
         bucket=BUCKET,
         prefix="pg-build.icechunk",
