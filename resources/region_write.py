@@ -25,7 +25,7 @@ from icechunk.xarray import to_icechunk
 
 from resources.branches import branch_exists
 from resources.ledger import REGION_KIND, REGION_MARKS, CommitRecord, find_commit
-from resources.store import IcechunkStore
+from resources.store import IcechunkStore, disk_full_error
 from resources.template import TemplateMissingError, template_attrs
 from risk_model.alignment import MisalignedRegionError, check_alignment
 from risk_model.errors import CommitConflictError
@@ -116,6 +116,8 @@ def write_region(
     CommitConflictError
         If the commit could not be rebased over concurrent commits within the store's
         ``rebase_tries``: the only error worth retrying.
+    StoreFullError
+        If the store's disk is full (or over quota): nothing of the region was committed.
     """
     check_alignment(grid, ds, expected=region)
     # The lease covers every read of the history too, not only the session: maintenance
@@ -156,7 +158,14 @@ def _write_if_needed(
         existing = find_commit(repo, None, region.id, key, snapshot_id=session.snapshot_id, stop_at=seen_tip)
         if existing is not None:
             return _skipped(existing)
-    return _write_and_commit(store, repo, session, branch, grid, region, ds, key, run_id, extra_metadata)
+    try:
+        return _write_and_commit(store, repo, session, branch, grid, region, ds, key, run_id, extra_metadata)
+    except (icechunk.IcechunkError, OSError) as err:
+        # A full disk fails every region the same way: say so once, and never retry it.
+        full = disk_full_error(store, err, f"writing region {region.id}")
+        if full is None:
+            raise
+        raise full from err
 
 
 def _skipped(existing: CommitRecord) -> WriteResult:

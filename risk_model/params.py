@@ -20,7 +20,10 @@ from risk_model.errors import BadInputError
 DEFAULT_PARAMS_PATH = Path(__file__).parent / "data" / "params" / "default.yaml"
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average"]
-PositiveMetres = Annotated[float, Field(gt=0, le=100_000)]
+#: A float that must be a finite number: NaN passes every range check (comparisons with NaN are
+#: false) and infinity has no JSON form, so both are refused with "Input should be a finite number".
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+PositiveMetres = Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)]
 
 
 class ParamsError(BadInputError, ValueError):
@@ -51,7 +54,8 @@ class ModelParams(BaseModel):
         Truncation radius of the Gaussian blur; it bounds the halo a region needs.
     score_bin_edges
         Upper edges of score bins 1..10: risk in ``(0, edge[0]]`` scores 1, risk in
-        ``(edge[8], edge[9]]`` scores 10; risk 0 scores 0.
+        ``(edge[8], edge[9]]`` scores 10; risk 0 scores 0. Finite: risk above the last edge
+        also scores 10, so no edge needs to be infinite.
     earth_radius_m
         Radius of the sphere used to turn degrees into metres for the pixel size.
     burn_probability_resampling, wind_resampling
@@ -62,12 +66,12 @@ class ModelParams(BaseModel):
 
     kernel_semi_major_m: PositiveMetres = 400.0
     kernel_semi_minor_m: PositiveMetres = 200.0
-    kernel_offset_m: Annotated[float, Field(ge=0, le=100_000)] = 110.0
+    kernel_offset_m: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)] = 110.0
     spread_iterations: Annotated[int, Field(ge=1, le=10)] = 3
     blur_sigma_m: PositiveMetres = 120.0
-    blur_radius_m: Annotated[float, Field(ge=0, le=100_000)] = 360.0
-    score_bin_edges: tuple[float, ...] = (0.01, 0.02, 0.035, 0.06, 0.1, 0.2, 0.5, 1.0, 3.0, 100.0)
-    earth_radius_m: Annotated[float, Field(ge=6_350_000, le=6_390_000)] = 6_371_008.8
+    blur_radius_m: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)] = 360.0
+    score_bin_edges: tuple[Finite, ...] = (0.01, 0.02, 0.035, 0.06, 0.1, 0.2, 0.5, 1.0, 3.0, 100.0)
+    earth_radius_m: Annotated[float, Field(ge=6_350_000, le=6_390_000, allow_inf_nan=False)] = 6_371_008.8
     burn_probability_resampling: Resampling = "bilinear"
     wind_resampling: Resampling = "bilinear"
 
@@ -142,7 +146,7 @@ def load_params(path: Path | str = DEFAULT_PARAMS_PATH) -> ModelParams:
         return ModelParams.model_validate(payload)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg'].removeprefix('Value error, ')}"
             + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
             + (_did_you_mean(str(err["loc"][-1])) if err["type"] == "extra_forbidden" and err["loc"] else "")
             for err in exc.errors()

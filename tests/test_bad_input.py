@@ -59,22 +59,28 @@ def _store(home: Path) -> LocalIcechunkStore:
     return LocalIcechunkStore(path=str(Settings(home=home, grid="mini").store_path))
 
 
-def _branch_tips(home: Path) -> dict[str, str]:
-    repo = _store(home).repository()
+def _branch_tips(home: Path, store: LocalIcechunkStore | None = None) -> dict[str, str]:
+    """Every branch's tip; empty when there is no repository."""
+    store = store or _store(home)
+    if not store.exists():
+        return {}
+    repo = store.repository()
     return {branch: repo.lookup_branch(branch) for branch in repo.list_branches()}
 
 
-def _risk(home: Path, inputs: InputSet, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _risk(
+    home: Path, inputs: InputSet, *args: str, command: tuple[str, ...] = ("build",), grid: str = "mini", **env: str
+) -> subprocess.CompletedProcess[str]:
     environ = os.environ | {
         "PYTHONPATH": str(ROOT),
         "DAGSTER_HOME": str(home),
         "RISK_HOME": str(home),
-        "RISK_GRID": "mini",
+        "RISK_GRID": grid,
         "RISK_INPUTS": inputs.model_dump_json(),
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "risk_assets.cli", "--home", str(home), "--grid", "mini", *args, "build"],
+        [sys.executable, "-m", "risk_assets.cli", "--home", str(home), "--grid", grid, *args, *command],
         env=environ,
         capture_output=True,
         text=True,
@@ -83,16 +89,23 @@ def _risk(home: Path, inputs: InputSet, *args: str, **env: str) -> subprocess.Co
     )
 
 
-def _assert_refused(home: Path, tips: dict[str, str], done: subprocess.CompletedProcess[str], *words: str) -> str:
+def _assert_refused(
+    home: Path,
+    tips: dict[str, str],
+    done: subprocess.CompletedProcess[str],
+    *words: str,
+    store: LocalIcechunkStore | None = None,
+    returncode: int = 1,
+) -> str:
     """Exit 1, one `error:` message holding ``words``, no traceback, no run, no commit."""
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == returncode, done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, done.stderr
     message = done.stderr[done.stderr.index("error: ") :]
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
     assert "Traceback" not in done.stderr and "dagster._core" not in done.stderr, done.stderr
-    assert _branch_tips(home) == tips, "nothing committed on any branch"
+    assert _branch_tips(home, store) == tips, "nothing committed on any branch"
     with DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_runs() == [], "no run launched: neither the prepare run nor any region run"
     return message
@@ -124,6 +137,31 @@ def _params_case(text: str) -> Callable[[Path], dict[str, str]]:
             _params_case("blur_sigma_m: -120\n"),
             ["params.yaml", "blur_sigma_m", "greater than 0", "got -120", "Fix these fields"],
             id="negative-length",
+        ),
+        pytest.param(
+            _params_case("kernel_semi_minor_m: 0\n"),
+            ["params.yaml", "kernel_semi_minor_m", "greater than 0", "got 0", "Fix these fields"],
+            id="zero-length",
+        ),
+        pytest.param(
+            _params_case("kernel_semi_major_m: .nan\n"),
+            ["params.yaml", "kernel_semi_major_m", "finite number", "got nan", "Fix these fields"],
+            id="nan",
+        ),
+        pytest.param(
+            _params_case("blur_radius_m: .inf\n"),
+            ["params.yaml", "blur_radius_m", "finite number", "got inf", "Fix these fields"],
+            id="inf",
+        ),
+        pytest.param(
+            _params_case("score_bin_edges: [0.01, 0.02, 0.035, 0.06, 0.1, 0.2, 0.5, 1.0, 3.0, .inf]\n"),
+            ["params.yaml", "score_bin_edges.9", "finite number", "got inf", "Fix these fields"],
+            id="inf-bin-edge",
+        ),
+        pytest.param(
+            _params_case("score_bin_edges: [0.01, 0.02, 0.035, 0.06, 0.2, 0.1, 0.5, 1.0, 3.0, 100]\n"),
+            ["params.yaml", "score_bin_edges", "edges must be strictly increasing", "0.2, 0.1", "Fix these fields"],
+            id="unsorted-bins",
         ),
     ],
 )
@@ -159,9 +197,60 @@ def _elsewhere(inputs: InputSet) -> InputSet:
     return inputs.model_copy(update={"wind_direction": str(path)})
 
 
+def _rewrite(role: str, change: Callable[[np.ndarray, np.ndarray], None]) -> Callable[[InputSet], InputSet]:
+    """Change the values of one input in place: ``change(data, valid)`` on all its bands."""
+
+    def broken(inputs: InputSet) -> InputSet:
+        with rasterio.open(getattr(inputs, role), "r+") as dst:
+            data = dst.read()
+            valid = data != dst.nodata
+            change(data, valid)
+            dst.write(data)
+        return inputs
+
+    return broken
+
+
+def _set_some(value: float) -> Callable[[np.ndarray, np.ndarray], None]:
+    """Set every 97th pixel holding data to ``value``."""
+
+    def change(data: np.ndarray, valid: np.ndarray) -> None:
+        data[valid.nonzero()[0][::97], valid.nonzero()[1][::97], valid.nonzero()[2][::97]] = value
+
+    return change
+
+
+def _halve(data: np.ndarray, valid: np.ndarray) -> None:
+    data[valid] *= 0.5
+
+
 @pytest.mark.parametrize(
     ("break_inputs", "role", "words"),
     [
+        pytest.param(
+            _rewrite("burn_probability", _set_some(1.5)),
+            "burn_probability",
+            ["value(s) outside 0 to 1", "annual burn probability", "from 1.5 to 1.5", "the first at row", "fix the"],
+            id="burn-probability-above-1",
+        ),
+        pytest.param(
+            _rewrite("burn_probability", _set_some(-0.25)),
+            "burn_probability",
+            ["value(s) outside 0 to 1", "from -0.25 to -0.25", "fix the raster"],
+            id="burn-probability-negative",
+        ),
+        pytest.param(
+            _rewrite("conditional_risk", _set_some(250.0)),
+            "conditional_risk",
+            ["value(s) outside 0 to 100", "from 250 to 250", "fix the raster"],
+            id="conditional-risk-above-100",
+        ),
+        pytest.param(
+            _rewrite("wind_direction", _halve),
+            "wind_direction",
+            ["do not sum to 1", "sums from 0.5", "tolerance 0.01", "must sum to 1", "percentages divide them by 100"],
+            id="wind-shares-not-summing-to-1",
+        ),
         pytest.param(
             _truncate(lambda _: 1024),
             "conditional_risk",
