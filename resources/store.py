@@ -288,8 +288,8 @@ class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # gen
             ) from err
         except icechunk.IcechunkError as err:
             raise StoreError(
-                f"cannot open the Icechunk repository at {self.location()}: {icechunk_reason(err)}. Check "
-                "that the location exists, is reachable from here, and that credentials allow access."
+                f"cannot open the Icechunk repository at {self.location()}: {err}. Check that the "
+                "location exists, is reachable from here, and that credentials allow access."
             ) from err
 
 
