@@ -9,9 +9,13 @@ from risk_model.grid import RegionRegistry
 
 
 def lineage(
-    store: IcechunkStore, registry: RegionRegistry, tag: str | None = None, point: tuple[float, float] | None = None
+    store: IcechunkStore,
+    registry: RegionRegistry,
+    tag: str | None = None,
+    point: tuple[float, float] | None = None,
+    region_id: str | None = None,
 ) -> dict[str, Any]:
-    """What produced release ``tag`` (the newest by default), or one point of it.
+    """What produced release ``tag`` (the newest by default), or one point or region of it.
 
     Region commits are read from the commit log of the tagged snapshot; parameter content and
     input locations from the release manifest.
@@ -26,14 +30,22 @@ def lineage(
         A release tag; the newest release if ``None``.
     point
         ``(longitude, latitude)`` in degrees: report only the region holding it.
+    region_id
+        Report only this region (instead of ``point``).
 
     Raises
     ------
     LookupError
         If there is no such release (the message lists the releases).
     UnknownRegionError
-        If ``point`` is outside the grid or in no region.
+        If ``point`` is outside the grid or in no region, or ``region_id`` is no region of the grid
+        (checked before the repository is opened).
     """
+    if point is not None and region_id is not None:
+        raise ValueError("give a point or a region id, not both")
+    wanted = registry.region_at(*point) if point is not None else None
+    if region_id is not None:
+        wanted = registry.get(region_id)
     repo = store.repository()
     tags = release_tags(repo)
     if tag is None:
@@ -57,17 +69,18 @@ def lineage(
         "code": manifest["code"],
         "checks": {name: result["passed"] for name, result in manifest["checks"].items()},
     }
-    if point is None:
+    if wanted is None:
         info["params"] = manifest["params"]["content"]
         info["overrides"] = manifest["params"]["overrides"]
         info["regions"] = {region: region_lineage(record) for region, record in sorted(regions.items())}
         info["runs"] = sorted({record.run_id for record in regions.values()})
         return info
-    region = registry.region_at(*point)
+    region = wanted
     record = regions.get(region.id)
     overrides = manifest["params"]["overrides"]
     override = dict(overrides.get("regions", overrides).get(region.id, {})) if isinstance(overrides, dict) else {}
-    info["point"] = {"longitude": point[0], "latitude": point[1]}
+    if point is not None:
+        info["point"] = {"longitude": point[0], "latitude": point[1]}
     info["region"] = {
         "id": region.id,
         "bounds": list(region.bounds),

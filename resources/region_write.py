@@ -25,7 +25,7 @@ from icechunk.xarray import to_icechunk
 
 from resources.branches import branch_exists
 from resources.ledger import REGION_KIND, REGION_MARKS, CommitRecord, find_commit
-from resources.store import IcechunkStore, StoreError
+from resources.store import IcechunkStore, StoreError, disk_full_error
 from resources.template import TemplateMissingError, template_attrs
 from risk_model.alignment import MisalignedRegionError, check_alignment
 from risk_model.errors import CommitConflictError
@@ -120,6 +120,8 @@ def write_region(
         If the store could not be reached within its storage retries: retry later.
     LeaseIOError
         If the writer lease objects could not be written or read: retry later.
+    StoreFullError
+        If the store's disk is full (or over quota): nothing of the region was committed.
     """
     check_alignment(grid, ds, expected=region)
     # The lease covers every read of the history too, not only the session: maintenance
@@ -171,7 +173,14 @@ def _write_if_needed(
         existing = find_commit(repo, None, region.id, key, snapshot_id=session.snapshot_id, stop_at=seen_tip)
         if existing is not None:
             return _skipped(existing)
-    return _write_and_commit(store, repo, session, branch, grid, region, ds, key, run_id, extra_metadata)
+    try:
+        return _write_and_commit(store, repo, session, branch, grid, region, ds, key, run_id, extra_metadata)
+    except (icechunk.IcechunkError, OSError) as err:
+        # A full disk fails every region the same way: say so once, and never retry it.
+        full = disk_full_error(store, err, f"writing region {region.id}")
+        if full is None:
+            raise
+        raise full from err
 
 
 def _skipped(existing: CommitRecord) -> WriteResult:

@@ -9,6 +9,7 @@ unreachable or missing store fails the same way everywhere, with a message namin
 import fcntl
 import os
 import posixpath
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from resources import leases
 from resources.leases import Lease, LeaseIOError
 from resources.leases import MaintenanceActiveError as MaintenanceActiveError
 from resources.leases import WritersActiveError as WritersActiveError
-from risk_model.errors import StoreUnavailableError
+from risk_model.errors import BadInputError, StoreUnavailableError
 
 # Answers of a conditional S3 request that lost (412, 409) or found nothing (404): not failures.
 _S3_LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404"})
@@ -32,6 +33,47 @@ _S3_LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConfli
 
 class StoreError(StoreUnavailableError):
     """The repository cannot be opened or created: the message says which and what to do."""
+
+
+class StoreLocationError(BadInputError):
+    """The configured location cannot hold the repository: it is a file, holds something else, or is
+    not writable. Retrying cannot help: point the store elsewhere or fix the location."""
+
+
+class StoreFullError(BadInputError):
+    """The store's file system is full (or over quota): every further write would fail the same way,
+    so nothing is retried; free space, then build again."""
+
+
+#: OS errors, as Icechunk words them, that mean the store's disk is full: ENOSPC and EDQUOT.
+_DISK_FULL = ("(os error 28)", "(os error 122)")
+
+
+def disk_full_error(store: "IcechunkStore", err: BaseException, doing: str) -> StoreFullError | None:
+    """A :class:`StoreFullError` for ``err`` if it says the store's disk is full, else ``None``.
+
+    Parameters
+    ----------
+    store
+        The store being written.
+    err
+        What Icechunk (or the OS) raised.
+    doing
+        What was being written, for the message (e.g. "writing region y0_x1").
+    """
+    text = str(err)
+    if not (isinstance(err, OSError) and err.errno in (28, 122)) and not any(code in text for code in _DISK_FULL):
+        return None
+    return StoreFullError(
+        f"the store {store.location()} is out of space ({icechunk_reason(err).split(': ')[-1]}) while {doing}: "
+        "nothing of it was committed, and regions committed before are kept. Free space on that disk (or "
+        "move the store to a larger one), then run `risk build` again"
+    )
+
+
+def icechunk_reason(err: BaseException) -> str:
+    """Icechunk's message without the trace of Rust frames it appends (``context: ...``)."""
+    return str(err).split("\n\ncontext:")[0].strip() or type(err).__name__
 
 
 @contextmanager
@@ -229,6 +271,33 @@ class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # gen
     def read_release_file(self, tag: str, name: str) -> bytes:
         """Read back a file written by :meth:`write_release_file` (``FileNotFoundError`` if absent)."""
 
+    def exists(self) -> bool:
+        """Whether the location holds an Icechunk repository.
+
+        Raises
+        ------
+        StoreError
+            If the storage cannot be reached.
+        """
+        try:
+            return bool(icechunk.Repository.exists(self.storage()))
+        except icechunk.IcechunkError as err:
+            raise StoreError(
+                f"cannot reach the Icechunk repository at {self.location()}: {icechunk_reason(err)}. Check "
+                "that the location exists, is reachable from here, and that credentials allow access."
+            ) from err
+
+    def check_location(self) -> None:
+        """Refuse, before anything is written, a location that cannot hold the repository.
+
+        Object stores check nothing here: their access fails, with its reason, on first use.
+
+        Raises
+        ------
+        StoreLocationError
+            If the location cannot hold the repository (see the local store).
+        """
+
     def repository(self, create: bool = False) -> icechunk.Repository:
         """Open the repository, creating it first if ``create`` is true.
 
@@ -276,6 +345,47 @@ class LocalIcechunkStore(IcechunkStore):
     def location(self) -> str:
         """The repository's absolute path."""
         return str(Path(self.path).resolve())
+
+    def check_location(self) -> None:
+        """Refuse a path that is a file, a folder holding something other than a repository, or not writable.
+
+        Writability is tried, not inferred from permission bits (root ignores them): a file is
+        created and removed in the repository's folder, or in its nearest existing ancestor when
+        the folder does not exist yet (nothing is created there otherwise).
+
+        Raises
+        ------
+        StoreLocationError
+            Naming the path, what is wrong and what to do.
+        StoreError
+            If Icechunk cannot tell whether the folder holds a repository.
+        """
+        path = Path(self.path).resolve()
+        fix = "point the store at a new or empty folder (RISK_STORE or the project folder's var/store)"
+        if path.exists() and not path.is_dir():
+            raise StoreLocationError(
+                f"store path {path} is a file, not an Icechunk repository: {fix}, or move the file away"
+            )
+        if path.is_dir() and any(path.iterdir()) and not self.exists():
+            held = ", ".join(sorted(p.name for p in path.iterdir())[:5])
+            raise StoreLocationError(
+                f"store path {path} holds something that is not an Icechunk repository ({held}): {fix}, "
+                "or move its contents away; nothing was written"
+            )
+        probe_dir = path
+        while not probe_dir.exists() and probe_dir != probe_dir.parent:
+            probe_dir = probe_dir.parent
+        if not probe_dir.is_dir():
+            raise StoreLocationError(f"store path {path} cannot be created: {probe_dir} is a file, not a folder: {fix}")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".risk-write-probe-", dir=probe_dir)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise StoreLocationError(
+                f"store path {path} is not writable ({probe_dir}: {err.strerror}): make it writable "
+                f"(for a read-only mount, remount it read-write) or {fix}; nothing was written"
+            ) from err
 
     @property
     def releases_dir(self) -> Path:

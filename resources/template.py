@@ -32,6 +32,26 @@ def template_attrs(repo: icechunk.Repository, branch: str) -> dict[str, Any] | N
     return attrs if attrs.get("kind") == TEMPLATE_KIND else None
 
 
+def check_store(store: IcechunkStore, grid: GridSpec) -> None:
+    """Refuse a store that cannot take ``grid``'s raster, before anything is written or any run launched.
+
+    The location must be able to hold a repository (:meth:`IcechunkStore.check_location`), and a
+    repository already there must hold no template or the template of ``grid``.
+
+    Raises
+    ------
+    StoreLocationError
+        If the location is a file, holds something else, or is not writable.
+    TemplateMissingError
+        If the repository holds the template of another grid.
+    StoreError
+        If the repository cannot be reached or opened.
+    """
+    store.check_location()
+    if store.exists():
+        _existing_template(store, store.repository(), grid)
+
+
 def ensure_template(store: IcechunkStore, grid: GridSpec, attrs: dict[str, str]) -> tuple[str, bool]:
     """Create the repository if needed and commit the metadata-only template once.
 
@@ -93,8 +113,9 @@ def _existing_template(store: IcechunkStore, repo: icechunk.Repository, grid: Gr
         return None
     if existing.get("grid_fingerprint") != grid.fingerprint:
         raise TemplateMissingError(
-            f"{store.location()} already holds a template of grid {existing.get('grid')!r} "
-            f"(fingerprint {existing.get('grid_fingerprint')}), not of grid {grid.name!r}: "
-            "use another store path for this grid"
+            f"the store {store.location()} already holds a template of grid {existing.get('grid')!r} "
+            f"(fingerprint {existing.get('grid_fingerprint')}), not of grid {grid.name!r} (fingerprint "
+            f"{grid.fingerprint}): use another store path for grid {grid.name!r}, or build grid "
+            f"{existing.get('grid')!r} on this one"
         )
     return repo.lookup_branch(store.branch)

@@ -1,8 +1,9 @@
 """``risk build``: check, prepare, build every missing region through Dagster, release; with a progress bar.
 
-It first checks the parameters, overrides and inputs (headers and first and last blocks) once:
-anything wrong stops the build within seconds with one message (a
-:class:`~risk_model.errors.BadInputError`), before the repository is touched or any run is
+It first checks the parameters, overrides and inputs (headers, first and last blocks, values) and
+the store's location (a folder that can hold the repository, or a repository of this grid)
+once: anything wrong stops the build within seconds with one message (a
+:class:`~risk_model.errors.BadInputError`), before the repository is written or any run is
 launched. It then prepares the inputs, observes the parameters, overrides and inputs and commits the
 template (one Dagster run), then runs every region that is missing from the current
 version's branch (not committed for its current parameters, inputs and code, or not recorded
@@ -15,11 +16,12 @@ import argparse
 import fcntl
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +41,17 @@ if TYPE_CHECKING:
 
 class BuildRunningError(BadInputError):
     """Another build of the same project holds its build lock: nothing to retry until it ends."""
+
+
+class BuildStoppedError(BadInputError):
+    """A region failed in a way every other region would too (:data:`STOP_THE_BUILD`): its reason."""
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the region runs: no region was launched after it, the running ones were stopped.
+
+    Its message says what was kept and what to do; the ``risk`` command prints it and exits 130.
+    """
 
 
 QUIET_RUN_CONFIG: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -64,6 +77,29 @@ def _send_stderr_to(log_path: str) -> None:
     os.close(fd)
 
 
+#: Set in a region worker when Ctrl-C reached it outside a region run (see :func:`_init_worker`).
+_interrupted = False
+
+
+def _note_interrupt(signum: int, frame: object) -> None:
+    """SIGINT handler of a region worker between runs: remember it, start no further region."""
+    global _interrupted
+    _interrupted = True
+
+
+def _init_worker(log_path: str) -> None:
+    """Set up a region worker process: stderr to the log, and Ctrl-C noted rather than fatal.
+
+    Ctrl-C reaches the build's whole process group. A worker between region runs only notes it
+    (dying, it would break the pool while the build cancels what is left) and starts no region
+    after it, including one already queued to it. A worker inside a region run has Dagster's
+    handler meanwhile (Dagster replaces it for the run), which stops the run and records it as
+    failed; a region commits whole or not at all.
+    """
+    _send_stderr_to(log_path)
+    signal.signal(signal.SIGINT, _note_interrupt)
+
+
 @contextmanager
 def _stderr_to(log_path: Path) -> Iterator[None]:
     """Within the block, stderr goes to ``log_path``; restored afterwards."""
@@ -78,14 +114,27 @@ def _stderr_to(log_path: Path) -> Iterator[None]:
         os.close(saved)
 
 
-def _run_region(region_id: str) -> tuple[str, bool, str]:
-    """Run the region job for one partition (in a worker process) and report its status."""
+#: Failures after which every other region would fail the same way: the build stops launching regions.
+STOP_THE_BUILD = frozenset({"StoreFullError"})
+
+
+def _run_region(region_id: str) -> tuple[str, bool, str, bool]:
+    """Run the region job for one partition (in a worker process) and report its status.
+
+    Returns
+    -------
+    tuple
+        The region id, whether the run succeeded, its status (``written``, ``skipped`` or
+        ``failed: <reason>``) and whether the failure is one of :data:`STOP_THE_BUILD`.
+    """
     from dagster import DagsterInstance, execute_job, reconstructable
 
     from risk_assets.definitions import region_job
     from risk_assets.liveness import liveness_tags
-    from risk_assets.runs import failure_reasons
+    from risk_assets.runs import failure_classes, failure_reasons
 
+    if _interrupted:
+        return region_id, False, "not started: the build was interrupted (Ctrl-C)", False
     with DagsterInstance.get() as instance:
         result = execute_job(
             reconstructable(region_job),
@@ -99,10 +148,12 @@ def _run_region(region_id: str) -> tuple[str, bool, str]:
             meta = event.materialization.metadata
             if "status" in meta:
                 status = str(meta["status"].value)
+        stop = False
         if not result.success:
             reasons = failure_reasons(result.all_events)
             status = "failed: " + (reasons[-1] if reasons else f"see run {result.run_id}")
-        return region_id, result.success, status
+            stop = bool(failure_classes(result.all_events) & STOP_THE_BUILD)
+        return region_id, result.success, status, stop
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -110,6 +161,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     home = Path(args.home).resolve()
     configure_environment(home, args.grid)
     started = time.perf_counter()
+    from risk_assets.instance_check import check_instance_databases
+
+    # A damaged database would fail deep in SQLAlchemy, naming no file: name it now.
+    check_instance_databases(Path(os.environ["DAGSTER_HOME"]))
 
     from risk_assets.settings import settings_from_env
     from risk_model.grid import load_registry
@@ -156,6 +211,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
 
     from resources.branches import working_branch
     from resources.ledger import committed_regions
+    from resources.template import check_store
     from risk_assets.deployment import deployment_from_env
     from risk_assets.liveness import describe, liveness_tags, reap_dead_runs
     from risk_assets.runs import run_failure
@@ -170,6 +226,9 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     # seconds, with one message, instead of in every region run minutes later.
     preflight_configured(registry)
     store = configured_store()
+    # And the store: a location that cannot hold the repository, or a repository of another
+    # grid, is refused here too, not in the prepare run.
+    check_store(store, registry.grid)
 
     log_path = settings.var_dir / "logs" / "risk-build.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +271,8 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     )
     outcomes: Counter[str] = Counter()
     failures: list[tuple[str, str]] = []
+    interrupted = False
+    stopped: list[str] = []
     if todo:
         # spawn: icechunk can hang in a child forked from a process that has used it.
         context = multiprocessing.get_context("spawn")
@@ -219,21 +280,44 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
             ProcessPoolExecutor(
                 max_workers=args.workers,
                 mp_context=context,
-                initializer=_send_stderr_to,
+                initializer=_init_worker,
                 initargs=(str(log_path),),
             ) as pool,
             tqdm(total=len(todo), unit="region", desc="building", dynamic_ncols=True) as bar,
         ):
             futures = [pool.submit(_run_region, rid) for rid in todo]
-            for future in as_completed(futures):
-                region_id, success, status = future.result()
+            collected: set[Future[tuple[str, bool, str, bool]]] = set()
+
+            def collect(future: "Future[tuple[str, bool, str, bool]]") -> None:
+                collected.add(future)
+                region_id, success, status, stop = future.result()
                 outcomes["written" if status == "written" else "skipped" if status == "skipped" else "failed"] += 1
-                if not success:
+                if stop:
+                    stopped.append(status.removeprefix("failed: "))
+                elif not success:
                     failures.append((region_id, status))
                 bar.set_postfix(outcomes)
                 bar.update()
 
-    released = "" if failures else _release(store, version, log_path)
+            try:
+                for future in as_completed(futures):
+                    collect(future)
+                    if stopped:
+                        # Every other region would fail the same way: launch no more.
+                        for pending in futures:
+                            pending.cancel()
+                        for running in as_completed([f for f in futures if not f.cancelled() and f not in collected]):
+                            collect(running)
+                        break
+            except KeyboardInterrupt:
+                # Ctrl-C: launch nothing more; the running regions got it too and Dagster stops them.
+                interrupted = True
+                for future in futures:
+                    future.cancel()
+                for future in as_completed([f for f in futures if not f.cancelled() and f not in collected]):
+                    collect(future)
+
+    released = "" if failures or interrupted or stopped else _release(store, version, log_path)
     repo = store.repository()
     commits_after = _commit_count(repo)
     elapsed = time.perf_counter() - started
@@ -242,6 +326,15 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         f"failed {outcomes['failed']}; commits made: {commits_after - commits_before}; "
         f"wall time {elapsed:.1f} s; store: {store.location()}"
     )
+    if stopped:
+        raise BuildStoppedError(stopped[0])
+    if interrupted:
+        finished = outcomes["written"] + outcomes["skipped"]
+        raise BuildInterrupted(
+            f"interrupted (Ctrl-C) after {finished} of {len(todo)} regions: every region committed so far is "
+            "kept, and nothing half-written (a region commits whole or not at all); run `risk build` again "
+            "to build the rest"
+        )
     for region_id, status in failures:
         print(f"  {region_id}: {status}", file=sys.stderr)
     if released:

@@ -156,8 +156,12 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         print("error: give both --lon and --lat, or neither", file=sys.stderr)
         return 2
     point = (args.lon, args.lat) if args.lon is not None else None
+    if point is not None and args.region is not None:
+        print("error: give --region or --lon and --lat, not both", file=sys.stderr)
+        return 2
     try:
-        info = lineage(configured_store(), load_registry(settings_from_env().grid), args.tag, point)
+        registry = load_registry(settings_from_env().grid)
+        info = lineage(configured_store(), registry, args.tag, point, args.region)
     except (RiskError, LookupError) as err:
         print(f"error: {str(err).strip(chr(39) + chr(34))}", file=sys.stderr)
         return 1
@@ -176,7 +180,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     print("  checks: " + ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in sorted(info["checks"].items())))
     if "region" in info:
         region = info["region"]
-        print(f"  point ({args.lon}, {args.lat}) is in region {region['id']} (bounds {region['bounds']})")
+        where = f"point ({args.lon}, {args.lat}) is in region" if point is not None else "region"
+        print(f"  {where} {region['id']} (bounds {region['bounds']})")
         if region.get("snapshot_id"):
             print(
                 f"    commit {region['snapshot_id']} by run {region['run_id']} at {region['committed_at']}; "
@@ -199,9 +204,11 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from risk_assets.definitions import defs
+    from risk_assets.instance_check import check_instance_databases
     from risk_assets.maintenance_job import MAINTENANCE_JOB
     from risk_assets.runs import run_failure
 
+    check_instance_databases(Path(os.environ["DAGSTER_HOME"]))
     config = {"expire_older_than_days": args.days, "garbage_collect": not args.no_gc, "dry_run": args.dry_run}
     with DagsterInstance.get() as instance:
         # Through the instance, so the job sees the region and release runs it must not race.
@@ -254,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("tag", nargs="?", default=None, help="release tag (default: the newest release)")
     lineage.add_argument("--lon", type=float, default=None, help="longitude of a point (degrees)")
     lineage.add_argument("--lat", type=float, default=None, help="latitude of a point (degrees)")
+    lineage.add_argument("--region", default=None, help="a region id (y{row}_x{col}): report only that region")
     lineage.add_argument("--json", action="store_true", help="print JSON")
     lineage.set_defaults(func=cmd_lineage)
     maintain = sub.add_parser("maintain", help="expire old snapshots and collect garbage, keeping the ledger")
@@ -268,6 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=BetaWarning)
     try:
         result: int = args.func(args)
+    except KeyboardInterrupt as err:
+        # Ctrl-C: what was committed stays committed (each commit is whole); say so, not where it hit.
+        if args.debug:
+            raise
+        reason = str(err) or "interrupted (Ctrl-C): what was committed is kept; run the same command again to finish"
+        print(f"error: {reason}", file=sys.stderr)
+        return 130
     except Exception as err:
         message = _user_message(err)
         if args.debug or message is None:
@@ -279,16 +294,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_message(err: Exception) -> str | None:
     """What to tell the user about ``err``: its message for the project's errors and Dagster's
-    ``Failure`` (without Dagster's prefix), a sentence for an unreachable Dagster database;
-    ``None`` for anything else (a bug: keep its traceback)."""
+    ``Failure`` (without Dagster's prefix), the damaged file for a database error of the local
+    Dagster instance, a sentence for an unreachable Dagster database; ``None`` for anything else
+    (a bug: keep its traceback)."""
     from dagster import Failure
+    from sqlalchemy.exc import DatabaseError
 
+    from risk_assets.instance_check import damaged_databases, damaged_message
     from risk_assets.runs import database_error_message, user_reason
 
     if isinstance(err, RiskError):
         return str(err)
     if isinstance(err, Failure):
         return user_reason(err.description or str(err))
+    if isinstance(err, DatabaseError) and os.environ.get("DAGSTER_HOME"):
+        # Damaged after the check before the command, or a run's own event log: find which file.
+        damaged = damaged_databases(Path(os.environ["DAGSTER_HOME"]), every_run=True)
+        if damaged:
+            return damaged_message(damaged)
     # Dagster's database went away outside a run (creating one, reading its events): not a bug.
     return database_error_message(err)
 

@@ -138,6 +138,25 @@ def failure_reasons(events: Iterable[DagsterEvent]) -> list[str]:
     return reasons
 
 
+def failure_classes(events: Iterable[DagsterEvent]) -> set[str]:
+    """The class names of every error in the chains of the step failures among ``events``.
+
+    A typed error of ours raised under Dagster's wrappers or a ``Failure`` (``raise Failure(...)
+    from err``) is among them: the caller can tell what kind of failure it was, not only its words.
+    """
+    names: set[str] = set()
+    for event in events:
+        if not event.is_step_failure or event.step_failure_data.error is None:
+            continue
+        error: SerializableErrorInfo | None = event.step_failure_data.error
+        for _ in range(100):  # a cause chain is short; the bound only guards a cycle
+            if error is None:
+                break
+            names.add(error.cls_name or "")
+            error = error.cause or error.context
+    return names - {""}
+
+
 def run_failure(events: Iterable[DagsterEvent], what: str, run_id: str) -> RunFailedError:
     """The error to raise for a failed run: ``what`` (e.g. "preparing the raster failed") and the
     reason its last failed step gave (or the run id to look up)."""

@@ -28,13 +28,19 @@ from typing import Annotated
 import numpy as np
 import numpy.typing as npt
 from affine import Affine
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from risk_model.digest import sha256_prefix
 from risk_model.errors import BadInputError
 
 _REGION_ID = re.compile(r"^y(\d+)_x(\d+)$")
 DATA_DIR = Path(str(importlib_resources.files("risk_model") / "data"))
+#: The production grid: every other grid file in the same CRS must be a window of its pixel lattice.
+REFERENCE_GRID = "conus-30m"
+# Pixel sizes agree to this relative tolerance, origins to this fraction of a pixel: JSON
+# round-trips the coefficients exactly, so anything more is a different lattice.
+_LATTICE_SIZE_RTOL = 1e-12
+_LATTICE_ALIGN_TOL = 1e-6
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -44,6 +50,14 @@ class UnknownRegionError(BadInputError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
         return str(self.args[0])
+
+
+class GridError(BadInputError, ValueError):
+    """A grid definition file that cannot be read, is invalid, or is off the production lattice."""
+
+
+class UnknownGridError(BadInputError, FileNotFoundError):
+    """A grid name with no definition file."""
 
 
 class GridSpec(BaseModel):
@@ -255,19 +269,70 @@ class RegionRegistry:
             ) from None
 
 
+def lattice_problem(grid: GridSpec, reference: GridSpec) -> str | None:
+    """Why ``grid`` is not a window of ``reference``'s pixel lattice; ``None`` if it is (or is in another CRS).
+
+    A window of the lattice has the reference's pixel size and an origin a whole number of pixels
+    from the reference's origin, so its pixels are the reference's pixels: an input on the
+    production lattice (the conditional risk) is then on the grid, and regions of both grids
+    agree pixel for pixel. Grids in another CRS are not compared.
+    """
+    if grid.crs != reference.crs:
+        return None
+    a, _, c, _, e, f = grid.transform
+    ra, _, rc, _, re_, rf = reference.transform
+    if not (math.isclose(a, ra, rel_tol=_LATTICE_SIZE_RTOL) and math.isclose(e, re_, rel_tol=_LATTICE_SIZE_RTOL)):
+        return f"its pixel size {a!r} x {e!r} is not the pixel size {ra!r} x {re_!r} of grid {reference.name!r}"
+    cols, rows = (c - rc) / ra, (f - rf) / re_
+    if abs(cols - round(cols)) > _LATTICE_ALIGN_TOL or abs(rows - round(rows)) > _LATTICE_ALIGN_TOL:
+        near_c, near_f = rc + round(cols) * ra, rf + round(rows) * re_
+        return (
+            f"its origin ({c!r}, {f!r}) is {cols:.4f} columns and {rows:.4f} rows from the origin of grid "
+            f"{reference.name!r}, not a whole number of pixels: the nearest origin on the lattice is "
+            f"({near_c!r}, {near_f!r})"
+        )
+    return None
+
+
 def load_grid(name: str, data_dir: Path = DATA_DIR) -> GridSpec:
     """Read the pinned grid definition ``name`` from ``data_dir/grids``.
 
+    A grid other than :data:`REFERENCE_GRID` in the reference's CRS must be a window of its
+    pixel lattice (see :func:`lattice_problem`; checked when ``data_dir`` holds the reference).
+
     Raises
     ------
-    FileNotFoundError
+    UnknownGridError
         If there is no such grid; the message lists the grids that exist.
+    GridError
+        If the file is not a valid grid definition, or is off the reference's lattice; the
+        message names the file, the problem and the fix.
     """
     path = data_dir / "grids" / f"{name}.json"
     if not path.is_file():
         known = sorted(p.stem for p in (data_dir / "grids").glob("*.json"))
-        raise FileNotFoundError(f"unknown grid {name!r}: known grids are {', '.join(known)}")
-    return GridSpec.model_validate_json(path.read_text())
+        raise UnknownGridError(f"unknown grid {name!r}: known grids are {', '.join(known)}")
+    try:
+        grid = GridSpec.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise GridError(
+            f"grid file {path} is not a valid grid definition: {problems}. Fix these fields "
+            "(see risk_model/grid.py, GridSpec)"
+        ) from None
+    reference_path = data_dir / "grids" / f"{REFERENCE_GRID}.json"
+    if name != REFERENCE_GRID and reference_path.is_file():
+        problem = lattice_problem(grid, GridSpec.model_validate_json(reference_path.read_text()))
+        if problem is not None:
+            raise GridError(
+                f"grid file {path} is misaligned: {problem}. Every grid in {grid.crs} is a window of the "
+                f"{REFERENCE_GRID} lattice (its inputs are on it): move the origin onto the lattice and "
+                "use its pixel size"
+            )
+    return grid
 
 
 def regions_file(grid_name: str, data_dir: Path = DATA_DIR) -> Path:

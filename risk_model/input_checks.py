@@ -5,8 +5,15 @@ and the last block of each raster: a truncated or corrupt GeoTIFF usually opens 
 at the start) and fails only when a block is read, which would otherwise be minutes into a
 build, in every region run separately. GDAL writes blocks in order, so a truncated file loses
 its last block first.
+
+It then checks the values (:data:`VALUE_RANGES`; the wind shares of a pixel must sum to 1 within
+:data:`WIND_SHARE_SUM_TOL`): of the whole raster when it is small (up to
+:data:`FULL_VALUE_CHECK` values), otherwise of :data:`VALUE_CHECK_BLOCKS` blocks spread evenly
+over it, the first and the last included. No-data and NaN pixels are not data and are skipped.
 """
 
+import numpy as np
+import numpy.typing as npt
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
@@ -19,6 +26,24 @@ from risk_model.inputs import BURN_PROBABILITY_CRS, WIND_BANDS, InputError, Inpu
 
 #: The input roles, in the order they are checked, and their band counts.
 INPUT_BANDS: dict[str, int] = {"burn_probability": 1, "conditional_risk": 1, "wind_direction": WIND_BANDS}
+
+#: Where an input holds data (no-data and NaN excluded), its values must lie in ``[low, high]``:
+#: role to ``(low, high, what the values are)``. Infinities are out of every range.
+VALUE_RANGES: dict[str, tuple[float, float, str]] = {
+    "burn_probability": (0.0, 1.0, "an annual burn probability"),
+    "conditional_risk": (0.0, 100.0, "conditional risk to potential structures"),
+    "wind_direction": (0.0, 1.0, "shares of the fire-weather wind directions"),
+}
+#: How far the 8 wind shares of a pixel (all 8 holding data) may sum from 1. The model
+#: renormalises them (:func:`risk_model.inputs.read_wind_shares`), which absorbs float32 rounding
+#: (about 1e-6) and shares rounded to three decimals (at most 0.004); a sum further off means
+#: the raster is not shares at all (percentages, counts, a band missing or repeated).
+WIND_SHARE_SUM_TOL = 0.01
+#: Rasters with at most this many values (pixels x bands) have every value checked; larger ones
+#: (production rasters, billions of pixels) are checked on a sample of blocks.
+FULL_VALUE_CHECK = 16 * 2**20
+#: Blocks read for the value check of a large raster, evenly spread, first and last included.
+VALUE_CHECK_BLOCKS = 32
 
 
 def gdal_reason(exc: BaseException) -> str:
@@ -65,16 +90,96 @@ def _edge_blocks(src: DatasetReader) -> list[tuple[str, Window]]:
     return [("first", first)] if (last_row, last_col) == (0, 0) else [("first", first), ("last", last)]
 
 
+def _read(role: str, path: str, src: DatasetReader, which: str, window: Window) -> npt.NDArray[np.float64]:
+    """Every band of ``window`` as float64, NaN where no-data.
+
+    Raises
+    ------
+    InputError
+        If GDAL cannot read the block (a truncated or corrupt file).
+    """
+    try:
+        data = src.read(window=window, masked=True, out_dtype="float64")
+    except (RasterioError, CPLE_BaseError) as exc:
+        raise InputError(
+            f"{role} input {path} is truncated or corrupt: GDAL cannot read its {which} block "
+            f"({gdal_reason(exc)}): replace it with a complete copy (download or generate it again)"
+        ) from exc
+    filled: npt.NDArray[np.float64] = np.ma.filled(data, np.nan)
+    return filled
+
+
 def _check_readable(role: str, path: str, src: DatasetReader) -> None:
     """Read the first and last block of every band, so a truncated or corrupt file fails now."""
     for which, window in _edge_blocks(src):
-        try:
-            src.read(window=window)
-        except (RasterioError, CPLE_BaseError) as exc:
-            raise InputError(
-                f"{role} input {path} is truncated or corrupt: GDAL cannot read its {which} block "
-                f"({gdal_reason(exc)}): replace it with a complete copy (download or generate it again)"
-            ) from exc
+        _read(role, path, src, which, window)
+
+
+def _value_windows(src: DatasetReader) -> list[Window]:
+    """The windows whose values are checked: the whole raster if small, else a sample of blocks."""
+    if src.width * src.height * src.count <= FULL_VALUE_CHECK:
+        return [Window(0, 0, src.width, src.height)]
+    block_rows, block_cols = src.block_shapes[0]
+    per_row = -(-src.width // block_cols)
+    total = per_row * -(-src.height // block_rows)
+    picks = sorted({round(i) for i in np.linspace(0, total - 1, min(VALUE_CHECK_BLOCKS, total))})
+    windows = []
+    for index in picks:
+        row, col = divmod(index, per_row)
+        row_off, col_off = row * block_rows, col * block_cols
+        windows.append(
+            Window(col_off, row_off, min(block_cols, src.width - col_off), min(block_rows, src.height - row_off))
+        )
+    return windows
+
+
+def _where(window: Window, index: tuple[int, ...]) -> str:
+    """``row R, column C`` of the raster for an index ``(row, col)`` inside ``window``."""
+    return f"row {int(window.row_off) + index[-2]}, column {int(window.col_off) + index[-1]}"
+
+
+def _check_values(role: str, path: str, src: DatasetReader) -> None:
+    """Refuse values out of :data:`VALUE_RANGES`, and wind shares that do not sum to 1.
+
+    Raises
+    ------
+    InputError
+        Naming the file, how many values are wrong, their range, where the first one is, and the fix.
+    """
+    low, high, what = VALUE_RANGES[role]
+    bad, bad_min, bad_max, first = 0, np.inf, -np.inf, ""
+    off, off_min, off_max, first_off = 0, np.inf, -np.inf, ""
+    sampled = ""
+    windows = _value_windows(src)
+    if len(windows) > 1:
+        sampled = f" (in {len(windows)} blocks sampled over the raster)"
+    for window in windows:
+        data = _read(role, path, src, "sampled", window)
+        outside = ~np.isnan(data) & ((data < low) | (data > high))
+        if outside.any():
+            bad += int(outside.sum())
+            bad_min, bad_max = min(bad_min, float(data[outside].min())), max(bad_max, float(data[outside].max()))
+            first = first or _where(window, tuple(int(i) for i in np.argwhere(outside)[0]))
+        if role == "wind_direction":
+            total = data.sum(axis=0)  # NaN where any band is no-data: not checked
+            wrong = np.isfinite(total) & (np.abs(total - 1.0) > WIND_SHARE_SUM_TOL)
+            if wrong.any():
+                off += int(wrong.sum())
+                off_min, off_max = min(off_min, float(total[wrong].min())), max(off_max, float(total[wrong].max()))
+                first_off = first_off or _where(window, tuple(int(i) for i in np.argwhere(wrong)[0]))
+    if bad:
+        raise InputError(
+            f"{role} input {path} holds {bad} value(s) outside {low:g} to {high:g} ({what}){sampled}: "
+            f"from {bad_min:.6g} to {bad_max:.6g}, the first at {first}: fix the raster (or mark those "
+            f"pixels no-data) so that every value is between {low:g} and {high:g}"
+        )
+    if off:
+        raise InputError(
+            f"{role} input {path}: the {WIND_BANDS} wind-direction shares of {off} pixel(s) do not sum to 1"
+            f"{sampled} (sums from {off_min:.6g} to {off_max:.6g}, tolerance {WIND_SHARE_SUM_TOL:g}), the "
+            f"first at {first_off}: each pixel's shares (from N, NE, E, SE, S, SW, W, NW) must sum to 1; "
+            "if they are percentages divide them by 100, and check that no band is missing or repeated"
+        )
 
 
 def validate_input(role: str, path: str, grid: GridSpec) -> None:
@@ -134,6 +239,7 @@ def validate_input(role: str, path: str, grid: GridSpec) -> None:
                 f"use a raster that covers the whole grid"
             )
         _check_readable(role, path, src)
+        _check_values(role, path, src)
 
 
 def input_problems(inputs: InputSet, grid: GridSpec) -> list[InputError]:
@@ -163,8 +269,9 @@ def validate_inputs(inputs: InputSet, grid: GridSpec) -> None:
         Naming the file, what is wrong and what to do: a file that cannot be opened, a wrong
         band count, burn probability not in EPSG:5070, conditional risk not on the output
         grid's CRS and pixel grid, a wind raster without a CRS, an extent that does not
-        cover the grid, or a block GDAL cannot read (a truncated or corrupt file). The first
-        problem found, in :data:`INPUT_BANDS` order.
+        cover the grid, a block GDAL cannot read (a truncated or corrupt file), values out of
+        :data:`VALUE_RANGES` or wind shares that do not sum to 1. The first problem found, in
+        :data:`INPUT_BANDS` order.
     """
     for role in INPUT_BANDS:
         validate_input(role, str(getattr(inputs, role)), grid)

@@ -21,7 +21,10 @@ from risk_model.errors import BadInputError
 DEFAULT_PARAMS_PATH = Path(__file__).parent / "data" / "params" / "default.yaml"
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average"]
-PositiveMetres = Annotated[float, Field(gt=0, le=100_000)]
+#: A float that must be a finite number: NaN passes every range check (comparisons with NaN are
+#: false) and infinity has no JSON form, so both are refused with "Input should be a finite number".
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+PositiveMetres = Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)]
 
 
 class ParamsError(BadInputError, ValueError):
@@ -91,7 +94,8 @@ class ModelParams(BaseModel):
         mean of the 8 spread fields; the platform's earlier behaviour).
     score_bin_edges
         Upper edges of score bins 1..10: risk in ``(0, edge[0]]`` scores 1, risk in
-        ``(edge[8], edge[9]]`` scores 10; risk 0 scores 0.
+        ``(edge[8], edge[9]]`` scores 10; risk 0 scores 0. Finite: risk above the last edge
+        also scores 10, so no edge needs to be infinite.
     earth_radius_m
         Radius of the sphere on which degrees become metres: the haversine distance across a
         pixel (reference: 6,371,000 m).
@@ -104,21 +108,21 @@ class ModelParams(BaseModel):
 
     kernel_semi_major_m: PositiveMetres = 400.0
     kernel_semi_minor_m: PositiveMetres = 200.0
-    kernel_offset_m: Annotated[float, Field(ge=0, le=100_000)] = 110.0
+    kernel_offset_m: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)] = 110.0
     spread_iterations: Annotated[int, Field(ge=1, le=10)] = 3
-    spread_clip: Annotated[float, Field(ge=0, le=1e-3)] = 1e-11
-    kernel_band_origin_deg: Annotated[float, Field(ge=-90, le=90)] = 22.428114227623333
-    kernel_band_deg: Annotated[float, Field(gt=0, le=180)] = 1.847963270620312
+    spread_clip: Annotated[float, Field(ge=0, le=1e-3, allow_inf_nan=False)] = 1e-11
+    kernel_band_origin_deg: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)] = 22.428114227623333
+    kernel_band_deg: Annotated[float, Field(gt=0, le=180, allow_inf_nan=False)] = 1.847963270620312
     gap_fill_window_px: Annotated[int, Field(ge=3, le=99)] = 3
     blur_kernel_px: Annotated[int, Field(ge=1, le=999)] = 17
-    blur_sigma_px: Annotated[float, Field(gt=0, le=1000)] = 2.9
+    blur_sigma_px: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 2.9
     blur_scale: Literal["pixels", "metres"] = "pixels"
     blur_sigma_m: PositiveMetres = 120.0
-    blur_radius_m: Annotated[float, Field(ge=0, le=100_000)] = 360.0
+    blur_radius_m: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)] = 360.0
     blur_nodata: Literal["propagate", "renormalise"] = "propagate"
     missing_wind: Literal["nan", "equal_shares"] = "nan"
-    score_bin_edges: tuple[float, ...] = (0.01, 0.02, 0.035, 0.06, 0.1, 0.2, 0.5, 1.0, 3.0, 100.0)
-    earth_radius_m: Annotated[float, Field(ge=6_350_000, le=6_390_000)] = 6_371_000.0
+    score_bin_edges: tuple[Finite, ...] = (0.01, 0.02, 0.035, 0.06, 0.1, 0.2, 0.5, 1.0, 3.0, 100.0)
+    earth_radius_m: Annotated[float, Field(ge=6_350_000, le=6_390_000, allow_inf_nan=False)] = 6_371_000.0
     burn_probability_resampling: Resampling = "nearest"
     wind_resampling: Resampling = "nearest"
 
@@ -201,7 +205,7 @@ def load_params(path: Path | str = DEFAULT_PARAMS_PATH) -> ModelParams:
         return ModelParams.model_validate(payload)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg'].removeprefix('Value error, ')}"
             + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
             + (_did_you_mean(str(err["loc"][-1])) if err["type"] == "extra_forbidden" and err["loc"] else "")
             for err in exc.errors()
