@@ -38,6 +38,9 @@ from risk_model.grid import DATA_DIR, load_grid, load_registry, regions_file
 from risk_model.inputs import InputSet
 from risk_model.synthetic import generate_inputs
 
+#: Every case runs the real CLI in a subprocess (seconds each): the full suite's, not the edit loop's.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Generous: a failing build takes seconds (no run is launched); this only bounds a hang.
 TIMEOUT_S = 120

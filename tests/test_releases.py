@@ -208,6 +208,7 @@ def test_release_names_are_never_reused_and_rerunning_a_release_is_a_noop(world:
     assert renewed != tag and renewed.startswith("release-20261127T")
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 def test_lineage_command_prints_the_release_and_a_point(world: World) -> None:
     ids = world.registry.ids
     tag = world.release(world.build(ids, 1.0))
