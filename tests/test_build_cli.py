@@ -3,13 +3,15 @@
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from resources.ledger import iter_region_commits
 from resources.store import LocalIcechunkStore
@@ -79,9 +81,24 @@ def _start_build(home: Path) -> subprocess.Popen[str]:
 
 
 def _region_runs_started(home: Path) -> int:
-    with DagsterInstance.from_config(str(home)) as instance:
-        runs = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]))
-        return sum("dagster/partition" in r.tags for r in runs)
+    """Region runs STARTED in the project's instance, read from its run database, read-only.
+
+    Not through a ``DagsterInstance``: opening one while the build is still creating the
+    instance's databases races it on their schemas ("table jobs already exists").
+    """
+    runs_db = home / "history" / "runs.db"
+    if not runs_db.exists():
+        return 0
+    with closing(sqlite3.connect(f"file:{runs_db}?mode=ro", uri=True, timeout=30)) as db:
+        try:
+            (count,) = db.execute(
+                "SELECT count(*) FROM runs JOIN run_tags ON run_tags.run_id = runs.run_id "
+                "WHERE runs.status = ? AND run_tags.key = 'dagster/partition'",
+                (DagsterRunStatus.STARTED.value,),
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return 0  # the tables are not there yet
+    return int(count)
 
 
 @pytest.mark.slow
@@ -94,7 +111,7 @@ def test_a_build_killed_outright_blocks_nothing_and_two_builds_never_run_at_once
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and doomed.poll() is None:
         time.sleep(1.0)
-        if (home / "history" / "runs.db").exists() and _region_runs_started(home) > 0:
+        if _region_runs_started(home) > 0:
             break
     assert doomed.poll() is None, f"the build ended before it could be killed: {doomed.communicate()}"
     os.killpg(doomed.pid, signal.SIGKILL)
