@@ -24,8 +24,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
+
+if TYPE_CHECKING:
+    from resources.store import S3IcechunkStore
 
 ROOT = Path(__file__).resolve().parent.parent
 S3_KEYS = {"access_key_id": "testing", "secret_access_key": "testing"}
@@ -35,6 +39,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def s3_store(endpoint: str, bucket: str, prefix: str) -> "S3IcechunkStore":
+    """The store of ``prefix`` in ``bucket`` of the moto server at ``endpoint``."""
+    from resources.store import S3IcechunkStore
+
+    return S3IcechunkStore(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint_url=endpoint,
+        region="us-east-1",
+        allow_http=True,
+        force_path_style=True,
+        access_key_id=S3_KEYS["access_key_id"],
+        secret_access_key=S3_KEYS["secret_access_key"],
+    )
 
 
 @contextmanager

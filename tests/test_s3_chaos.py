@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from _chaos_worker import KEY, region_value
-from _services import S3_KEYS, moto_s3
+from _services import moto_s3, s3_store
 
 from resources.ledger import iter_region_commits
 from resources.store import S3IcechunkStore
@@ -54,15 +54,7 @@ def _spawn(store: S3IcechunkStore, region_ids: list[str]) -> subprocess.Popen[by
 def test_sixteen_writers_killed_at_random_lose_nothing_and_duplicate_nothing(
     s3_endpoint: str, demo_registry: RegionRegistry
 ) -> None:
-    store = S3IcechunkStore(
-        bucket=BUCKET,
-        prefix="chaos.icechunk",
-        endpoint_url=s3_endpoint,
-        region="us-east-1",
-        allow_http=True,
-        force_path_style=True,
-        **S3_KEYS,
-    )
+    store = s3_store(s3_endpoint, BUCKET, "chaos.icechunk")
     ensure_template(store, demo_registry.grid, {"code_version": "test"})
     region_ids = demo_registry.ids[:REGIONS]
     # writer w takes four regions starting at 2w: every region has two writers, in another order

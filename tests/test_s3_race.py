@@ -17,7 +17,7 @@ import _s3_workers
 import _workers
 import pytest
 import xarray as xr
-from _services import S3_KEYS, moto_s3
+from _services import S3_KEYS, moto_s3, s3_store
 
 from resources.ledger import iter_region_commits
 from resources.store import LocalIcechunkStore, S3IcechunkStore, StoreError
@@ -35,15 +35,7 @@ def s3_endpoint() -> Iterator[str]:
 
 
 def _store(endpoint: str, prefix: str) -> S3IcechunkStore:
-    return S3IcechunkStore(
-        bucket=BUCKET,
-        prefix=prefix,
-        endpoint_url=endpoint,
-        region="us-east-1",
-        allow_http=True,
-        force_path_style=True,
-        **S3_KEYS,
-    )
+    return s3_store(endpoint, BUCKET, prefix)
 
 
 def test_missing_bucket_fails_with_a_clear_error(s3_endpoint: str) -> None:
