@@ -25,6 +25,13 @@ def _reset(sock: socket.socket) -> None:
     """Close ``sock`` with a TCP reset (no FIN handshake): the peer sees ``connection reset``."""
     with suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # close() alone does not wake a pump thread blocked in recv() on this socket, and while that
+    # call holds the socket the kernel neither frees it nor sends the reset: the client would
+    # wait on a silent connection until its own timeout (measured: a writer hung for 240 s).
+    # shutdown(SHUT_RD) wakes the reader (recv returns b"") without sending anything; the
+    # close() that follows, with linger 0, then sends the RST.
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
     sock.close()
 
 

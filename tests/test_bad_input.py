@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from _rundb import region_runs
 from affine import Affine
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
@@ -618,7 +619,7 @@ def test_sigint_stops_the_build_and_a_rerun_completes_with_nothing_lost_or_doubl
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and build.poll() is None:
             time.sleep(0.5)
-            if (home / "history" / "runs.db").exists() and _region_runs(home, DagsterRunStatus.SUCCESS) >= 1:
+            if region_runs(home, DagsterRunStatus.SUCCESS) >= 1:
                 break
         assert build.poll() is None, f"the build ended before the interrupt: {build.communicate()}"
         os.killpg(build.pid, signal.SIGINT)
@@ -647,8 +648,3 @@ def test_sigint_stops_the_build_and_a_rerun_completes_with_nothing_lost_or_doubl
     with DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_materialized_partitions(AssetKey("risk_raster")) == set(load_registry("mini").ids)
     print(f"stopped {stopped_after:.1f} s after SIGINT")
-
-
-def _region_runs(home: Path, status: DagsterRunStatus) -> int:
-    with DagsterInstance.from_config(str(home)) as instance:
-        return sum("dagster/partition" in r.tags for r in instance.get_runs(filters=RunsFilter(statuses=[status])))

@@ -3,14 +3,13 @@
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import pytest
+from _rundb import region_runs
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from resources.ledger import iter_region_commits
@@ -80,27 +79,6 @@ def _start_build(home: Path) -> subprocess.Popen[str]:
     )
 
 
-def _region_runs_started(home: Path) -> int:
-    """Region runs STARTED in the project's instance, read from its run database, read-only.
-
-    Not through a ``DagsterInstance``: opening one while the build is still creating the
-    instance's databases races it on their schemas ("table jobs already exists").
-    """
-    runs_db = home / "history" / "runs.db"
-    if not runs_db.exists():
-        return 0
-    with closing(sqlite3.connect(f"file:{runs_db}?mode=ro", uri=True, timeout=30)) as db:
-        try:
-            (count,) = db.execute(
-                "SELECT count(*) FROM runs JOIN run_tags ON run_tags.run_id = runs.run_id "
-                "WHERE runs.status = ? AND run_tags.key = 'dagster/partition'",
-                (DagsterRunStatus.STARTED.value,),
-            ).fetchone()
-        except sqlite3.OperationalError:
-            return 0  # the tables are not there yet
-    return int(count)
-
-
 @pytest.mark.slow
 def test_a_build_killed_outright_blocks_nothing_and_two_builds_never_run_at_once(tmp_path: Path) -> None:
     """SIGKILL a build's whole process group mid-region; the next build cleans up and completes."""
@@ -111,12 +89,13 @@ def test_a_build_killed_outright_blocks_nothing_and_two_builds_never_run_at_once
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and doomed.poll() is None:
         time.sleep(1.0)
-        if _region_runs_started(home) > 0:
+        if region_runs(home, DagsterRunStatus.STARTED) > 0:
             break
     assert doomed.poll() is None, f"the build ended before it could be killed: {doomed.communicate()}"
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait()
-    assert _region_runs_started(home) > 0, "the kill left region runs STARTED (holding their pool slots)"
+    left_started = region_runs(home, DagsterRunStatus.STARTED)
+    assert left_started > 0, "the kill left region runs STARTED (holding their pool slots)"
 
     # two builds at once: one builds, the other says plainly that it cannot
     builds = [_start_build(home), _start_build(home)]
@@ -132,7 +111,7 @@ def test_a_build_killed_outright_blocks_nothing_and_two_builds_never_run_at_once
     store = LocalIcechunkStore(path=str(Settings(home=home, grid="mini").store_path))
     records = list(iter_region_commits(store.repository(), "main", use_ledger=False))
     assert sorted(r.region for r in records) == sorted(registry.ids), "every region on main, once: none lost or doubled"
-    assert _region_runs_started(home) == 0
+    assert region_runs(home, DagsterRunStatus.STARTED) == 0
 
     again = _risk_build(home)
     assert again.returncode == 0 and "0 to run" in again.stdout and "commits made: 0" in again.stdout, again

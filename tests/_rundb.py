@@ -1,0 +1,29 @@
+"""Read a project's Dagster run database while a build may still be creating it.
+
+Not through a ``DagsterInstance``: opening one while the build's own instance is creating
+the databases races it on their schemas ("table jobs already exists", seen in CI). A
+read-only SQLite connection creates nothing and sees the tables once they exist.
+"""
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from dagster import DagsterRunStatus
+
+
+def region_runs(home: Path, status: DagsterRunStatus) -> int:
+    """How many region runs (runs with a ``dagster/partition`` tag) of the project have ``status``."""
+    runs_db = home / "history" / "runs.db"
+    if not runs_db.exists():
+        return 0
+    with closing(sqlite3.connect(f"file:{runs_db}?mode=ro", uri=True, timeout=30)) as db:
+        try:
+            (count,) = db.execute(
+                "SELECT count(*) FROM runs JOIN run_tags ON run_tags.run_id = runs.run_id "
+                "WHERE runs.status = ? AND run_tags.key = 'dagster/partition'",
+                (status.value,),
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return 0  # the tables are not there yet
+    return int(count)
