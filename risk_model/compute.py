@@ -15,7 +15,7 @@ from rasterio.crs import CRS
 
 from risk_model import schema
 from risk_model.grid import GridSpec, Region
-from risk_model.inputs import InputSet, read_burn_probability, read_wind_shares, read_window
+from risk_model.inputs import InputSet, read_burn_probability, read_conditional_risk, read_wind_shares
 from risk_model.params import ModelParams
 from risk_model.science import RiskArrays, RowBand, halo_pixels, wind_informed_risk
 
@@ -193,7 +193,7 @@ def compute_window(
         If an input cannot be read or the wind raster does not have 8 bands.
     """
     halo = halo_pixels(params, pixel_size_m) if pixel_size_m is not None else window_halo(grid, rows, params)
-    conditional_risk = read_window(inputs.conditional_risk, grid, rows, cols, halo)
+    conditional_risk = read_conditional_risk(inputs.conditional_risk, grid, rows, cols, halo)
     inner = (slice(halo, -halo or None), slice(halo, -halo or None))
     if not np.isfinite(conditional_risk[inner]).any():
         return None  # all ocean: skip reading the other inputs

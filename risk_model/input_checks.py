@@ -1,6 +1,15 @@
 """Checking the input rasters against the output grid once, before any region is computed.
 
-Besides headers (band count, CRS, pixel grid, extent), :func:`validate_input` reads the first
+Inputs are taken in their native form (any CRS, resolution and extent: each region's window is
+warped from the source's own pixels), so nothing here asks a raster to be on the output grid or
+in one particular CRS. What is checked is what can actually be wrong with a raster as a user has
+it, each with what to do about it: the band count; a CRS is present; the coordinates are
+plausible for that CRS (:func:`_check_crs_plausible`: degrees under a geographic CRS, not degrees
+under a projected one, which catches a raster labelled with the wrong CRS); the data type
+(:data:`FLOAT_ONLY`) and no scale or offset the model would not apply; the no-data value is not a
+valid value; the extent covers the grid (the grid's bounds densified into the source's CRS).
+
+Besides headers, :func:`validate_input` reads the first
 and the last block of each raster: a truncated or corrupt GeoTIFF usually opens (its header is
 at the start) and fails only when a block is read, which would otherwise be minutes into a
 build, in every region run separately. GDAL writes blocks in order, so a truncated file loses
@@ -15,14 +24,13 @@ over it, the first and the last included. No-data and NaN pixels are not data an
 import numpy as np
 import numpy.typing as npt
 from rasterio._err import CPLE_BaseError
-from rasterio.crs import CRS
-from rasterio.errors import CRSError, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from risk_model.grid import GridSpec
-from risk_model.inputs import BURN_PROBABILITY_CRS, WIND_BANDS, InputError, InputSet, _grid_crs, _open, on_grid
+from risk_model.inputs import WIND_BANDS, InputError, InputSet, _grid_crs, _open
 
 #: The input roles, in the order they are checked, and their band counts.
 INPUT_BANDS: dict[str, int] = {"burn_probability": 1, "conditional_risk": 1, "wind_direction": WIND_BANDS}
@@ -44,6 +52,10 @@ WIND_SHARE_SUM_TOL = 0.01
 FULL_VALUE_CHECK = 16 * 2**20
 #: Blocks read for the value check of a large raster, evenly spread, first and last included.
 VALUE_CHECK_BLOCKS = 32
+#: Roles whose values are fractions of 1 (a probability, shares): an integer raster cannot hold
+#: them, so one is a scaled product (e.g. 0-10000) or a class map, not the values the model
+#: needs. Conditional risk (0-100) may be stored as integers.
+FLOAT_ONLY = frozenset({"burn_probability", "wind_direction"})
 
 
 def gdal_reason(exc: BaseException) -> str:
@@ -78,6 +90,69 @@ def _covers(src: DatasetReader, grid: GridSpec) -> bool:
         and bounds[1] >= bottom - tol_y
         and bounds[3] <= top + tol_y
     )
+
+
+def _check_crs_plausible(role: str, path: str, src: DatasetReader) -> None:
+    """Refuse coordinates that cannot be in the units of the raster's CRS (a CRS label that is wrong).
+
+    A geographic CRS means degrees: bounds beyond -180..360 (0..360 longitudes are valid) or
+    -90..90 are metres, and the raster was labelled with a geographic CRS it was not made in.
+    Under a projected CRS (metres or feet), bounds that all fit in +-180 x +-90 are degrees: such
+    a raster would span at most 360 m, where an input has to cover a whole grid of kilometres.
+    Either way, the coverage check would be meaningless (metres read as degrees cover the globe)
+    and every window would be warped from the wrong place.
+    """
+    left, bottom, right, top = src.bounds
+    bottom, top = min(bottom, top), max(bottom, top)
+    kind = src.crs.to_string()
+    if src.crs.is_geographic:
+        if left < -180.5 or right > 360.5 or bottom < -90.5 or top > 90.5:
+            raise InputError(
+                f"{role} input {path} is labelled {kind}, a geographic CRS (degrees), but its bounds "
+                f"{tuple(round(v, 3) for v in src.bounds)} are not longitudes and latitudes: the raster is "
+                f"projected and its CRS label is wrong; assign the CRS it was made in (gdal_edit.py -a_srs, "
+                f"e.g. EPSG:5070 for the USFS products)"
+            )
+    elif left >= -180.5 and right <= 180.5 and bottom >= -90.5 and top <= 90.5:
+        raise InputError(
+            f"{role} input {path} is labelled {kind}, a projected CRS, but its bounds "
+            f"{tuple(round(v, 6) for v in src.bounds)} look like longitudes and latitudes: "
+            f"assign the geographic CRS it was made in (gdal_edit.py -a_srs EPSG:4326)"
+        )
+
+
+def _check_dtype(role: str, path: str, src: DatasetReader) -> None:
+    """Refuse data types the values cannot be in, and a scale or offset the model would ignore."""
+    for band, dtype in enumerate(src.dtypes, start=1):
+        kind = np.dtype(dtype).kind
+        if kind not in "fiu":  # complex, or anything else GDAL may hand back
+            raise InputError(f"{role} input {path} band {band} is {dtype}, not a real number type: write it as float32")
+        if role in FLOAT_ONLY and kind != "f":
+            low, high, what = VALUE_RANGES[role]
+            raise InputError(
+                f"{role} input {path} band {band} is {dtype}: {what} lies between {low:g} and {high:g}, "
+                f"which an integer type cannot hold (a scaled product or a class map?): convert it to "
+                f"float32 holding the values themselves (for a scaled product, divide by its scale factor)"
+            )
+    if any(scale != 1 for scale in src.scales) or any(offset != 0 for offset in src.offsets):
+        raise InputError(
+            f"{role} input {path} declares scale {src.scales} and offset {src.offsets}, which the model "
+            f"does not apply (it reads the stored values): write the unscaled values (gdal_translate -unscale)"
+        )
+
+
+def _check_nodata(role: str, path: str, src: DatasetReader) -> None:
+    """Refuse a no-data value that is also a valid value: every real pixel equal to it would vanish."""
+    low, high, what = VALUE_RANGES[role]
+    nodata = src.nodata
+    if nodata is not None and not np.isnan(nodata) and low <= nodata <= high:
+        hint = " (0 marks non-burnable land, which the spread depends on)" if role == "burn_probability" else ""
+        raise InputError(
+            f"{role} input {path} declares no-data {nodata:g}, a valid value of {what} ({low:g} to "
+            f"{high:g}){hint}: pixels holding it would be read as missing; if the file marks missing pixels "
+            f"with another value set no-data to that (gdal_edit.py -a_nodata), else to a value outside "
+            f"{low:g} to {high:g} (e.g. -9999) that no pixel holds"
+        )
 
 
 def _edge_blocks(src: DatasetReader) -> list[tuple[str, Window]]:
@@ -168,10 +243,17 @@ def _check_values(role: str, path: str, src: DatasetReader) -> None:
                 off_min, off_max = min(off_min, float(total[wrong].min())), max(off_max, float(total[wrong].max()))
                 first_off = first_off or _where(window, tuple(int(i) for i in np.argwhere(wrong)[0]))
     if bad:
+        # A fill value with no no-data declared is the usual cause of one repeated stray value.
+        fill = (
+            f"; the file declares no no-data value: if {bad_min:.6g} marks missing pixels, declare it "
+            f"(gdal_edit.py -a_nodata {bad_min:.6g})"
+            if src.nodata is None and bad_min == bad_max
+            else ""
+        )
         raise InputError(
             f"{role} input {path} holds {bad} value(s) outside {low:g} to {high:g} ({what}){sampled}: "
             f"from {bad_min:.6g} to {bad_max:.6g}, the first at {first}: fix the raster (or mark those "
-            f"pixels no-data) so that every value is between {low:g} and {high:g}"
+            f"pixels no-data) so that every value is between {low:g} and {high:g}{fill}"
         )
     if off:
         raise InputError(
@@ -183,7 +265,9 @@ def _check_values(role: str, path: str, src: DatasetReader) -> None:
 
 
 def validate_input(role: str, path: str, grid: GridSpec) -> None:
-    """Check that one input exists, is readable and fits the output grid.
+    """Check that one input exists, is readable, holds plausible values and covers the output grid.
+
+    Any CRS and resolution are accepted: regions are warped from the source's own pixels.
 
     Parameters
     ----------
@@ -213,24 +297,13 @@ def validate_input(role: str, path: str, grid: GridSpec) -> None:
                 f"{role} input {path} has {src.count} band(s), expected {bands}: point {role} at the right raster"
             )
         if src.crs is None:
-            raise InputError(f"{role} input {path} has no CRS: assign one (e.g. gdal_edit.py -a_srs)")
-        if role == "burn_probability":
-            try:
-                expected = CRS.from_user_input(BURN_PROBABILITY_CRS)
-            except CRSError as exc:  # only if PROJ's database is broken
-                raise InputError(f"cannot build {BURN_PROBABILITY_CRS}: {exc}") from exc
-            if src.crs != expected:
-                raise InputError(
-                    f"burn_probability input {path} is in {src.crs.to_string()}, expected the "
-                    f"projected {BURN_PROBABILITY_CRS}: reproject it or use the 270 m EPSG:5070 product"
-                )
-        if role == "conditional_risk" and not on_grid(src, grid):
             raise InputError(
-                f"conditional_risk input {path} ({src.crs.to_string()}, pixel "
-                f"{src.transform.a:.9g} x {abs(src.transform.e):.9g}) is not on the output grid "
-                f"{grid.name!r} ({grid.crs}, pixel {grid.transform[0]:.9g} x {grid.transform[4]:.9g}, "
-                f"origin {grid.transform[2]}, {grid.transform[5]}): warp it onto that grid first"
+                f"{role} input {path} has no CRS: assign the one it was made in (gdal_edit.py -a_srs, "
+                f"e.g. EPSG:5070 for the USFS products)"
             )
+        _check_crs_plausible(role, path, src)
+        _check_dtype(role, path, src)
+        _check_nodata(role, path, src)
         if not _covers(src, grid):
             raise InputError(
                 f"{role} input {path} (bounds {tuple(round(v, 6) for v in src.bounds)} in "
@@ -267,11 +340,11 @@ def validate_inputs(inputs: InputSet, grid: GridSpec) -> None:
     ------
     InputError
         Naming the file, what is wrong and what to do: a file that cannot be opened, a wrong
-        band count, burn probability not in EPSG:5070, conditional risk not on the output
-        grid's CRS and pixel grid, a wind raster without a CRS, an extent that does not
-        cover the grid, a block GDAL cannot read (a truncated or corrupt file), values out of
-        :data:`VALUE_RANGES` or wind shares that do not sum to 1. The first problem found, in
-        :data:`INPUT_BANDS` order.
+        band count, no CRS, coordinates that cannot be in the CRS's units (a wrong CRS label), a
+        data type that cannot hold the values (or a scale or offset), a no-data value that is
+        also a valid value, an extent that does not cover the grid, a block GDAL cannot read (a
+        truncated or corrupt file), values out of :data:`VALUE_RANGES` or wind shares that do
+        not sum to 1. The first problem found, in :data:`INPUT_BANDS` order.
     """
     for role in INPUT_BANDS:
         validate_input(role, str(getattr(inputs, role)), grid)

@@ -1,5 +1,10 @@
 """The three input rasters: where they are, and reading a region's window of them.
 
+Each input is read in its native form, as its publisher distributes it: its CRS, pixel size and
+extent come from the file, and every window is warped from the source's own pixels onto the
+output grid (with the region's halo), so no input has to be prepared on the output grid first.
+A source that happens to be on the output grid is read with a plain rasterio window instead.
+
 Inputs are named by a path or URL string. Local paths and ``gs://`` / ``s3://`` URLs all go
 through the same :func:`rasterio.open` call; rasterio maps the URL schemes to GDAL's
 ``/vsigs/`` and ``/vsis3/`` file systems, and credentials come from GDAL's usual
@@ -31,8 +36,13 @@ from risk_model.science import gap_fill
 FloatArray = npt.NDArray[np.float64]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
 
-BURN_PROBABILITY_CRS = "EPSG:5070"
 WIND_BANDS = 8
+#: Resampling of the conditional risk onto the output grid. The reference (carbonplan/ocr) warps
+#: the USFS 30 m EPSG:5070 raster to its 30 m EPSG:4326 grid with odc-geo's ``xr_reproject`` at its
+#: default, nearest (``ocr/input_datasets/tensor/usfs_scott_2024.py``). Nearest also keeps every
+#: value one the publisher wrote and the coast (no-data) crisp. The model parameters have no
+#: setting for it, unlike burn probability and wind, so it is a constant.
+CONDITIONAL_RISK_RESAMPLING: ResamplingName = "nearest"
 # Pixel grids agree when sizes match to this relative tolerance and origins to this
 # fraction of a pixel: JSON and GeoTIFF round-trip coefficients to about 1e-15.
 _SIZE_RTOL = 1e-9
@@ -49,13 +59,17 @@ class InputSet(BaseModel):
     Parameters
     ----------
     burn_probability
-        Annual burn probability, one band, projected EPSG:5070 (about 270 m).
+        Annual burn probability (0-1), one band, any CRS and resolution (the USFS product:
+        270 m, EPSG:5070).
     conditional_risk
-        Conditional risk to potential structures (0-100), one band, on the output grid
-        (same CRS and pixel grid); its no-data marks the ocean.
+        Conditional risk to potential structures (0-100), one band, any CRS and resolution
+        (the USFS product: 30 m, EPSG:5070); its no-data marks the ocean.
     wind_direction
         Fire-weather wind-direction shares, 8 bands (from N, NE, E, SE, S, SW, W, NW),
         any CRS and resolution.
+
+    Each raster must carry its CRS and cover the output grid; :mod:`risk_model.input_checks`
+    says what else it checks.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -196,6 +210,33 @@ def read_window(
     # Negative strides from the flip would make every later operation slower.
     out = np.ascontiguousarray(out)
     return out[0] if out.shape[0] == 1 else out
+
+
+def read_conditional_risk(path: str, grid: GridSpec, rows: slice, cols: slice, halo: int = 0) -> FloatArray:
+    """Read the conditional risk over a window, warped by :data:`CONDITIONAL_RISK_RESAMPLING`.
+
+    Parameters
+    ----------
+    path, grid, rows, cols, halo
+        As for :func:`read_window`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(ny, nx)``, row 0 at the south; NaN where the source is no-data or absent.
+
+    Raises
+    ------
+    InputError
+        If the source cannot be opened or does not have one band.
+    """
+    values = read_window(path, grid, rows, cols, halo, CONDITIONAL_RISK_RESAMPLING)
+    if values.ndim != 2:
+        raise InputError(
+            f"conditional-risk input {path} has {values.shape[0]} bands, expected 1: point it at the "
+            "conditional risk to potential structures raster"
+        )
+    return values
 
 
 # Source pixels read around the part of a source a window needs: one for the gap fill's

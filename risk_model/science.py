@@ -44,7 +44,7 @@ with the reference behaviour first and the named options after it:
    index of the first bin whose upper edge is >= risk (0 for risk 0, capped at 10).
 
 Arrays use the grid's orientation: row 0 is the southern edge and rows run north, columns
-run east. The conditional-risk raster is on the output grid and defines the data mask:
+run east. The conditional risk, once read onto the output grid, defines the data mask:
 where it is NaN (ocean) every float output is NaN and the score is ``SCORE_NODATA`` (a
 platform convention: the reference masks risk, not burn probability, by conditional risk).
 """

@@ -1,13 +1,15 @@
 """Seeded synthetic inputs, shaped like the real ones, for demos and tests.
 
 No real input is reachable offline, so :func:`generate_inputs` writes three GeoTIFFs with
-the structure the model meets in production:
+the structure the model meets in production, each in the native form of the dataset it stands
+for (its CRS, pixel size and an extent of its own, not the output grid's):
 
 * burn probability on a 270 m EPSG:5070 grid covering the output grid plus a margin: a
   smooth, spatially correlated field of about 0.0005-0.06, with non-burnable patches (0: lakes,
-  towns, rock), a few isolated one-pixel holes, and no-data over the ocean;
-* conditional risk 0-100 on exactly the output grid (north-up, EPSG:4326), no-data over the
-  ocean;
+  towns, rock), a few isolated one-pixel holes, and no-data over the ocean (the Riley et al.
+  product's form);
+* conditional risk 0-100 on a 30 m EPSG:5070 grid covering the output grid plus a margin,
+  no-data over the ocean (the USFS Wildfire Risk to Communities product's form);
 * 8-band fire-weather wind-direction shares on a 0.05 degree EPSG:4326 grid, summing to 1
   per pixel, whose prevailing direction turns from north-westerly at the coast to
   north-easterly inland.
@@ -37,23 +39,34 @@ from rasterio.warp import transform_bounds
 from scipy import ndimage
 
 from risk_model.grid import GridSpec
-from risk_model.inputs import BURN_PROBABILITY_CRS, InputSet
+from risk_model.inputs import InputSet
 
 FloatArray = npt.NDArray[np.float64]
 
 NODATA = -9999.0
+#: The CRS the USFS publishes both burn probability and conditional risk in (CONUS Albers).
+USFS_CRS = "EPSG:5070"
 BP_PIXEL_M = 270.0
 BP_MARGIN_DEG = 0.1
+CR_PIXEL_M = 30.0
+#: Conditional risk reaches this far past the grid: more than a demo region's halo (62 px of
+#: 0.000308 degrees, 0.019 degrees), as the national product does everywhere inland.
+CR_MARGIN_DEG = 0.03
+#: Rows of a raster whose coordinates are interpolated at once (bounded memory).
+_ROWS_PER_BLOCK = 256
+#: Pixels between exactly transformed coordinates when locating the coast (see :func:`_ocean`).
+_LONLAT_STEP_PX = 8
 WIND_PIXEL_DEG = 0.05
 WIND_MARGIN_DEG = 0.25
 CONUS_PIXEL_DEG = 0.02
 FILENAMES = {
     "burn_probability": "burn_probability_270m_5070.tif",
-    "conditional_risk": "conditional_risk_30m_4326.tif",
+    "conditional_risk": "conditional_risk_30m_5070.tif",
     "wind_direction": "wind_direction_shares_4326.tif",
 }
 # Bump when the generated content changes for the same seed.
-GENERATOR_VERSION = 1
+# 2: conditional risk in its native form (30 m EPSG:5070) instead of on the output grid.
+GENERATOR_VERSION = 2
 
 # A rough outline of the contiguous US (lon, lat), clockwise from Cape Flattery.
 CONUS_OUTLINE: tuple[tuple[float, float], ...] = (
@@ -135,19 +148,65 @@ def _write_tif(path: Path, data: npt.NDArray[np.float32], transform: Affine, crs
     return digest
 
 
-def _burn_probability(grid: GridSpec, seed: int) -> tuple[npt.NDArray[np.float32], Affine]:
-    """Burn probability on a 270 m EPSG:5070 grid (north-up), with ocean no-data."""
+def _usfs_lattice(grid: GridSpec, pixel_m: float, margin_deg: float) -> tuple[Affine, int, int]:
+    """North-up transform, height and width of a :data:`USFS_CRS` raster covering the grid plus a margin.
+
+    The origin is snapped to multiples of the pixel, as on the national products' lattices.
+    """
     full = (slice(0, grid.shape[0]), slice(0, grid.shape[1]))
     west, south, east, north = grid.bounds(*full)
-    m = BP_MARGIN_DEG
+    m = margin_deg
     left, bottom, right, top = transform_bounds(
-        grid.crs, BURN_PROBABILITY_CRS, west - m, south - m, east + m, north + m, densify_pts=21
+        grid.crs, USFS_CRS, west - m, south - m, east + m, north + m, densify_pts=21
     )
-    # Snap to the 270 m lattice of the national product (origin at multiples of the pixel).
-    left, top = math.floor(left / BP_PIXEL_M) * BP_PIXEL_M, math.ceil(top / BP_PIXEL_M) * BP_PIXEL_M
-    width = math.ceil((right - left) / BP_PIXEL_M)
-    height = math.ceil((top - bottom) / BP_PIXEL_M)
-    transform = Affine(BP_PIXEL_M, 0.0, left, 0.0, -BP_PIXEL_M, top)
+    left, top = math.floor(left / pixel_m) * pixel_m, math.ceil(top / pixel_m) * pixel_m
+    width = math.ceil((right - left) / pixel_m)
+    height = math.ceil((top - bottom) / pixel_m)
+    return Affine(pixel_m, 0.0, left, 0.0, -pixel_m, top), height, width
+
+
+def _lerp(coarse: FloatArray, at: FloatArray, axis: int) -> FloatArray:
+    """Linear interpolation of ``coarse`` along ``axis`` at fractional indices ``at``."""
+    low = np.minimum(np.floor(at).astype(np.int64), coarse.shape[axis] - 2)
+    weight = at - low
+    result: FloatArray
+    if axis == 0:
+        result = coarse[low] * (1 - weight)[:, None] + coarse[low + 1] * weight[:, None]
+    else:
+        result = coarse[:, low] * (1 - weight) + coarse[:, low + 1] * weight
+    return result
+
+
+def _ocean(grid: GridSpec, transform: Affine, height: int, width: int, seed: int) -> npt.NDArray[np.bool_]:
+    """Pixels of a :data:`USFS_CRS` raster whose centres lie west of the synthetic coast.
+
+    Longitudes and latitudes are transformed exactly on every :data:`_LONLAT_STEP_PX`-th pixel
+    centre and interpolated linearly in between: PROJ takes about 1 us a point, 9 s for the demo's
+    30 m raster, and the projection is so smooth over 8 pixels that the interpolated coordinates
+    are within 1e-8 degrees of exact ones (measured over the demo raster), far below a pixel.
+    """
+    step = _LONLAT_STEP_PX
+    rows = np.append(np.arange(0, height - 1, step), height - 1).astype(np.float64)
+    cols = np.append(np.arange(0, width - 1, step), width - 1).astype(np.float64)
+    r, c = np.meshgrid(rows, cols, indexing="ij")
+    xs, ys = xy(transform, r.ravel(), c.ravel(), offset="center")
+    lon, lat = transform_points(USFS_CRS, grid.crs, xs, ys)
+    coarse = [np.asarray(lon).reshape(r.shape), np.asarray(lat).reshape(r.shape)]
+    # Fractional position of every pixel row and column in the coarse lattice (its last step may
+    # be shorter): bilinear interpolation on a lattice is one pass along rows, one along columns.
+    at_row = np.interp(np.arange(height), rows, np.arange(len(rows)))
+    at_col = np.interp(np.arange(width), cols, np.arange(len(cols)))
+    ocean = np.empty((height, width), dtype=bool)
+    for start in range(0, height, _ROWS_PER_BLOCK):
+        block = at_row[start : start + _ROWS_PER_BLOCK]
+        block_lon, block_lat = (_lerp(_lerp(values, block, 0), at_col, 1) for values in coarse)
+        ocean[start : start + len(block)] = block_lon < coast_longitude(grid, block_lat, seed)
+    return ocean
+
+
+def _burn_probability(grid: GridSpec, seed: int) -> tuple[npt.NDArray[np.float32], Affine]:
+    """Burn probability on a 270 m EPSG:5070 grid (north-up), with ocean no-data."""
+    transform, height, width = _usfs_lattice(grid, BP_PIXEL_M, BP_MARGIN_DEG)
 
     rng = np.random.default_rng([seed, 2])
     base = _smooth_noise(rng, (height, width), 6.0)
@@ -157,28 +216,23 @@ def _burn_probability(grid: GridSpec, seed: int) -> tuple[npt.NDArray[np.float32
     non_burnable = _smooth_noise(rng, (height, width), 3.0) > 0.78  # lakes, towns, rock
     holes = rng.random((height, width)) < 0.003  # isolated non-burnable pixels
     bp[non_burnable | holes] = 0.0
-
-    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    xs, ys = xy(transform, rows.ravel(), cols.ravel(), offset="center")
-    lon, lat = transform_points(BURN_PROBABILITY_CRS, grid.crs, xs, ys)
-    lon_arr = np.asarray(lon).reshape(height, width)
-    lat_arr = np.asarray(lat).reshape(height, width)
-    bp[lon_arr < coast_longitude(grid, lat_arr, seed)] = NODATA
+    bp[_ocean(grid, transform, height, width, seed)] = NODATA
     return bp[None].astype(np.float32), transform
 
 
 def _conditional_risk(grid: GridSpec, seed: int) -> tuple[npt.NDArray[np.float32], Affine]:
-    """Conditional risk 0-100 on exactly the output grid (north-up), with ocean no-data."""
+    """Conditional risk 0-100 on a 30 m EPSG:5070 grid (north-up), with ocean no-data.
+
+    Generated on its own pixels, not warped from the output grid: like the USFS raster, its
+    pixels are not the output grid's, and every region has to warp it.
+    """
+    transform, height, width = _usfs_lattice(grid, CR_PIXEL_M, CR_MARGIN_DEG)
     rng = np.random.default_rng([seed, 3])
-    # Skewed towards low values, so the risk scores cover most bins.
-    cr = 100.0 * _smooth_noise(rng, grid.shape, 40.0) ** 3
-    lat = grid.latitude()[:, None]
-    lon = grid.longitude()[None, :]
-    cr = np.where(lon < coast_longitude(grid, lat, seed), NODATA, cr)
-    a, _, c, _, e, f = grid.transform
-    # The grid runs south-up; GeoTIFFs are stored north-up, so flip the rows.
-    transform = Affine(a, 0.0, c, 0.0, -e, f + grid.shape[0] * e)
-    return cr[::-1][None].astype(np.float32), transform
+    # Skewed towards low values, so the risk scores cover most bins; a correlation length of
+    # 40 px (1.2 km), as the earlier on-grid field had.
+    cr = 100.0 * _smooth_noise(rng, (height, width), 40.0) ** 3
+    cr[_ocean(grid, transform, height, width, seed)] = NODATA
+    return cr[None].astype(np.float32), transform
 
 
 def _wind_shares(grid: GridSpec, seed: int) -> tuple[npt.NDArray[np.float32], Affine]:
@@ -224,8 +278,8 @@ def generate_inputs(grid: GridSpec, out_dir: Path, seed: int = 0) -> InputSet:
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     layers = {
-        "burn_probability": (*_burn_probability(grid, seed), BURN_PROBABILITY_CRS),
-        "conditional_risk": (*_conditional_risk(grid, seed), grid.crs),
+        "burn_probability": (*_burn_probability(grid, seed), USFS_CRS),
+        "conditional_risk": (*_conditional_risk(grid, seed), USFS_CRS),
         "wind_direction": (*_wind_shares(grid, seed), "EPSG:4326"),
     }
     files = {}

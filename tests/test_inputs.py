@@ -8,13 +8,25 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
 from rasterio.warp import transform as transform_points
 
-from risk_model.grid import GridSpec
-from risk_model.input_checks import validate_inputs
-from risk_model.inputs import InputError, InputSet, read_burn_probability, read_wind_shares, read_window
+from risk_model.compute import compute_region
+from risk_model.grid import GridSpec, load_grid, region_of_chunk
+from risk_model.input_checks import validate_input, validate_inputs
+from risk_model.inputs import (
+    InputError,
+    InputSet,
+    on_grid,
+    read_burn_probability,
+    read_conditional_risk,
+    read_wind_shares,
+    read_window,
+)
+from risk_model.params import ModelParams
 from risk_model.science import gap_fill
-from risk_model.synthetic import generate_inputs
+from risk_model.synthetic import FILENAMES, GENERATOR_VERSION, ensure_inputs, generate_inputs
 
 GRID = GridSpec(
     name="t", crs="EPSG:4326", transform=(0.001, 0.0, -120.0, 0.0, 0.001, 38.0), shape=(40, 50), chunks=(20, 25)
@@ -23,7 +35,12 @@ FULL = (slice(0, 40), slice(0, 50))
 
 
 def write_tif(
-    path: Path, data: np.ndarray, transform: Affine, crs: str, nodata: float | None = -9999.0, dtype: str = "float32"
+    path: Path,
+    data: np.ndarray,
+    transform: Affine,
+    crs: str | None,
+    nodata: float | None = -9999.0,
+    dtype: str = "float32",
 ) -> str:
     data = data if data.ndim == 3 else data[None]
     profile = {
@@ -129,6 +146,62 @@ def test_windowed_reprojection_equals_full_reprojection_sliced(tmp_path: Path) -
     np.testing.assert_allclose(part, full[20:44, 0:29], rtol=0, atol=1e-12)
 
 
+def test_native_conditional_risk_is_warped_by_nearest(small_grid: GridSpec, small_inputs: InputSet) -> None:
+    """The 30 m EPSG:5070 raster, warped: each output pixel holds the source pixel under its centre."""
+    region = region_of_chunk(small_grid, 1, 1)  # part ocean, part land
+    out = read_conditional_risk(small_inputs.conditional_risk, small_grid, region.rows, region.cols, halo=3)
+    rows = slice(region.rows.start - 3, region.rows.stop + 3)
+    cols = slice(region.cols.start - 3, region.cols.stop + 3)
+    lon, lat = np.meshgrid(small_grid.longitude()[cols], small_grid.latitude()[rows])
+    with rasterio.open(small_inputs.conditional_risk) as src:
+        source = src.read(1, masked=True).filled(np.nan).astype(np.float64)
+        x, y = transform_points(small_grid.crs, src.crs, lon.ravel(), lat.ravel())
+        col, row = ~src.transform @ (np.asarray(x), np.asarray(y))
+    expected = source[np.floor(row).astype(int), np.floor(col).astype(int)].reshape(out.shape)
+    np.testing.assert_array_equal(out, expected)
+    assert np.isnan(out).any() and np.isfinite(out).mean() > 0.2  # the coast crosses this region
+
+
+def test_regions_of_a_native_source_equal_one_whole_domain_read(small_grid: GridSpec, small_inputs: InputSet) -> None:
+    """What keeps regions seam-free: a pixel's warped value does not depend on the window it is read in."""
+    halo = 9
+    full = (slice(0, small_grid.shape[0]), slice(0, small_grid.shape[1]))
+    readers = {
+        "conditional_risk": read_conditional_risk,
+        "burn_probability": read_burn_probability,
+        "wind_direction": read_wind_shares,
+    }
+    for role, read in readers.items():
+        path = getattr(small_inputs, role)
+        whole = read(path, small_grid, *full, halo=halo)
+        ny, nx = small_grid.chunk_counts
+        for iy in range(ny):
+            for ix in range(nx):
+                region = region_of_chunk(small_grid, iy, ix)
+                part = read(path, small_grid, region.rows, region.cols, halo=halo)
+                inner = (
+                    slice(region.rows.start, region.rows.stop + 2 * halo),
+                    slice(region.cols.start, region.cols.stop + 2 * halo),
+                )
+                np.testing.assert_array_equal(part, whole[(..., *inner)], err_msg=f"{role} {region.id}")
+
+
+def test_the_demo_path_reads_native_inputs(tmp_path: Path) -> None:
+    """What `make demo` does with no RISK_INPUTS: generate the synthetic inputs, check them, compute."""
+    grid = load_grid("mini")
+    inputs = ensure_inputs(grid, tmp_path / "inputs")
+    manifest = json.loads((tmp_path / "inputs" / "manifest.json").read_text())
+    assert manifest["generator_version"] == GENERATOR_VERSION >= 2
+    assert Path(inputs.conditional_risk).name == FILENAMES["conditional_risk"] == "conditional_risk_30m_5070.tif"
+    for role, (epsg, pixel) in {"burn_probability": (5070, 270.0), "conditional_risk": (5070, 30.0)}.items():
+        with rasterio.open(getattr(inputs, role)) as src:
+            assert (src.crs.to_epsg(), src.res) == (epsg, (pixel, pixel)) and not on_grid(src, grid)
+    validate_inputs(inputs, grid)
+    region = region_of_chunk(grid, 1, 3)
+    ds = compute_region(grid, region, inputs, ModelParams())
+    assert np.isfinite(ds["conditional_risk"].values).mean() > 0.9 and np.isfinite(ds["risk"].values).any()
+
+
 def test_wind_shares_are_renormalised(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     shares = rng.random((8, 4, 4)) * 2  # sums far from 1
@@ -167,29 +240,149 @@ def test_missing_file(small_grid: GridSpec, small_inputs: InputSet, tmp_path: Pa
     _expect_error(inputs, small_grid, missing, "cannot be opened", "exists")
 
 
-def test_burn_probability_in_the_wrong_crs(small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path) -> None:
+def _copy_as(source: str, target: Path, data: np.ndarray | None = None, **profile: object) -> str:
+    """A copy of ``source`` with some of its profile (and optionally its data) replaced."""
+    with rasterio.open(source) as src:
+        merged = src.profile | profile
+        values = src.read() if data is None else data
+    with rasterio.open(target, "w", **merged) as dst:
+        dst.write(values.astype(merged["dtype"]))
+    return str(target)
+
+
+def _warped_copy(source: str, target: Path, crs: str, pixel: float) -> str:
+    """``source`` warped (nearest) onto a north-up ``pixel`` lattice in ``crs`` covering it."""
+    from rasterio.warp import calculate_default_transform
+
+    with rasterio.open(source) as src:
+        transform, width, height = calculate_default_transform(
+            src.crs, crs, src.width, src.height, *src.bounds, resolution=pixel
+        )
+        out = np.full((src.count, height, width), src.nodata, dtype=src.dtypes[0])
+        reproject(
+            rasterio.band(src, list(range(1, src.count + 1))),
+            out,
+            dst_transform=transform,
+            dst_crs=crs,
+            dst_nodata=src.nodata,
+            resampling=Resampling.nearest,
+        )
+        profile = src.profile | {"crs": crs, "transform": transform, "width": width, "height": height}
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(out)
+    return str(target)
+
+
+def test_burn_probability_in_another_projected_crs_works(
+    small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path
+) -> None:
+    """EPSG:5070 is what the USFS publishes, not a requirement: California Albers (EPSG:3310) works."""
+    other = _warped_copy(small_inputs.burn_probability, tmp_path / "bp_3310.tif", "EPSG:3310", 250.0)
+    inputs = small_inputs.model_copy(update={"burn_probability": other})
+    validate_inputs(inputs, small_grid)
+    full = (slice(0, small_grid.shape[0]), slice(0, small_grid.shape[1]))
+    native = read_burn_probability(small_inputs.burn_probability, small_grid, *full)
+    moved = read_burn_probability(other, small_grid, *full)
+    # Two nearest warps move the coast by up to a source pixel; elsewhere the same field.
+    assert np.isfinite(moved).mean() == pytest.approx(np.isfinite(native).mean(), abs=0.05)
+    both = np.isfinite(moved) & np.isfinite(native) & (native > 0)
+    assert np.corrcoef(moved[both], native[both])[0, 1] > 0.9
+    # And seam-free: a region read on its own equals the same pixels of the whole-domain read.
+    region = region_of_chunk(small_grid, 1, 2)
+    part = read_burn_probability(other, small_grid, region.rows, region.cols, halo=7)
+    whole = read_burn_probability(other, small_grid, *full, halo=7)
+    np.testing.assert_array_equal(
+        part, whole[region.rows.start : region.rows.stop + 14, region.cols.start : region.cols.stop + 14]
+    )
+
+
+def test_a_mislabelled_crs_is_refused(small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path) -> None:
+    """Metres labelled as degrees would 'cover' the globe: the label is refused, not the coverage."""
+    wrong = _copy_as(small_inputs.burn_probability, tmp_path / "bp_labelled_4326.tif", crs="EPSG:4326")
+    inputs = small_inputs.model_copy(update={"burn_probability": wrong})
+    _expect_error(inputs, small_grid, wrong, "geographic CRS (degrees)", "CRS label is wrong", "gdal_edit.py -a_srs")
+    # And degrees labelled as a projected CRS.
+    degrees = _copy_as(small_inputs.wind_direction, tmp_path / "wind_labelled_5070.tif", crs="EPSG:5070")
+    inputs = small_inputs.model_copy(update={"wind_direction": degrees})
+    _expect_error(inputs, small_grid, degrees, "a projected CRS", "look like longitudes and latitudes", "EPSG:4326")
+
+
+def test_a_raster_without_a_crs_is_refused(small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path) -> None:
     with rasterio.open(small_inputs.conditional_risk) as src:
         data, transform = src.read(), src.transform
-    wrong = write_tif(tmp_path / "bp_4326.tif", data, transform, "EPSG:4326")
-    inputs = small_inputs.model_copy(update={"burn_probability": wrong})
-    _expect_error(inputs, small_grid, wrong, "EPSG:5070", "reproject")
+    bare = write_tif(tmp_path / "cr_no_crs.tif", data, transform, None)
+    inputs = small_inputs.model_copy(update={"conditional_risk": bare})
+    _expect_error(inputs, small_grid, bare, "has no CRS", "gdal_edit.py -a_srs")
 
 
-def test_conditional_risk_off_the_output_grid(small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("role", "dtype", "words"),
+    [
+        pytest.param("burn_probability", "uint8", ["is uint8", "integer type cannot hold", "float32"], id="bp-uint8"),
+        pytest.param("wind_direction", "int16", ["is int16", "integer type cannot hold"], id="wind-int16"),
+        pytest.param("conditional_risk", "complex64", ["is complex64", "not a real number type"], id="cr-complex"),
+    ],
+)
+def test_a_data_type_that_cannot_hold_the_values_is_refused(
+    small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path, role: str, dtype: str, words: list[str]
+) -> None:
+    bad = _copy_as(getattr(small_inputs, role), tmp_path / f"{role}_{dtype}.tif", dtype=dtype, nodata=None)
+    _expect_error(small_inputs.model_copy(update={role: bad}), small_grid, bad, *words)
+
+
+def test_integer_conditional_risk_is_accepted(small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path) -> None:
+    """0-100 fits an integer type: the USFS could as well publish it as int16."""
     with rasterio.open(small_inputs.conditional_risk) as src:
-        data, t = src.read(), src.transform
-    # Half-pixel shift: same CRS and pixel size, but not the output grid's pixels.
-    shifted = write_tif(tmp_path / "cr_shift.tif", data, Affine(t.a, 0, t.c + t.a / 2, 0, t.e, t.f), "EPSG:4326")
-    inputs = small_inputs.model_copy(update={"conditional_risk": shifted})
-    _expect_error(inputs, small_grid, shifted, "not on the output grid")
+        data = np.where(src.read() == src.nodata, -1, np.round(src.read()))
+    ints = _copy_as(small_inputs.conditional_risk, tmp_path / "cr_int16.tif", data, dtype="int16", nodata=-1)
+    validate_input("conditional_risk", ints, small_grid)
+    region = region_of_chunk(small_grid, 1, 1)
+    values = read_conditional_risk(ints, small_grid, region.rows, region.cols)
+    finite = values[np.isfinite(values)]
+    assert finite.size and np.array_equal(finite, np.round(finite)) and np.isnan(values).any()
+
+
+def test_a_scale_the_model_would_not_apply_is_refused(
+    small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path
+) -> None:
+    scaled = _copy_as(small_inputs.conditional_risk, tmp_path / "cr_scaled.tif")
+    with rasterio.open(scaled, "r+") as dst:
+        dst.scales = (0.01,)
+    _expect_error(small_inputs.model_copy(update={"conditional_risk": scaled}), small_grid, scaled, "scale", "-unscale")
+
+
+def test_a_nodata_value_inside_the_valid_range_is_refused(
+    small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path
+) -> None:
+    zero = _copy_as(small_inputs.burn_probability, tmp_path / "bp_nodata0.tif", nodata=0.0)
+    inputs = small_inputs.model_copy(update={"burn_probability": zero})
+    _expect_error(inputs, small_grid, zero, "no-data 0", "non-burnable", "gdal_edit.py -a_nodata")
+
+
+def test_an_undeclared_fill_value_is_named(small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path) -> None:
+    bare = _copy_as(small_inputs.conditional_risk, tmp_path / "cr_no_nodata.tif", nodata=None)
+    inputs = small_inputs.model_copy(update={"conditional_risk": bare})
+    _expect_error(inputs, small_grid, bare, "outside 0 to 100", "declares no no-data value", "-a_nodata -9999")
 
 
 def test_extent_that_does_not_cover_the_grid(small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path) -> None:
     with rasterio.open(small_inputs.conditional_risk) as src:
-        data, t = src.read(), src.transform
-    half = write_tif(tmp_path / "cr_half.tif", data[:, :, : data.shape[2] // 2], t, "EPSG:4326")
+        data, t, crs = src.read(), src.transform, src.crs
+    half = write_tif(tmp_path / "cr_half.tif", data[:, :, : data.shape[2] // 2], t, crs.to_string())
     inputs = small_inputs.model_copy(update={"conditional_risk": half})
-    _expect_error(inputs, small_grid, half, "does not cover")
+    _expect_error(inputs, small_grid, half, "does not cover", "EPSG:5070")
+
+
+def test_conditional_risk_with_two_bands_is_refused(
+    small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path
+) -> None:
+    with rasterio.open(small_inputs.conditional_risk) as src:
+        data, t = src.read(), src.transform
+    two = write_tif(tmp_path / "cr_2.tif", np.concatenate([data, data]), t, "EPSG:5070")
+    inputs = small_inputs.model_copy(update={"conditional_risk": two})
+    _expect_error(inputs, small_grid, two, "2 band(s), expected 1")
+    with pytest.raises(InputError, match=r"cr_2\.tif has 2 bands, expected 1"):
+        read_conditional_risk(two, small_grid, slice(0, 64), slice(0, 64))
 
 
 def test_wind_with_the_wrong_band_count(small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path) -> None:
@@ -217,6 +410,10 @@ def test_synthetic_inputs_are_deterministic_and_described(small_grid: GridSpec, 
 
 
 def test_synthetic_inputs_have_realistic_structure(small_grid: GridSpec, small_inputs: InputSet) -> None:
+    with rasterio.open(small_inputs.conditional_risk) as src:
+        # The USFS product's native form: 30 m EPSG:5070, its own lattice, not the output grid.
+        assert src.crs.to_epsg() == 5070 and src.res == (30.0, 30.0) and not on_grid(src, small_grid)
+        assert src.profile["tiled"] and src.nodata == -9999.0
     with rasterio.open(small_inputs.burn_probability) as src:
         assert src.crs.to_epsg() == 5070 and src.res == (270.0, 270.0)
         assert src.profile["tiled"] and src.compression is not None and src.nodata is not None
