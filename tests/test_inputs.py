@@ -296,6 +296,25 @@ def test_burn_probability_in_another_projected_crs_works(
     )
 
 
+def test_conditional_risk_off_the_output_grid_is_warped(
+    small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path
+) -> None:
+    """Once refused ("not on the output grid"): the output grid's CRS and pixel size, shifted half a pixel."""
+    full = (slice(0, small_grid.shape[0]), slice(0, small_grid.shape[1]))
+    values = read_conditional_risk(small_inputs.conditional_risk, small_grid, *full, halo=4)[::-1]  # north-up
+    a, _, c, _, e, f = small_grid.transform
+    shifted = Affine(a, 0, c - 4 * a + a / 2, 0, -e, f + (small_grid.shape[0] + 4) * e)
+    path = write_tif(tmp_path / "cr_shift.tif", np.where(np.isnan(values), -9999.0, values), shifted, "EPSG:4326")
+    validate_input("conditional_risk", path, small_grid)
+    with rasterio.open(path) as src:
+        assert not on_grid(src, small_grid)
+    out = read_conditional_risk(path, small_grid, *full)
+    # Nearest from half a pixel east: each pixel takes its eastern or its own neighbour's value.
+    own = values[::-1][4:-4, 4:-4]
+    east = values[::-1][4:-4, 5:-3]
+    assert np.all((out == own) | (out == east) | (np.isnan(out) & (np.isnan(own) | np.isnan(east))))
+
+
 def test_a_mislabelled_crs_is_refused(small_grid: GridSpec, small_inputs: InputSet, tmp_path: Path) -> None:
     """Metres labelled as degrees would 'cover' the globe: the label is refused, not the coverage."""
     wrong = _copy_as(small_inputs.burn_probability, tmp_path / "bp_labelled_4326.tif", crs="EPSG:4326")
