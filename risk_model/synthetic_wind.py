@@ -76,7 +76,9 @@ def _wind_from(bearing_deg: FloatArray, speed: FloatArray) -> tuple[FloatArray, 
 
 
 def hourly_cube(grid: GridSpec, seed: int = 0, hours: int = HOURS) -> xr.Dataset:
-    """The synthetic hourly dataset covering ``grid`` (see the module docstring)."""
+    """The synthetic hourly dataset covering ``grid`` (see the module docstring); ``hours`` >= 72."""
+    if hours < 72:
+        raise ValueError(f"the synthetic cube needs at least 72 hours for its episodes, got {hours}")
     x, y = _lattice(grid)
     ny, nx = y.size, x.size
     xx, yy = np.meshgrid(x, y)
