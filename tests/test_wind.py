@@ -283,3 +283,29 @@ def test_input_set_takes_exactly_one_wind_input() -> None:
     assert hourly.with_wind_shares("s.tif").wind_shares() == "s.tif"
     with pytest.raises(InputError, match="hourly dataset"):
         hourly.wind_shares()
+
+
+def test_the_percentile_is_global_and_outside_the_params_version(tmp_path: Path) -> None:
+    from risk_model.overrides import load_overrides
+    from risk_model.params import ModelParams, ParamsError, params_version
+
+    assert params_version(ModelParams(fire_weather_percentile=95.0)) == params_version(ModelParams())
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("y3_x4:\n  fire_weather_percentile: 95.0\n")
+    with pytest.raises(ParamsError, match="fire_weather_percentile cannot be overridden per region"):
+        load_overrides(overrides)
+    with pytest.raises(ValueError, match="less than or equal to 100"):
+        ModelParams(fire_weather_percentile=101.0)
+
+
+def test_a_zarr_folder_is_versioned_by_its_files(tmp_path: Path) -> None:
+    from resources.input_versions import input_version
+
+    grid = load_grid("demo")
+    store = tmp_path / "hourly.zarr"
+    hourly_cube(grid, hours=72).to_zarr(store, mode="w")
+    first = input_version(str(store), name="wind_hourly")
+    assert first.startswith("sha256-tree:") and input_version(str(store)) == first
+    check_hourly_dataset(str(store), grid)
+    hourly_cube(grid, seed=1, hours=72).to_zarr(store, mode="w")
+    assert input_version(str(store)) != first

@@ -93,6 +93,7 @@ def prepared(world: World) -> Iterator[tuple[World, DagsterInstance, Automation]
         yield world, instance, automation
 
 
+@pytest.mark.slow
 def test_the_asset_writes_the_shares_of_the_hourly_dataset(
     prepared: tuple[World, DagsterInstance, Automation],
 ) -> None:
@@ -108,6 +109,7 @@ def test_the_asset_writes_the_shares_of_the_hourly_dataset(
     np.testing.assert_array_equal(written, expected)
 
 
+@pytest.mark.slow
 def test_an_unchanged_dataset_is_not_recomputed_and_requests_nothing(
     prepared: tuple[World, DagsterInstance, Automation],
 ) -> None:
@@ -120,6 +122,7 @@ def test_an_unchanged_dataset_is_not_recomputed_and_requests_nothing(
     assert automation.tick(world.defs) == (0, [])
 
 
+@pytest.mark.slow
 def test_a_new_dataset_recomputes_the_shares_and_requests_every_region(
     prepared: tuple[World, DagsterInstance, Automation],
 ) -> None:
@@ -139,6 +142,7 @@ def test_a_new_dataset_recomputes_the_shares_and_requests_every_region(
     assert automation.tick(world.defs) == (0, []), "requested once"
 
 
+@pytest.mark.slow
 def test_a_new_percentile_recomputes_the_shares_but_another_parameter_does_not(
     prepared: tuple[World, DagsterInstance, Automation],
 ) -> None:
