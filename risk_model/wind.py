@@ -241,11 +241,11 @@ def fire_weather_wind_shares(
     out) and divided by their number.
 
     Memory: the dataset is read and computed one block of ``block`` pixels at a time, every
-    hour of it at once; the output is ``8 x ny x nx`` float64. A block holds about 12 float64
-    arrays of ``hours x block`` (the 4 inputs, humidity, rotated winds, speed, FFWI, the
-    percentile's sorted copy, the masks), so about ``100 B x hours x block pixels``: for a
-    CONUS404 year (8,760 hours) and the default 32 x 32 block, about 0.9 GB, whatever the size
-    of the domain (the full CONUS404 grid, 1,367 x 1,015, needs 44 MB for the output). A dataset
+    hour of it at once; the output is ``8 x ny x nx`` float64. A block holds a dozen float64
+    arrays of ``hours x block`` (inputs, humidity, rotated winds, speed, FFWI, the percentile's
+    sorted copy, masks): measured peak 122 B per pixel-hour (``benchmarks/bench_wind.py``), so
+    about 1.0 GiB for a CONUS404 year (8,760 hours) and the default 32 x 32 block, whatever the
+    size of the domain (the full CONUS404 grid, 1,367 x 1,015, adds 89 MB of output). A dataset
     chunked over space with the whole record in each chunk (as the reference rechunks CONUS404)
     is read once; with chunks spanning few hours and a large area each block re-reads its
     chunks, so keep the block a divisor of the spatial chunk size or rechunk first.
