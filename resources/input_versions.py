@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from risk_model.checksums import local_sha256
+from risk_model.digest import digest
 from risk_model.inputs import InputError, InputSet
 
 
@@ -80,13 +81,25 @@ def _s3_etag(bucket: str, key: str, label: str) -> str:
     return f"s3-etag:{etag}"
 
 
+def _local_version(path: Path, label: str, cache: Path | None) -> str:
+    """A local file's SHA-256, or for a folder (a Zarr store) a hash of every file's path and SHA-256."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        if not files:
+            raise InputError(f"{label} is an empty folder: point it at the dataset")
+        tree = {str(p.relative_to(path)): local_sha256(p, f"{label} ({p.relative_to(path)})", cache) for p in files}
+        return f"sha256-tree:{digest(tree, length=64)}"
+    return local_sha256(path, label, cache)
+
+
 def input_version(url: str, *, name: str | None = None, cache: Path | None = None) -> str:
     """The version of one input dataset: changes when its content changes.
 
     Parameters
     ----------
     url
-        A local path (or ``file://`` URL), ``gs://bucket/key`` or ``s3://bucket/key``; GDAL's
+        A local path (or ``file://`` URL) of a file or a folder (a Zarr store: every file in it
+        is hashed), ``gs://bucket/key`` or ``s3://bucket/key``; GDAL's
         ``/vsigs/bucket/key`` and ``/vsis3/bucket/key`` are accepted too.
     name
         The input's role (``burn_probability``...), for error messages.
@@ -100,7 +113,8 @@ def input_version(url: str, *, name: str | None = None, cache: Path | None = Non
     Returns
     -------
     str
-        ``sha256:<hex>`` of a local file's bytes (read in 8 MiB blocks); ``gcs-generation:<n>``
+        ``sha256:<hex>`` of a local file's bytes (read in 8 MiB blocks); ``sha256-tree:<hex>`` of a
+        local folder's files (relative paths and checksums); ``gcs-generation:<n>``
         of a Cloud Storage object (it changes on every overwrite, even with equal bytes);
         ``s3-etag:<etag>`` of an S3 object (MD5-based; a multipart upload's ETag also depends
         on the part size). Bucket objects are not read, only their metadata.
@@ -118,12 +132,12 @@ def input_version(url: str, *, name: str | None = None, cache: Path | None = Non
             bucket, key = _bucket_and_key(url.removeprefix(prefix), scheme, label)
             return _gcs_generation(bucket, key, label) if scheme == "gs" else _s3_etag(bucket, key, label)
     if url.startswith("file://"):
-        return local_sha256(Path(url.removeprefix("file://")), label, cache)
+        return _local_version(Path(url.removeprefix("file://")), label, cache)
     if "://" in url or url.startswith("/vsi"):
         raise InputError(
             f"{label}: cannot version this kind of URL: use a local path, gs://bucket/key or s3://bucket/key"
         )
-    return local_sha256(Path(url), label, cache)
+    return _local_version(Path(url), label, cache)
 
 
 def input_versions(inputs: InputSet, *, cache: Path | None = None) -> dict[str, str]:
@@ -139,11 +153,12 @@ def input_versions(inputs: InputSet, *, cache: Path | None = None) -> dict[str, 
     Returns
     -------
     dict
-        ``burn_probability``, ``conditional_risk`` and ``wind_direction`` to their versions.
+        ``burn_probability``, ``conditional_risk`` and ``wind_direction`` (or ``wind_hourly``)
+        to their versions.
 
     Raises
     ------
     InputError
         If an input does not exist or cannot be read; the message names it.
     """
-    return {role: input_version(getattr(inputs, role), name=role, cache=cache) for role in InputSet.model_fields}
+    return {role: input_version(str(getattr(inputs, role)), name=role, cache=cache) for role in inputs.roles}

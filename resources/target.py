@@ -13,10 +13,11 @@ from pydantic import Field
 from resources.input_versions import input_versions
 from risk_model.checksums import inputs_version
 from risk_model.code_version import MODEL_CODE_VERSION
-from risk_model.inputs import InputSet
+from risk_model.inputs import InputError, InputSet
 from risk_model.overrides import RegionOverrides, load_overrides
 from risk_model.params import ModelParams, load_params, params_version
 from risk_model.versions import Target
+from risk_model.wind import shares_version
 
 
 class ModelParamsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic only for typing
@@ -41,11 +42,21 @@ class ModelParamsResource(ConfigurableResource):  # type: ignore[type-arg]  # ge
 
 
 class InputsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic only for typing
-    """Where the input rasters are: local paths or ``gs://`` / ``s3://`` URLs."""
+    """Where the inputs are: local paths or ``gs://`` / ``s3://`` URLs.
+
+    The wind is either ready-made shares (``wind_direction``) or an hourly dataset
+    (``wind_hourly``) whose shares the ``wind_shares`` asset writes to ``wind_shares_path``
+    (a local path) and the region runs read from there.
+    """
 
     burn_probability: str
     conditional_risk: str
-    wind_direction: str
+    wind_direction: str | None = None
+    wind_hourly: str | None = None
+    wind_shares_path: str | None = Field(
+        default=None,
+        description="Where the wind_shares asset writes the shares computed from wind_hourly (a local GeoTIFF).",
+    )
     checksum_cache: str | None = Field(
         default=None,
         description=(
@@ -55,12 +66,34 @@ class InputsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic
     )
 
     def input_set(self) -> InputSet:
-        """The inputs as the model's pure-data description."""
+        """The inputs as configured, as the model's pure-data description (raises ``ValidationError``)."""
         return InputSet(
             burn_probability=self.burn_probability,
             conditional_risk=self.conditional_risk,
             wind_direction=self.wind_direction,
+            wind_hourly=self.wind_hourly,
         )
+
+    def shares_path(self) -> str:
+        """Where the shares computed from the hourly dataset are (raises ``InputError`` if not set)."""
+        if not self.wind_shares_path:
+            raise InputError(
+                "wind_hourly is set but wind_shares_path is not: configure where the wind_shares asset writes "
+                "its GeoTIFF"
+            )
+        return self.wind_shares_path
+
+    def raster_inputs(self) -> InputSet:
+        """The rasters the model reads: with an hourly dataset, its computed shares as the wind."""
+        inputs = self.input_set()
+        return inputs if inputs.wind_hourly is None else inputs.with_wind_shares(self.shares_path())
+
+    def locations(self) -> dict[str, str]:
+        """Where each versioned input is, by name (the computed shares included), for lineage."""
+        located: dict[str, str] = {role: str(getattr(self, role)) for role in self.input_set().roles}
+        if self.wind_hourly is not None:
+            located["wind_direction"] = self.shares_path()
+        return located
 
     def versions(self) -> dict[str, str]:
         """Version of each input (checksum or object generation), by name; raises ``InputError``."""
@@ -80,8 +113,13 @@ def current_target(
         If an input cannot be found.
     """
     versions = inputs.versions()
+    values = params.load()
+    if inputs.wind_hourly is not None:
+        # The shares the regions read are named by what they are computed from: a new hourly
+        # dataset or percentile is a new inputs version, so a new build key for every region.
+        versions["wind_direction"] = shares_version(versions["wind_hourly"], values.fire_weather_percentile)
     return Target(
-        params=params.load(),
+        params=values,
         overrides=params.overrides(known_regions),
         input_versions=versions,
         inputs_version=inputs_version(versions),

@@ -7,8 +7,15 @@ Lineage in the asset graph::
     region_params ┼─> risk_raster (one partition per region) ─> risk_pyramid ─> raster_release
     input_* ──────┤         │                                          ^
     raster_template ────────┘            raster_status (checks) ───────┘
+
+With an hourly wind dataset (``InputSet.wind_hourly``) the wind input of ``risk_raster`` is
+the ``wind_shares`` asset, computed from it::
+
+    input_wind_hourly ─┐
+    wind_params ───────┴─> wind_shares ─> risk_raster
 """
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -41,7 +48,15 @@ from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from resources.template import TemplateMissingError, ensure_template, template_attrs
 from risk_assets.deployment import K8S_CONFIG_TAG, REGION_RETRY_POLICY, region_step_k8s_config
-from risk_assets.keys import INPUT_NAMES, PARAMS_KEY, RASTER_KEY, REGION_PARAMS_KEY, TEMPLATE_KEY, input_key
+from risk_assets.keys import (
+    PARAMS_KEY,
+    RASTER_KEY,
+    REGION_PARAMS_KEY,
+    TEMPLATE_KEY,
+    WIND_PARAMS_KEY,
+    WIND_SHARES_KEY,
+    input_key,
+)
 from risk_model.code_version import MODEL_CODE_VERSION
 from risk_model.compute import compute_region
 from risk_model.errors import BadInputError, RiskError
@@ -50,6 +65,16 @@ from risk_model.input_checks import validate_input, validate_inputs
 from risk_model.inputs import InputError
 from risk_model.params import ParamsError, params_version
 from risk_model.preflight import preflight
+from risk_model.wind import (
+    WIND_CODE_VERSION,
+    check_shares_current,
+    fire_weather_wind_shares,
+    open_hourly,
+    read_shares_version,
+    shares_version,
+    wind_params_version,
+    write_shares_geotiff,
+)
 
 #: Dagster concurrency pool of the region writers; its limit is set in dagster.yaml.
 WRITER_POOL = "icechunk_writers"
@@ -59,6 +84,8 @@ IO_MANAGER_KEY = "icechunk_io_manager"
 DATA_VERSION_TAG = "dagster/data_version"
 #: Observation records fetched per call (Dagster caps one fetch at 10,000).
 OBSERVATIONS_PAGE = 10_000
+#: The inputs of a set with ready-made wind shares (``InputSet.roles``).
+READY_MADE_ROLES = ("burn_probability", "conditional_risk", "wind_direction")
 
 
 def latest_observed_versions(instance: DagsterInstance, key: AssetKey) -> dict[str, str]:
@@ -107,8 +134,9 @@ def _input_source(name: str, grid: GridSpec) -> SourceAsset:
     return observe
 
 
-def build_sources(registry: RegionRegistry) -> list[SourceAsset]:
-    """Observable sources: global parameters, per-region overrides and the three inputs.
+def build_sources(registry: RegionRegistry, roles: tuple[str, ...] = READY_MADE_ROLES) -> list[SourceAsset]:
+    """Observable sources: global parameters, per-region overrides and the three inputs
+    (``roles``, see ``InputSet.roles``); with an hourly wind dataset also ``wind_params``.
 
     Observable sources, not materialized assets: re-observing an unchanged file yields the
     same data version and triggers nothing downstream, while re-materializing an identical
@@ -151,23 +179,127 @@ def build_sources(registry: RegionRegistry) -> list[SourceAsset]:
         context.log.info(f"{len(changed)} of {len(current)} regions' overrides changed since the last observation")
         return DataVersionsByPartition(changed)
 
+    @observable_source_asset(key=WIND_PARAMS_KEY, group_name="inputs")
+    def wind_params(params: ModelParamsResource) -> ObserveResult:
+        """The parameters the wind shares depend on (the FFWI percentile); data version: their hash.
+
+        Its own source, not ``model_params``: a change of any other parameter must not
+        recompute the shares (and through them request every region a second time).
+        """
+        try:
+            values = params.load()
+        except ParamsError as err:
+            raise Failure(description=str(err), allow_retries=False) from err
+        version = wind_params_version(values)
+        return ObserveResult(
+            data_version=DataVersion(version),
+            metadata={"fire_weather_percentile": values.fire_weather_percentile, "version": version},
+        )
+
+    hourly = [wind_params] if "wind_hourly" in roles else []
     return [
         model_params,
         region_params,
-        *(_input_source(name, registry.grid) for name in INPUT_NAMES),
+        *(_input_source(name, registry.grid) for name in roles),
+        *hourly,
     ]
 
 
-def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsset]:
+def _latest_data_version(instance: DagsterInstance, key: AssetKey) -> str | None:
+    """The data version of the latest materialization of ``key``; None if there is none."""
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return None
+    return event.asset_materialization.tags.get(DATA_VERSION_TAG) if event.asset_materialization.tags else None
+
+
+def build_wind_shares() -> AssetsDefinition:
+    """The ``wind_shares`` asset: the 8-band shares computed from the hourly dataset."""
+
+    @asset(
+        key=WIND_SHARES_KEY,
+        group_name="inputs",
+        deps=[input_key("wind_hourly"), WIND_PARAMS_KEY],
+        code_version=WIND_CODE_VERSION,
+        # A new hourly dataset or percentile (a new observed data version) recomputes the
+        # shares; their new materialization then requests every region of the raster.
+        automation_condition=AutomationCondition.eager(),
+        # No materialization when the shares on disk are the current ones and recorded: the
+        # prepare job runs this every time, and a re-materialization of identical shares would
+        # make eager automation rebuild every region (measured for parameters, FIELD-NOTES).
+        output_required=False,
+    )
+    def wind_shares(
+        context: AssetExecutionContext, params: ModelParamsResource, inputs: InputsResource
+    ) -> Iterator[MaterializeResult]:  # type: ignore[type-arg]
+        """Fire-weather wind-direction shares (8 bands) on the hourly dataset's own grid and CRS.
+
+        Computed from ``wind_hourly`` with the FFWI percentile of the parameters (see
+        :mod:`risk_model.wind`) and written as a GeoTIFF to ``wind_shares_path``; the region
+        runs warp it onto the output grid (nearest). Its data version is the shares' version
+        (:func:`risk_model.wind.shares_version`), which is also in every region's build key.
+        """
+        try:
+            url = str(inputs.wind_hourly)
+            path = inputs.shares_path()
+            percentile = params.load().fire_weather_percentile
+            cache = Path(inputs.checksum_cache) if inputs.checksum_cache else None
+            hourly_version = input_version(url, name="wind_hourly", cache=cache)
+            version = shares_version(hourly_version, percentile)
+            on_disk = read_shares_version(path)
+            if on_disk == version and _latest_data_version(context.instance, WIND_SHARES_KEY) == version:
+                context.log.info(f"wind shares {path} are current ({version}): nothing to do")
+                return
+            status = "already on disk"
+            if on_disk != version:
+                with open_hourly(url) as ds:
+                    shares = fire_weather_wind_shares(ds, percentile=percentile)
+                tags = {"WIND_HOURLY_VERSION": hourly_version, "FIRE_WEATHER_PERCENTILE": str(percentile)}
+                write_shares_geotiff(shares, Path(path), version=version, tags=tags)
+                status = "computed"
+        except (InputError, ParamsError) as err:
+            raise Failure(description=str(err), allow_retries=False) from err
+        yield MaterializeResult(
+            data_version=DataVersion(version),
+            metadata={
+                "status": status,
+                "path": path,
+                "version": version,
+                "hourly": url,
+                "hourly_version": hourly_version,
+                "fire_weather_percentile": percentile,
+            },
+        )
+
+    return wind_shares
+
+
+def build_assets(
+    registry: RegionRegistry, roles: tuple[str, ...] = READY_MADE_ROLES
+) -> list[AssetsDefinition | SourceAsset]:
     """The sources, template and raster of one grid (pyramid and release: :mod:`risk_assets.release_assets`).
 
     Parameters
     ----------
     registry
         The grid's region registry: it defines the raster's partitions.
+    roles
+        The inputs given (``InputSet.roles``): with ``wind_hourly``, the ``wind_shares`` asset
+        is built and is the raster's wind input.
     """
     grid = registry.grid
-    sources = build_sources(registry)
+    sources = build_sources(registry, roles)
+    hourly = "wind_hourly" in roles
+    derived: list[AssetsDefinition] = [build_wind_shares()] if hourly else []
+    # The raster depends on the shares, not on what they are computed from: a new hourly
+    # dataset reaches it only once the shares are recomputed.
+    raster_deps = [
+        PARAMS_KEY,
+        REGION_PARAMS_KEY,
+        input_key("burn_probability"),
+        input_key("conditional_risk"),
+        WIND_SHARES_KEY if hourly else input_key("wind_direction"),
+    ]
 
     @asset(key=TEMPLATE_KEY, group_name="raster", code_version=MODEL_CODE_VERSION)
     def raster_template(store: IcechunkStore, params: ModelParamsResource, inputs: InputsResource) -> MaterializeResult:  # type: ignore[type-arg]
@@ -202,7 +334,7 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
         key=RASTER_KEY,
         group_name="raster",
         partitions_def=region_partitions(registry),
-        deps=[*sources, raster_template],
+        deps=[*raster_deps, raster_template],
         io_manager_key=IO_MANAGER_KEY,
         pool=WRITER_POOL,
         code_version=MODEL_CODE_VERSION,
@@ -249,7 +381,10 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
                 stored = xr.open_zarr(repo.readonly_session(snapshot_id=existing.snapshot_id).store, consolidated=False)
                 ds = cast(xr.Dataset, stored.isel(latitude=region.rows, longitude=region.cols).drop_attrs())
             else:
-                input_set = inputs.input_set()
+                input_set = inputs.raster_inputs()
+                if inputs.wind_hourly is not None:
+                    # Shares of another dataset or percentile would be committed under this key.
+                    check_shares_current(input_set.wind_shares(), target.input_versions["wind_direction"])
                 validate_inputs(input_set, grid)
                 ds = compute_region(grid, region, input_set, target.region_params(region.id))
         except RiskError as err:
@@ -266,4 +401,4 @@ def build_assets(registry: RegionRegistry) -> list[AssetsDefinition | SourceAsse
         )
         return ds
 
-    return [*sources, raster_template, risk_raster]
+    return [*sources, *derived, raster_template, risk_raster]

@@ -216,10 +216,13 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     from risk_assets.liveness import describe, liveness_tags, reap_dead_runs
     from risk_assets.runs import run_failure
     from risk_model.synthetic import ensure_inputs
+    from risk_model.synthetic_wind import ensure_hourly_cube
 
     if deployment_from_env().inputs is None:
-        # The local default: the synthetic inputs, generated once (given inputs are never touched).
+        # The local default: the synthetic inputs and hourly wind cube, generated once (given
+        # inputs are never touched).
         ensure_inputs(registry.grid, settings.inputs_dir)
+        ensure_hourly_cube(registry.grid, settings.inputs_dir)
     from risk_assets.definitions import configured_store, configured_target, preflight_configured, prepare_job
 
     # Once, before the repository is opened or any run launched: a bad input fails here, in

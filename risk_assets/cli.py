@@ -35,10 +35,13 @@ def cmd_inputs(args: argparse.Namespace) -> int:
     from risk_assets.settings import Settings
     from risk_model.grid import load_grid
     from risk_model.synthetic import ensure_inputs
+    from risk_model.synthetic_wind import ensure_hourly_cube, local_hourly_input_set
 
     settings = Settings(home=Path(args.home).resolve(), grid=args.grid)
-    inputs = ensure_inputs(load_grid(args.grid), settings.inputs_dir, force=args.force)
-    print(inputs.model_dump_json(indent=2))
+    grid = load_grid(args.grid)
+    ensure_inputs(grid, settings.inputs_dir, force=args.force)
+    ensure_hourly_cube(grid, settings.inputs_dir, force=args.force)
+    print(local_hourly_input_set(settings.inputs_dir).model_dump_json(indent=2))
     return 0
 
 
@@ -240,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     build = sub.add_parser("build", help="build every missing region through Dagster")
     build.add_argument("--workers", type=int, default=2, help="regions run at once (default: 2)")
     build.set_defaults(func=cmd_build)
-    inputs = sub.add_parser("inputs", help="generate the synthetic input rasters")
+    inputs = sub.add_parser("inputs", help="generate the synthetic input rasters and hourly wind cube")
     inputs.add_argument("--force", action="store_true", help="regenerate even if present")
     inputs.set_defaults(func=cmd_inputs)
     regions = sub.add_parser("regions", help="compute or list the regions that hold data")

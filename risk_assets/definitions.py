@@ -7,6 +7,7 @@
 from typing import Any
 
 from dagster import (
+    AssetKey,
     AssetSelection,
     AutomationConditionSensorDefinition,
     DefaultScheduleStatus,
@@ -33,6 +34,8 @@ from risk_assets.keys import (
     RELEASE_KEY,
     STATUS_KEY,
     TEMPLATE_KEY,
+    WIND_PARAMS_KEY,
+    WIND_SHARES_KEY,
     input_key,
 )
 from risk_assets.maintenance_job import build_maintenance_job
@@ -43,7 +46,7 @@ from risk_assets.status import build_checks
 from risk_model.grid import RegionRegistry, load_registry
 from risk_model.inputs import InputSet
 from risk_model.preflight import preflight
-from risk_model.synthetic import local_input_set
+from risk_model.synthetic_wind import local_hourly_input_set
 from risk_model.versions import Target
 
 REGION_JOB = "build_region"
@@ -55,8 +58,16 @@ RELEASE_JOB = "release_raster"
 REGION_RUN_TAG = {"risk/kind": "region"}
 
 
-#: The observable sources: global parameters, per-region overrides, the input datasets.
+#: The observable sources with ready-made wind shares: global parameters, per-region overrides,
+#: the input datasets.
 SOURCE_KEYS = [PARAMS_KEY, REGION_PARAMS_KEY, *(input_key(name) for name in INPUT_NAMES)]
+
+
+def source_keys(inputs: InputSet) -> list[AssetKey]:
+    """The observable sources of a deployment with ``inputs``: with an hourly wind dataset, it
+    and ``wind_params`` instead of the ready-made shares."""
+    hourly = [WIND_PARAMS_KEY] if inputs.wind_hourly is not None else []
+    return [PARAMS_KEY, REGION_PARAMS_KEY, *(input_key(name) for name in inputs.roles), *hourly]
 
 
 def build_resources(
@@ -72,10 +83,12 @@ def build_resources(
         The repository resource; the local repository under ``settings.home`` by default.
         Deployments on object storage pass an ``S3IcechunkStore`` or ``GCSIcechunkStore``.
     inputs
-        The input rasters; the synthetic set under ``settings.inputs_dir`` by default.
+        The inputs; by default the synthetic rasters and hourly wind cube under
+        ``settings.inputs_dir``. With an hourly wind dataset, the shares computed from it are
+        written to ``settings.wind_shares_path``.
     """
     store = store or LocalIcechunkStore(path=str(settings.store_path))
-    inputs = inputs or local_input_set(settings.inputs_dir)
+    inputs = inputs or local_hourly_input_set(settings.inputs_dir)
     return {
         "store": store,
         "params": ModelParamsResource(path=str(settings.params_path), overrides_path=str(settings.overrides_path)),
@@ -83,6 +96,8 @@ def build_resources(
             burn_probability=inputs.burn_probability,
             conditional_risk=inputs.conditional_risk,
             wind_direction=inputs.wind_direction,
+            wind_hourly=inputs.wind_hourly,
+            wind_shares_path=str(settings.wind_shares_path) if inputs.wind_hourly is not None else None,
             checksum_cache=str(settings.var_dir / "input-checksums.json"),
         ),
         IO_MANAGER_KEY: IcechunkRegionIOManager(store=store, grid=settings.grid),
@@ -101,6 +116,10 @@ def build_definitions(
     production passes ``k8s_job_executor`` (see :mod:`risk_assets.deployment`).
     """
     registry = load_registry(settings.grid)
+    inputs = inputs or local_hourly_input_set(settings.inputs_dir)
+    # With an hourly dataset the prepare job also brings the wind shares up to date (a no-op
+    # when they are), so every region run finds the shares of its build key.
+    wind_shares = [WIND_SHARES_KEY] if inputs.wind_hourly is not None else []
     build_region = define_asset_job(
         REGION_JOB,
         selection=AssetSelection.assets(RASTER_KEY),
@@ -116,7 +135,7 @@ def build_definitions(
         ),
     )
     return Definitions(
-        assets=[*build_assets(registry), *build_checks(registry), *build_release_assets(registry)],
+        assets=[*build_assets(registry, inputs.roles), *build_checks(registry), *build_release_assets(registry)],
         sensors=[
             build_reconciliation_sensor(registry, build_region, release_raster, settings.sensor_interval_s),
             # Dagster's own automation sensor starts stopped; this one runs by default. A change
@@ -157,8 +176,11 @@ def build_definitions(
             ),
             define_asset_job(
                 PREPARE_JOB,
-                selection=[*SOURCE_KEYS, TEMPLATE_KEY],
-                description="Observe parameters, overrides and inputs, and commit the raster template (idempotent).",
+                selection=[*source_keys(inputs), *wind_shares, TEMPLATE_KEY],
+                description=(
+                    "Observe parameters, overrides and inputs, bring the wind shares up to date (with an hourly "
+                    "dataset) and commit the raster template (idempotent)."
+                ),
             ),
         ],
         resources=build_resources(settings, store, inputs),

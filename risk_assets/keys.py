@@ -6,12 +6,22 @@ Lineage in the asset graph::
     region_params ┼─> risk_raster (one partition per region) ─> risk_pyramid ─> raster_release
     input_* ──────┤         │                                          ^
     raster_template ────────┘            raster_status (checks) ───────┘
+
+With an hourly wind dataset, the wind input of ``risk_raster`` is the ``wind_shares`` asset::
+
+    input_wind_hourly ─┐
+    wind_params ───────┴─> wind_shares ─> risk_raster
 """
 
 from dagster import AssetKey
 
-#: The input datasets, each an observable source asset ``input_<name>``.
+#: The input datasets with ready-made wind shares, each an observable source asset ``input_<name>``;
+#: with an hourly wind dataset, ``wind_direction`` is replaced by ``wind_hourly`` (see ``InputSet.roles``).
 INPUT_NAMES = ("burn_probability", "conditional_risk", "wind_direction")
+#: The 8-band wind-direction shares computed from the hourly dataset.
+WIND_SHARES_KEY = AssetKey("wind_shares")
+#: The parameters the wind shares depend on (the FFWI percentile), an observable source.
+WIND_PARAMS_KEY = AssetKey("wind_params")
 PARAMS_KEY = AssetKey("model_params")
 REGION_PARAMS_KEY = AssetKey("region_params")
 TEMPLATE_KEY = AssetKey("raster_template")

@@ -75,7 +75,7 @@ def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
                 target,
                 run_id=context.run_id,
                 git_revision=git_revision(),
-                inputs=inputs.input_set().model_dump(),
+                inputs=inputs.locations(),
                 extra_checks={
                     "records_match_commit_log": {
                         "passed": not lost,

@@ -49,6 +49,11 @@ class Settings(BaseModel):
         return self.var_dir / "store" / f"{self.grid}.icechunk"
 
     @property
+    def wind_shares_path(self) -> Path:
+        """Where the wind shares computed from an hourly dataset are written (a GeoTIFF)."""
+        return self.var_dir / "derived" / self.grid / "wind_shares_4km.tif"
+
+    @property
     def inputs_dir(self) -> Path:
         """Where the synthetic inputs of this grid are generated."""
         return self.var_dir / "inputs" / self.grid

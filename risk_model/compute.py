@@ -206,7 +206,7 @@ def compute_window(
         params.burn_probability_resampling,
         gap_fill_window_px=params.gap_fill_window_px,
     )
-    wind = read_wind_shares(inputs.wind_direction, grid, rows, cols, halo, params.wind_resampling)
+    wind = read_wind_shares(inputs.wind_shares(), grid, rows, cols, halo, params.wind_resampling)
     grown_rows = slice(rows.start - halo, rows.stop + halo)
     geometry = pixel_size_m if pixel_size_m is not None else pixel_bands(grid, grown_rows, params)
     result = wind_informed_risk(burn_probability, conditional_risk, wind, geometry, params)

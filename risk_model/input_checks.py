@@ -31,6 +31,7 @@ from rasterio.windows import Window
 
 from risk_model.grid import GridSpec
 from risk_model.inputs import WIND_BANDS, InputError, InputSet, _grid_crs, _open
+from risk_model.wind import check_hourly_dataset
 
 #: The input roles, in the order they are checked, and their band counts.
 INPUT_BANDS: dict[str, int] = {"burn_probability": 1, "conditional_risk": 1, "wind_direction": WIND_BANDS}
@@ -272,7 +273,9 @@ def validate_input(role: str, path: str, grid: GridSpec) -> None:
     Parameters
     ----------
     role
-        ``burn_probability``, ``conditional_risk`` or ``wind_direction``.
+        ``burn_probability``, ``conditional_risk``, ``wind_direction`` or ``wind_hourly`` (an
+        hourly dataset: its variables, CRS and coverage, see
+        :func:`risk_model.wind.check_hourly_dataset`).
     path
         Local path or ``gs://`` / ``s3://`` URL.
     grid
@@ -283,6 +286,9 @@ def validate_input(role: str, path: str, grid: GridSpec) -> None:
     InputError
         Naming the file, what is wrong and what to do (see :func:`validate_inputs`).
     """
+    if role == "wind_hourly":
+        check_hourly_dataset(path, grid)
+        return
     bands = INPUT_BANDS[role]
     try:
         src = _open(path)
@@ -316,9 +322,9 @@ def validate_input(role: str, path: str, grid: GridSpec) -> None:
 
 
 def input_problems(inputs: InputSet, grid: GridSpec) -> list[InputError]:
-    """Every input's problem (at most one each, in :data:`INPUT_BANDS` order); empty: all fit."""
+    """Every input's problem (at most one each, in the order of ``inputs.roles``); empty: all fit."""
     problems = []
-    for role in INPUT_BANDS:
+    for role in inputs.roles:
         try:
             validate_input(role, str(getattr(inputs, role)), grid)
         except InputError as err:
@@ -344,7 +350,9 @@ def validate_inputs(inputs: InputSet, grid: GridSpec) -> None:
         data type that cannot hold the values (or a scale or offset), a no-data value that is
         also a valid value, an extent that does not cover the grid, a block GDAL cannot read (a
         truncated or corrupt file), values out of :data:`VALUE_RANGES` or wind shares that do
-        not sum to 1. The first problem found, in :data:`INPUT_BANDS` order.
+        not sum to 1; for an hourly wind dataset, what
+        :func:`risk_model.wind.check_hourly_dataset` checks. The first problem found, in the
+        order of ``inputs.roles``.
     """
-    for role in INPUT_BANDS:
+    for role in inputs.roles:
         validate_input(role, str(getattr(inputs, role)), grid)

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import rasterio
 from affine import Affine
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
@@ -54,7 +54,12 @@ class InputError(BadInputError, ValueError):
 
 
 class InputSet(BaseModel):
-    """Locations of the three input rasters (local paths, ``gs://`` or ``s3://`` URLs).
+    """Locations of the inputs (local paths, ``gs://`` or ``s3://`` URLs).
+
+    The wind comes in one of two forms, exactly one of which is given: ready-made shares
+    (``wind_direction``), or the hourly dataset they are computed from (``wind_hourly``, by
+    the ``wind_shares`` asset, see :mod:`risk_model.wind`). Fields left unset are left out of
+    the dumped form, so a ready-made set dumps (and ``RISK_INPUTS`` reads) as it always did.
 
     Parameters
     ----------
@@ -67,6 +72,8 @@ class InputSet(BaseModel):
     wind_direction
         Fire-weather wind-direction shares, 8 bands (from N, NE, E, SE, S, SW, W, NW),
         any CRS and resolution.
+    wind_hourly
+        An hourly CONUS404-like dataset (NetCDF file or Zarr store) the shares are computed from.
 
     Each raster must carry its CRS and cover the output grid; :mod:`risk_model.input_checks`
     says what else it checks.
@@ -76,7 +83,48 @@ class InputSet(BaseModel):
 
     burn_probability: str = Field(min_length=1)
     conditional_risk: str = Field(min_length=1)
-    wind_direction: str = Field(min_length=1)
+    wind_direction: str | None = Field(default=None, min_length=1)
+    wind_hourly: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_wind_input(self) -> "InputSet":
+        if (self.wind_direction is None) == (self.wind_hourly is None):
+            given = "both" if self.wind_direction is not None else "neither"
+            raise ValueError(
+                f"give exactly one wind input, got {given}: wind_direction (a ready-made 8-band share raster) "
+                "or wind_hourly (an hourly CONUS404-like dataset the shares are computed from)"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_wind(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        dumped: dict[str, object] = handler(self)
+        return {name: value for name, value in dumped.items() if value is not None}
+
+    @property
+    def wind_role(self) -> Literal["wind_direction", "wind_hourly"]:
+        """Which wind input is given."""
+        return "wind_direction" if self.wind_direction is not None else "wind_hourly"
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The names of the inputs given: the two rasters and the wind input."""
+        return ("burn_probability", "conditional_risk", self.wind_role)
+
+    def with_wind_shares(self, path: str) -> "InputSet":
+        """The rasters the model reads: this set with ready-made shares at ``path`` as its wind."""
+        return InputSet(
+            burn_probability=self.burn_probability, conditional_risk=self.conditional_risk, wind_direction=path
+        )
+
+    def wind_shares(self) -> str:
+        """The wind-direction share raster; raises ``InputError`` for a set holding an hourly dataset."""
+        if self.wind_direction is None:
+            raise InputError(
+                f"the inputs name the hourly dataset {self.wind_hourly}, not a share raster: compute its shares "
+                "(the wind_shares asset) and read them (InputSet.with_wind_shares)"
+            )
+        return self.wind_direction
 
 
 def expanded_window(grid: GridSpec, rows: slice, cols: slice, halo: int) -> tuple[slice, slice]:

@@ -18,7 +18,7 @@ from pydantic_core import ErrorDetails
 
 from risk_model.digest import digest
 from risk_model.grid import UnknownRegionError, parse_region_id
-from risk_model.params import ModelParams, ParamsError, params_version
+from risk_model.params import GLOBAL_ONLY_PARAMS, ModelParams, ParamsError, params_version
 
 DEFAULT_OVERRIDES_PATH = Path(__file__).parent / "data" / "params" / "overrides.yaml"
 #: What :meth:`RegionOverrides.region_version` and :meth:`RegionOverrides.version` return when
@@ -80,6 +80,12 @@ def _check_region(region_id: object, override: object, known_regions: Collection
         f"valid names are {', '.join(names)}"
         for name in override
         if name not in names
+    )
+    problems.extend(
+        f"region {region_id}: {name} cannot be overridden per region (it applies to the whole grid): "
+        "set it in the parameters file"
+        for name in override
+        if name in GLOBAL_ONLY_PARAMS
     )
     try:
         ModelParams.model_validate({k: v for k, v in override.items() if k in names})

@@ -19,6 +19,10 @@ from risk_model.digest import digest
 from risk_model.errors import BadInputError
 
 DEFAULT_PARAMS_PATH = Path(__file__).parent / "data" / "params" / "default.yaml"
+#: Parameters of the whole grid that a region cannot override: the wind shares are one raster.
+GLOBAL_ONLY_PARAMS = frozenset({"fire_weather_percentile"})
+#: Parameters that act through an input's version, not :func:`params_version`.
+_NOT_IN_PARAMS_VERSION = frozenset({"fire_weather_percentile"})
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average"]
 #: A float that must be a finite number: NaN passes every range check (comparisons with NaN are
@@ -102,6 +106,13 @@ class ModelParams(BaseModel):
     burn_probability_resampling, wind_resampling
         Resampling of a source onto the output grid (reference: nearest for both; nearest
         keeps the burn probability's 0 mask, which the spread depends on).
+    fire_weather_percentile
+        With an hourly wind dataset (``InputSet.wind_hourly``): the per-pixel percentile of the
+        Fosberg fire weather index at or above which an hour is a fire-weather hour
+        (reference: 99; see :mod:`risk_model.wind`). One value for the whole grid: it cannot
+        be overridden per region. It is not part of :func:`params_version`: it acts through
+        the wind shares' version, which is part of the inputs version, so with ready-made
+        shares changing it rebuilds nothing.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -125,6 +136,7 @@ class ModelParams(BaseModel):
     earth_radius_m: Annotated[float, Field(ge=6_350_000, le=6_390_000, allow_inf_nan=False)] = 6_371_000.0
     burn_probability_resampling: Resampling = "nearest"
     wind_resampling: Resampling = "nearest"
+    fire_weather_percentile: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 99.0
 
     @field_validator("blur_kernel_px", "gap_fill_window_px")
     @classmethod
@@ -220,7 +232,9 @@ def params_version(params: ModelParams) -> str:
     """A content hash of the parameters: equal values give equal versions.
 
     The hash covers the canonical JSON dump (sorted keys, no whitespace), so YAML layout,
-    key order and ``400`` versus ``400.0`` do not change it.
+    key order and ``400`` versus ``400.0`` do not change it. ``fire_weather_percentile`` is
+    left out: it changes the raster only through the wind shares, whose version is an input
+    version (:func:`risk_model.wind.shares_version`).
 
     Parameters
     ----------
@@ -232,4 +246,4 @@ def params_version(params: ModelParams) -> str:
     str
         The first 12 hex characters of the SHA-256 of the canonical JSON.
     """
-    return digest(params.model_dump(mode="json"))
+    return digest(params.model_dump(mode="json", exclude=set(_NOT_IN_PARAMS_VERSION)))

@@ -85,8 +85,9 @@ def test_a_missing_file_names_the_input(tmp_path: Path) -> None:
         input_version(str(missing))
 
 
-def test_a_directory_is_not_an_input(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="is not a regular file"):
+def test_an_empty_directory_is_not_an_input(tmp_path: Path) -> None:
+    # A folder is versioned by its files (a Zarr hourly dataset); an empty one is no dataset.
+    with pytest.raises(InputError, match="is an empty folder"):
         input_version(str(tmp_path))
 
 
