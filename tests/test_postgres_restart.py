@@ -43,8 +43,9 @@ from risk_model.inputs import InputSet
 BUCKET = "risk-pg-restart"
 #: Regions built during the restart: two rounds of the three workers.
 REGIONS = slice(30, 36)
-#: No run may take longer than this, whatever the database does.
-RUN_TIMEOUT_S = 60.0
+#: No run may take longer than this, whatever the database does: a bound on a hang, not a
+#: speed limit (a run takes seconds on a quiet machine; 60 s was exceeded under a load of 25).
+RUN_TIMEOUT_S = 300.0
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def _outcome(future: "Future[tuple[str | None, bool, str]]", region: str, deadli
     return region, ok, why
 
 
-def _wait_for_a_started_run(home: Path, prepare_runs: int, timeout_s: float = 30.0) -> None:
+def _wait_for_a_started_run(home: Path, prepare_runs: int, timeout_s: float = 120.0) -> None:
     """Return once a run beyond the first ``prepare_runs`` has started (bounded by ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     with DagsterInstance.from_config(str(home)) as instance:
