@@ -33,7 +33,7 @@ from dagster import (
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
 
 from resources.io_manager import IcechunkRegionIOManager
-from resources.store import LocalIcechunkStore
+from resources.local_store import LocalIcechunkStore
 from resources.target import ModelParamsResource
 from risk_assets.assets import IO_MANAGER_KEY, build_assets
 from risk_assets.definitions import REGION_RUN_TAG, SOURCE_KEYS

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from resources.local_store import LocalIcechunkStore
 from resources.region_write import write_region
-from resources.store import LocalIcechunkStore
 from resources.template import ensure_template
 from risk_model.compute import compute_region
 from risk_model.grid import load_registry

@@ -26,8 +26,8 @@ from pathlib import Path
 import icechunk
 
 from resources.ledger import LEDGER_KEY, REGION_KIND, committed_regions, find_commit, ledger_table
+from resources.local_store import LocalIcechunkStore
 from resources.maintenance import maintain
-from resources.store import LocalIcechunkStore
 from risk_model.versions import BuildKey
 
 

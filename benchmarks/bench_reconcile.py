@@ -30,7 +30,7 @@ from _fixtures import square_registry, stand_in_inputs
 from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_sensor_context, define_asset_job
 
 from resources.ledger import REGION_KIND
-from resources.store import LocalIcechunkStore
+from resources.local_store import LocalIcechunkStore
 from resources.target import ModelParamsResource, current_target
 from risk_assets.assets import region_partitions
 from risk_assets.reconcile import RECORDS_PAGE

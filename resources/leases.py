@@ -164,8 +164,8 @@ class Lease:
 class LeaseObjects(Protocol):
     """The object operations the protocol needs, on the objects under a store's lease prefix.
 
-    Implemented by :class:`~resources.store.S3IcechunkStore` and
-    :class:`~resources.store.GCSIcechunkStore`. Every method raises :class:`LeaseIOError` when
+    Implemented by :class:`~resources.cloud_stores.S3IcechunkStore` and
+    :class:`~resources.cloud_stores.GCSIcechunkStore`. Every method raises :class:`LeaseIOError` when
     the store cannot be reached.
     """
 

@@ -21,7 +21,8 @@ from dagster import (
 )
 
 from resources.io_manager import IcechunkRegionIOManager
-from resources.store import IcechunkStore, LocalIcechunkStore
+from resources.local_store import LocalIcechunkStore
+from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from risk_assets.assets import IO_MANAGER_KEY, build_assets, region_partitions
 from risk_assets.deployment import deployment_from_env

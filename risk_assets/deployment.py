@@ -42,7 +42,9 @@ from typing import Any, Literal
 from dagster import Backoff, ExecutorDefinition, Jitter, RetryPolicy, in_process_executor
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from resources.store import GCSIcechunkStore, IcechunkStore, LocalIcechunkStore, S3IcechunkStore
+from resources.cloud_stores import GCSIcechunkStore, S3IcechunkStore
+from resources.local_store import LocalIcechunkStore
+from resources.store import IcechunkStore
 from risk_model.errors import BadInputError
 from risk_model.grid import GridSpec
 from risk_model.inputs import InputSet

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import xarray as xr
 
+from resources.cloud_stores import S3IcechunkStore
 from resources.region_write import write_region
-from resources.store import S3IcechunkStore
 from risk_model.errors import CommitConflictError
 from risk_model.grid import RegionRegistry, load_registry
 from risk_model.schema import DIMS, VARIABLES, coordinates

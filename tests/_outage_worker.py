@@ -11,8 +11,8 @@ import sys
 
 from _chaos_worker import KEY, region_data
 
+from resources.cloud_stores import S3IcechunkStore
 from resources.region_write import write_region
-from resources.store import S3IcechunkStore
 from risk_model.errors import StoreUnavailableError
 from risk_model.grid import load_registry
 

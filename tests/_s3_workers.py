@@ -6,8 +6,8 @@ import numpy as np
 import xarray as xr
 from _workers import write_regions
 
+from resources.cloud_stores import S3IcechunkStore
 from resources.region_write import write_region
-from resources.store import S3IcechunkStore
 from risk_model.grid import load_registry
 from risk_model.schema import DIMS, VARIABLES, coordinates
 from risk_model.versions import BuildKey

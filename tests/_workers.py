@@ -7,8 +7,9 @@ from contextlib import contextmanager
 
 from _targets import default_target
 
+from resources.local_store import LocalIcechunkStore
 from resources.region_write import WriteResult, write_region
-from resources.store import IcechunkStore, LocalIcechunkStore
+from resources.store import IcechunkStore
 from risk_model.compute import compute_region
 from risk_model.grid import load_registry
 from risk_model.inputs import InputSet

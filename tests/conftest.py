@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from _targets import default_target
 
-from resources.store import LocalIcechunkStore
+from resources.local_store import LocalIcechunkStore
 from resources.template import ensure_template
 from risk_model.grid import GridSpec, RegionRegistry, load_grid, load_registry
 from risk_model.inputs import InputSet

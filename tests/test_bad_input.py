@@ -30,7 +30,7 @@ from affine import Affine
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from resources.ledger import iter_region_commits
-from resources.store import LocalIcechunkStore
+from resources.local_store import LocalIcechunkStore
 from resources.template import ensure_template
 from risk_assets.definitions import PREPARE_JOB, build_definitions
 from risk_assets.runs import failure_reasons, user_reason

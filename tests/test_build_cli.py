@@ -13,7 +13,7 @@ from _rundb import region_runs
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from resources.ledger import iter_region_commits
-from resources.store import LocalIcechunkStore
+from resources.local_store import LocalIcechunkStore
 from risk_assets.settings import Settings
 from risk_model.grid import load_registry
 

@@ -13,7 +13,7 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
 from icechunk.xarray import to_icechunk
 
 from resources.ledger import iter_region_commits
-from resources.store import LocalIcechunkStore
+from resources.local_store import LocalIcechunkStore
 from resources.template import ensure_template
 from risk_assets.assets import build_assets
 from risk_assets.definitions import build_resources, defs

@@ -1,7 +1,7 @@
 """GCS end to end against fake-gcs-server on 127.0.0.1 (started by ``tests/_gcs.py``).
 
 What the emulator serves, and is tested here for real: Icechunk reading a repository in the
-bucket through :class:`~resources.store.GCSIcechunkStore` (object_store pointed at the emulator by
+bucket through :class:`~resources.cloud_stores.GCSIcechunkStore` (object_store pointed at the emulator by
 a service-account file), release files next to it, input object generations, dagster-gcp's
 ``GCSComputeLogManager``, and the emulator's ``ifGenerationMatch`` under 16 racing processes.
 
@@ -34,11 +34,13 @@ from _targets import default_target
 from google.cloud import storage
 
 from resources.branches import ensure_branch
+from resources.cloud_stores import GCSIcechunkStore
 from resources.input_versions import input_version
 from resources.ledger import iter_region_commits
+from resources.local_store import LocalIcechunkStore
 from resources.region_write import write_region
 from resources.release import MANIFEST, commit_pyramid, read_manifest, release
-from resources.store import GCSIcechunkStore, LocalIcechunkStore, StoreError
+from resources.store import StoreError
 from resources.template import ensure_template
 from risk_model.grid import RegionRegistry
 from risk_model.inputs import InputError, InputSet

@@ -28,7 +28,8 @@ from dagster._serdes.config_class import ConfigurableClassData
 from dagster_k8s import k8s_job_executor
 from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY
 
-from resources.store import GCSIcechunkStore, LocalIcechunkStore, S3IcechunkStore
+from resources.cloud_stores import GCSIcechunkStore, S3IcechunkStore
+from resources.local_store import LocalIcechunkStore
 from risk_assets.assets import WRITER_POOL
 from risk_assets.definitions import REGION_RUN_TAG
 from risk_assets.deployment import (

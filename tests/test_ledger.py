@@ -10,8 +10,9 @@ import pytest
 import xarray as xr
 
 from resources.ledger import committed_regions, iter_region_commits
+from resources.local_store import LocalIcechunkStore
 from resources.region_write import write_region
-from resources.store import LocalIcechunkStore, StoreError
+from resources.store import StoreError
 from resources.template import TemplateMissingError, ensure_template
 from risk_model.alignment import MisalignedRegionError
 from risk_model.grid import RegionRegistry, load_grid

@@ -25,9 +25,10 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, Definitions, Jo
 from resources import maintenance
 from resources.branches import ensure_branch
 from resources.ledger import committed_regions, ledger_table
+from resources.local_store import LocalIcechunkStore
 from resources.maintenance import LineageAtRiskError, LineageLostError, MaintenanceReport, maintain
 from resources.region_write import write_region
-from resources.store import LocalIcechunkStore, WritersActiveError
+from resources.store import WritersActiveError
 from risk_assets.maintenance_job import active_writer_runs, build_maintenance_job
 from risk_model.grid import RegionRegistry
 from risk_model.schema import DIMS, VARIABLES, coordinates
@@ -306,7 +307,7 @@ def test_lineage_lost_by_expiry_is_caught_before_garbage_collection(
 
 _HOLD_LEASE = """
 import sys
-from resources.store import LocalIcechunkStore
+from resources.local_store import LocalIcechunkStore
 with LocalIcechunkStore(path=sys.argv[1]).writer_lease():
     print("held", flush=True)
     sys.stdin.read()

@@ -25,9 +25,11 @@ import zarr
 from _services import S3_KEYS, moto_s3
 from pydantic import PrivateAttr
 
+from resources.cloud_stores import S3IcechunkStore
 from resources.ledger import REGION_MARKS, committed_regions, iter_region_commits
+from resources.local_store import LocalIcechunkStore
 from resources.region_write import WriteResult, write_region
-from resources.store import IcechunkStore, LocalIcechunkStore, S3IcechunkStore
+from resources.store import IcechunkStore
 from resources.template import ensure_template
 from risk_model.grid import RegionRegistry
 from risk_model.schema import DIMS, VARIABLES, coordinates, empty_region

@@ -27,9 +27,9 @@ from dagster import (
     define_asset_job,
 )
 
+from resources.cloud_stores import S3IcechunkStore
 from resources.ledger import iter_region_commits
 from resources.region_write import write_region
-from resources.store import S3IcechunkStore
 from risk_assets.assets import region_partitions
 from risk_assets.sensors import build_reconciliation_sensor
 from risk_model.grid import RegionRegistry

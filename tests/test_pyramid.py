@@ -18,9 +18,9 @@ import numpy.typing as npt
 import pytest
 import xarray as xr
 
+from resources.local_store import LocalIcechunkStore
 from resources.pyramid_store import coarsest_level, list_levels, open_level, write_pyramid
 from resources.region_write import write_region
-from resources.store import LocalIcechunkStore
 from resources.template import ensure_template
 from risk_model.grid import GridSpec, RegionRegistry, load_grid, load_registry
 from risk_model.pictures import render_overview

@@ -20,8 +20,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
 import risk_model.quicklook as quicklook
+from resources.local_store import LocalIcechunkStore
 from resources.region_metadata import quicklook_metadata
-from resources.store import LocalIcechunkStore
 from risk_assets.assets import build_assets
 from risk_assets.definitions import build_resources
 from risk_assets.settings import Settings

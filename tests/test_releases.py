@@ -21,9 +21,9 @@ from resources.branches import ensure_branch
 from resources.completeness import IncompleteVersionError, version_status
 from resources.ledger import committed_regions, iter_region_commits
 from resources.lineage import lineage
+from resources.local_store import LocalIcechunkStore
 from resources.region_write import write_region
 from resources.release import commit_pyramid, latest_release, read_manifest, release
-from resources.store import LocalIcechunkStore
 from resources.template import ensure_template
 from risk_assets.settings import Settings
 from risk_model.grid import RegionRegistry

@@ -21,8 +21,8 @@ import xarray as xr
 from _chaos_worker import KEY, region_value
 from _services import moto_s3, s3_store
 
+from resources.cloud_stores import S3IcechunkStore
 from resources.ledger import iter_region_commits
-from resources.store import S3IcechunkStore
 from resources.template import ensure_template
 from risk_model.grid import RegionRegistry
 

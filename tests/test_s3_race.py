@@ -2,7 +2,7 @@
 
 Icechunk cannot write to the GCS emulator (fake-gcs-server 1.54 refuses object_store's object PUT
 with ``400 invalid uploadType``: see ``tests/test_gcs_emulator.py``, which tests everything else on
-it), so this runs the same code through :class:`~resources.store.S3IcechunkStore` against moto's
+it), so this runs the same code through :class:`~resources.cloud_stores.S3IcechunkStore` against moto's
 server on 127.0.0.1, which enforces the conditional writes Icechunk's commits depend on, as GCS does.
 """
 
@@ -19,8 +19,10 @@ import pytest
 import xarray as xr
 from _services import S3_KEYS, moto_s3, s3_store
 
+from resources.cloud_stores import S3IcechunkStore
 from resources.ledger import iter_region_commits
-from resources.store import LocalIcechunkStore, S3IcechunkStore, StoreError
+from resources.local_store import LocalIcechunkStore
+from resources.store import StoreError
 from resources.template import ensure_template
 from risk_model.grid import RegionRegistry
 from risk_model.inputs import InputSet

@@ -29,8 +29,8 @@ from dagster import (
 )
 
 from resources.branches import ensure_branch
+from resources.local_store import LocalIcechunkStore
 from resources.region_write import write_region
-from resources.store import LocalIcechunkStore
 from risk_assets.assets import region_partitions
 from risk_assets.reconcile import CommitEntry, ReconcileState, RecordEntry, reconcile
 from risk_assets.sensors import build_reconciliation_sensor

@@ -25,9 +25,9 @@ from _chaos_worker import KEY, region_data, region_value
 from _services import S3_KEYS, moto_s3
 from _tcp_proxy import TcpProxy, tcp_proxy
 
+from resources.cloud_stores import S3IcechunkStore
 from resources.ledger import iter_region_commits
 from resources.region_write import write_region
-from resources.store import S3IcechunkStore
 from resources.template import ensure_template
 from risk_model.errors import StoreUnavailableError
 from risk_model.grid import RegionRegistry

@@ -2,7 +2,7 @@
 
 Garbage collection under a live writer deletes objects that writer still needs (issue 15,
 item 2). These tests drive the lease protocol of :mod:`resources.leases` through
-:class:`~resources.store.S3IcechunkStore` against a real S3-compatible server with atomic
+:class:`~resources.cloud_stores.S3IcechunkStore` against a real S3-compatible server with atomic
 conditional writes: the protocol's steps one by one, a writer killed by SIGKILL, and
 maintenance looping while eight writer processes commit.
 """
@@ -28,9 +28,10 @@ import pytest
 import xarray as xr
 from _services import S3_KEYS, moto_s3
 
+from resources.cloud_stores import S3IcechunkStore
 from resources.ledger import committed_regions
 from resources.maintenance import maintain
-from resources.store import MaintenanceActiveError, S3IcechunkStore, WritersActiveError
+from resources.store import MaintenanceActiveError, WritersActiveError
 from resources.template import ensure_template
 from risk_model.errors import StoreUnavailableError
 from risk_model.grid import RegionRegistry
@@ -175,7 +176,7 @@ def test_expired_leases_of_dead_holders_no_longer_block(s3_endpoint: str) -> Non
 
 _HOLD_LEASE = """
 import sys, time
-from resources.store import S3IcechunkStore
+from resources.cloud_stores import S3IcechunkStore
 with S3IcechunkStore.model_validate_json(sys.argv[1]).writer_lease():
     print("held", flush=True)
     time.sleep(600)
