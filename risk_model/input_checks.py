@@ -310,7 +310,17 @@ def validate_input(role: str, path: str, grid: GridSpec) -> None:
         _check_crs_plausible(role, path, src)
         _check_dtype(role, path, src)
         _check_nodata(role, path, src)
-        if not _covers(src, grid):
+        try:
+            covers = _covers(src, grid)
+        except (RasterioError, CPLE_BaseError) as exc:
+            # PROJ knows no operation between the two CRSs (an engineering or local CRS, a
+            # custom WKT without a datum): no region could be warped from this raster.
+            raise InputError(
+                f"{role} input {path} is in a CRS that cannot be transformed to the grid's {grid.crs} "
+                f"({gdal_reason(exc)[:200]}): reproject it to a standard CRS (e.g. gdalwarp -t_srs EPSG:5070) "
+                f"or, if the label is wrong, assign the CRS it was made in (gdal_edit.py -a_srs)"
+            ) from exc
+        if not covers:
             raise InputError(
                 f"{role} input {path} (bounds {tuple(round(v, 6) for v in src.bounds)} in "
                 f"{src.crs.to_string()}) does not cover grid {grid.name!r} (bounds "

@@ -28,6 +28,7 @@ import rasterio
 from _rundb import region_runs
 from affine import Affine
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from rasterio.crs import CRS
 
 from resources.ledger import iter_region_commits
 from resources.local_store import LocalIcechunkStore
@@ -212,6 +213,20 @@ def _elsewhere(inputs: InputSet) -> InputSet:
     return inputs.model_copy(update={"wind_direction": str(path)})
 
 
+def _unwarpable(inputs: InputSet) -> InputSet:
+    """The wind raster labelled with a local engineering CRS: PROJ has no way to EPSG:4326."""
+    path = Path(inputs.wind_direction).with_name("wind_engineering.tif")
+    with rasterio.open(inputs.wind_direction) as src:
+        profile, data = src.profile, src.read()
+    profile.update(
+        crs=CRS.from_wkt('LOCAL_CS["site grid",UNIT["metre",1]]'),
+        transform=Affine(5000.0, 0.0, 100_000.0, 0.0, -5000.0, 900_000.0),  # metres, as the CRS says
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return inputs.model_copy(update={"wind_direction": str(path)})
+
+
 def _rewrite(role: str, change: Callable[[np.ndarray, np.ndarray], None]) -> Callable[[InputSet], InputSet]:
     """Change the values of one input in place: ``change(data, valid)`` on all its bands."""
 
@@ -289,6 +304,12 @@ def _halve(data: np.ndarray, valid: np.ndarray) -> None:
             "wind_direction",
             ["EPSG:32633", "does not cover grid 'mini'", "use a raster that covers the whole grid"],
             id="crs-not-covering",
+        ),
+        pytest.param(
+            _unwarpable,
+            "wind_direction",
+            ["cannot be transformed to the grid's EPSG:4326", "gdalwarp -t_srs", "gdal_edit.py -a_srs"],
+            id="crs-cannot-be-warped",
         ),
     ],
 )
