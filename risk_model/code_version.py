@@ -6,7 +6,11 @@ region committed under another code version is built again.
 
 # 2: the reference model (gap fill on the source, NaN rules, the reference's blur) and
 #    kernels per latitude band.
-MODEL_CODE_VERSION = "2"
+# 3: float32 working arrays and wind shares read one band at a time (issue 12, memory): values
+#    move by float32 rounding (<= 1e-5 relative, ~1e-7 measured), so stored float32 pixels change
+#    in their last bits and a score can move at a bin edge; a wind pixel with no-data in some
+#    bands only is now missing wind (GDAL's multi-band warp used to copy the no-data value in).
+MODEL_CODE_VERSION = "3"
 
 
 def git_revision() -> str:

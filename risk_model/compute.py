@@ -5,19 +5,28 @@ side, and every pixel is computed with the kernels of the latitude band it lies 
 (:func:`pixel_bands`), never with a size taken from the window: so the cropped result equals
 what a computation over the whole grid would give at those pixels, and regions can be
 computed in any order, on any machine, without seams.
+
+A production region's window (6000 x 4500 px plus a 65 px halo) is computed in float32
+working arrays with the wind shares read one band at a time: its peak memory is under 2 GB
+(6 GB in float64 with all 8 bands held; ``benchmarks/bench_region_memory.py``).
 """
 
 import math
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 from rasterio.crs import CRS
 
 from risk_model import schema
 from risk_model.grid import GridSpec, Region
-from risk_model.inputs import InputSet, read_burn_probability, read_conditional_risk, read_wind_shares
+from risk_model.inputs import InputSet, WindShareBands, read_burn_probability, read_conditional_risk
 from risk_model.params import ModelParams
 from risk_model.science import RiskArrays, RowBand, halo_pixels, wind_informed_risk
+
+#: The working dtype of a region's computation. float32 differs from float64 by less than
+#: 1e-5 relative (``tests/test_science_precision.py``), and the raster stores float32 anyway.
+WORKING_DTYPE = np.float32
 
 
 def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float, radius_m: float) -> float:
@@ -163,6 +172,8 @@ def compute_window(
     inputs: InputSet,
     params: ModelParams,
     pixel_size_m: tuple[float, float] | None = None,
+    *,
+    dtype: npt.DTypeLike = WORKING_DTYPE,
 ) -> RiskArrays | None:
     """Run the model over a window of the grid (a region, or the whole grid).
 
@@ -180,6 +191,8 @@ def compute_window(
         ``(dy, dx)`` in metres for every pixel, overriding the latitude bands (for tests and
         studies at one fixed pixel size). By default each pixel gets the size of its
         latitude band (:func:`pixel_bands`).
+    dtype
+        Working dtype (:data:`WORKING_DTYPE` by default; float64 for studies of rounding).
 
     Returns
     -------
@@ -193,7 +206,8 @@ def compute_window(
         If an input cannot be read or the wind raster does not have 8 bands.
     """
     halo = halo_pixels(params, pixel_size_m) if pixel_size_m is not None else window_halo(grid, rows, params)
-    conditional_risk = read_conditional_risk(inputs.conditional_risk, grid, rows, cols, halo)
+    # Each input is read in float64 and narrowed at once, so only one float64 array is alive.
+    conditional_risk = read_conditional_risk(inputs.conditional_risk, grid, rows, cols, halo).astype(dtype, copy=False)
     inner = (slice(halo, -halo or None), slice(halo, -halo or None))
     if not np.isfinite(conditional_risk[inner]).any():
         return None  # all ocean: skip reading the other inputs
@@ -205,11 +219,14 @@ def compute_window(
         halo,
         params.burn_probability_resampling,
         gap_fill_window_px=params.gap_fill_window_px,
+    ).astype(dtype, copy=False)
+    # Read band by band as the model asks for them, never all 8 at once.
+    wind = WindShareBands(
+        inputs.wind_shares(), grid, rows, cols, halo, params.wind_resampling, dtype=np.dtype(dtype).name
     )
-    wind = read_wind_shares(inputs.wind_shares(), grid, rows, cols, halo, params.wind_resampling)
     grown_rows = slice(rows.start - halo, rows.stop + halo)
     geometry = pixel_size_m if pixel_size_m is not None else pixel_bands(grid, grown_rows, params)
-    result = wind_informed_risk(burn_probability, conditional_risk, wind, geometry, params)
+    result = wind_informed_risk(burn_probability, conditional_risk, wind, geometry, params, dtype=dtype)
     return _crop(result, halo)
 
 
@@ -255,7 +272,8 @@ def compute_region(
     data_vars = {
         v.name: xr.Variable(
             schema.DIMS,
-            getattr(arrays, v.name).astype(v.dtype),
+            # No copy when the dtype already matches: the crop stays a view of the window.
+            getattr(arrays, v.name).astype(v.dtype, copy=False),
             {"long_name": v.long_name, "units": v.units},
         )
         for v in schema.VARIABLES

@@ -10,12 +10,13 @@ through the same :func:`rasterio.open` call; rasterio maps the URL schemes to GD
 ``/vsigs/`` and ``/vsis3/`` file systems, and credentials come from GDAL's usual
 environment variables.
 
-Every array returned here is float64 in the output grid's orientation: row 0 is the
-southern edge (latitude ascending), although GeoTIFFs are normally stored north-up.
+Every array returned here is in the output grid's orientation: row 0 is the southern edge
+(latitude ascending), although GeoTIFFs are normally stored north-up. They are float64,
+except the bands of :class:`WindShareBands` (float32 unless asked otherwise).
 """
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +35,7 @@ from risk_model.grid import GridSpec
 from risk_model.science import gap_fill
 
 FloatArray = npt.NDArray[np.float64]
+Floats = npt.NDArray[np.floating[Any]]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
 
 WIND_BANDS = 8
@@ -164,35 +166,52 @@ def on_grid(src: DatasetReader, grid: GridSpec) -> bool:
     return abs(col_shift - round(col_shift)) < _ALIGN_TOL and abs(row_shift - round(row_shift)) < _ALIGN_TOL
 
 
-def _read_on_grid(src: DatasetReader, grid: GridSpec, rows: slice, cols: slice) -> FloatArray:
-    """Windowed read of an on-grid source; NaN outside the source and where no-data."""
+def _read_on_grid(
+    src: DatasetReader,
+    grid: GridSpec,
+    rows: slice,
+    cols: slice,
+    *,
+    indexes: list[int] | None = None,
+    dtype: str = "float64",
+) -> Floats:
+    """Windowed read of an on-grid source's bands ``indexes`` (default all); NaN outside it and at no-data."""
     ny, nx = rows.stop - rows.start, cols.stop - cols.start
     west, south, east, north = grid.bounds(rows, cols)
     window = from_bounds(west, south, east, north, transform=src.transform)
     # from_bounds returns fractional offsets only through float rounding: the grids are aligned.
     col_off, row_off = round(window.col_off), round(window.row_off)
-    out = np.full((src.count, ny, nx), np.nan)
+    indexes = indexes or list(range(1, src.count + 1))
+    out = np.full((len(indexes), ny, nx), np.nan, dtype=dtype)
     c0, c1 = max(col_off, 0), min(col_off + nx, src.width)
     r0, r1 = max(row_off, 0), min(row_off + ny, src.height)
     if c0 < c1 and r0 < r1:
-        data = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), masked=True, out_dtype="float64")
+        data = src.read(indexes, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True, out_dtype=dtype)
         out[:, r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data.filled(np.nan)
     # The window was cut in the source's row order; a north-up source has row 0 at the top.
     return out[:, ::-1, :] if src.transform.e < 0 else out
 
 
 def _reproject_to_grid(
-    src: DatasetReader, grid: GridSpec, rows: slice, cols: slice, resampling: ResamplingName
-) -> FloatArray:
-    """Warp a source onto the window's pixels; NaN outside the source and where no-data."""
+    src: DatasetReader,
+    grid: GridSpec,
+    rows: slice,
+    cols: slice,
+    resampling: ResamplingName,
+    *,
+    indexes: list[int] | None = None,
+    dtype: str = "float64",
+) -> Floats:
+    """Warp a source's bands ``indexes`` (default all) onto the window's pixels; NaN outside it and at no-data."""
     ny, nx = rows.stop - rows.start, cols.stop - cols.start
     west, _, _, north = grid.bounds(rows, cols)
     a, e = grid.transform[0], grid.transform[4]
     # Warp onto the north-up twin of the window (GDAL's usual orientation), then flip.
     dst_transform = Affine(a, 0.0, west, 0.0, -e, north)
-    out = np.full((src.count, ny, nx), np.nan)
+    indexes = indexes or list(range(1, src.count + 1))
+    out = np.full((len(indexes), ny, nx), np.nan, dtype=dtype)
     reproject(
-        source=rasterio.band(src, list(range(1, src.count + 1))),
+        source=rasterio.band(src, indexes),
         destination=out,
         src_nodata=src.nodata,
         dst_transform=dst_transform,
@@ -256,8 +275,8 @@ def read_window(
     except RasterioIOError as exc:
         raise InputError(f"cannot read input raster {path}: {exc}") from exc
     # Negative strides from the flip would make every later operation slower.
-    out = np.ascontiguousarray(out)
-    return out[0] if out.shape[0] == 1 else out
+    contiguous = np.ascontiguousarray(out, dtype=np.float64)
+    return contiguous[0] if contiguous.shape[0] == 1 else contiguous
 
 
 def read_conditional_risk(path: str, grid: GridSpec, rows: slice, cols: slice, halo: int = 0) -> FloatArray:
@@ -436,13 +455,93 @@ def read_wind_shares(
     """
     shares = read_window(path, grid, rows, cols, halo, resampling)
     if shares.ndim != 3 or shares.shape[0] != WIND_BANDS:
-        raise InputError(
-            f"wind-direction input {path} has {1 if shares.ndim == 2 else shares.shape[0]} band(s), "
-            f"expected {WIND_BANDS} (shares from N, NE, E, SE, S, SW, W, NW)"
-        )
+        raise _wind_band_count_error(path, 1 if shares.ndim == 2 else shares.shape[0])
     total = shares.sum(axis=0)
     valid = np.isfinite(total) & (total > 0)
     # In place: a production window's 8 float64 bands are ~1.8 GB.
     shares /= np.where(valid, total, 1.0)
     shares[:, ~valid] = np.nan
     return shares
+
+
+def _wind_band_count_error(path: str, count: int) -> InputError:
+    return InputError(
+        f"wind-direction input {path} has {count} band(s), "
+        f"expected {WIND_BANDS} (shares from N, NE, E, SE, S, SW, W, NW)"
+    )
+
+
+class WindShareBands:
+    """The 8 wind-direction share bands over a window, each read when it is indexed.
+
+    The same pixels as :func:`read_wind_shares` without holding the 8 bands at once: a
+    production window's bands are 1.8 GB in float64, one float32 band 0.11 GB. The bands are
+    *not* renormalised: :func:`risk_model.science.wind_informed_risk` does that, accumulating
+    their sum as it goes (the sum needs every band, which this reader never holds together).
+    Each indexing reads (or warps) the band again, so read each band once.
+
+    Parameters
+    ----------
+    path, grid, rows, cols, halo, resampling
+        As for :func:`read_window`.
+    dtype
+        dtype of the bands returned.
+
+    Raises
+    ------
+    InputError
+        If the source cannot be opened or does not have 8 bands (checked when constructed).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        grid: GridSpec,
+        rows: slice,
+        cols: slice,
+        halo: int = 0,
+        resampling: ResamplingName = "nearest",
+        *,
+        dtype: str = "float32",
+    ) -> None:
+        self._path, self._grid, self._resampling, self._dtype = path, grid, resampling, dtype
+        self._rows, self._cols = expanded_window(grid, rows, cols, halo)
+        try:
+            with _open(path) as src:
+                count = src.count
+        except RasterioIOError as exc:
+            raise InputError(f"cannot read input raster {path}: {exc}") from exc
+        if count != WIND_BANDS:
+            raise _wind_band_count_error(path, count)
+
+    def __len__(self) -> int:
+        """The number of bands, 8."""
+        return WIND_BANDS
+
+    def __getitem__(self, index: int) -> Floats:
+        """Band ``index`` (0 for N, ..., 7 for NW), ``(ny, nx)``, row 0 at the south; NaN where missing.
+
+        Raises
+        ------
+        IndexError
+            If ``index`` is not 0-7.
+        InputError
+            If the source cannot be read.
+        """
+        if not 0 <= index < WIND_BANDS:
+            raise IndexError(f"wind share band {index} out of range 0-{WIND_BANDS - 1}")
+        grid, rows, cols = self._grid, self._rows, self._cols
+        try:
+            with _open(self._path) as src:
+                if on_grid(src, grid):
+                    out = _read_on_grid(src, grid, rows, cols, indexes=[index + 1], dtype=self._dtype)
+                else:
+                    out = _reproject_to_grid(
+                        src, grid, rows, cols, self._resampling, indexes=[index + 1], dtype=self._dtype
+                    )
+        except RasterioIOError as exc:
+            raise InputError(f"cannot read input raster {self._path}: {exc}") from exc
+        # Returned as the flipped (south-up) view, not copied: the model only reads a band
+        # elementwise, and a contiguous copy would cost a second band's memory.
+        band: Floats = out[0]
+        return band

@@ -18,6 +18,7 @@ from risk_model.input_checks import validate_input, validate_inputs
 from risk_model.inputs import (
     InputError,
     InputSet,
+    WindShareBands,
     on_grid,
     read_burn_probability,
     read_conditional_risk,
@@ -216,6 +217,44 @@ def test_wind_shares_need_eight_bands(tmp_path: Path) -> None:
     path = write_tif(tmp_path / "wind3.tif", np.ones((3, 4, 4)), Affine(0.02, 0, -120.02, 0, -0.02, 38.06), "EPSG:4326")
     with pytest.raises(InputError, match=r"wind3\.tif has 3 band"):
         read_wind_shares(path, GRID, *FULL)
+    with pytest.raises(InputError, match=r"wind3\.tif has 3 band"):
+        WindShareBands(path, GRID, *FULL)
+    with pytest.raises(InputError, match="cannot read"):
+        WindShareBands(str(tmp_path / "nowhere.tif"), GRID, *FULL)
+
+
+@pytest.mark.parametrize("on_grid", [False, True], ids=["warped", "on-grid"])
+def test_wind_share_bands_one_at_a_time_are_the_shares_read_at_once(tmp_path: Path, on_grid: bool) -> None:
+    """Band by band, the reader gives the pixels of ``read_wind_shares`` before renormalisation."""
+    rng = np.random.default_rng(1)
+    if on_grid:  # GRID's own pixels, north-up, 3 px larger on each side
+        shares = rng.random((8, 46, 56)) * 2
+        transform = Affine(0.001, 0, -120.003, 0, -0.001, 38.043)
+    else:  # coarse pixels, warped
+        shares = rng.random((8, 4, 4)) * 2
+        transform = Affine(0.02, 0, -120.02, 0, -0.02, 38.06)
+    shares[:, 1, 1] = -1.0  # a pixel without shares
+    path = write_tif(tmp_path / "wind.tif", shares, transform, "EPSG:4326", nodata=-1.0)
+    bands = WindShareBands(path, GRID, *FULL, halo=2)
+    assert len(bands) == 8
+    read = [bands[i] for i in range(8)]
+    assert all(band.dtype == np.float32 and band.shape == (44, 54) for band in read)
+    total = np.sum(read, axis=0, dtype=np.float64)
+    assert np.isnan(total).any() and np.isfinite(total).any()
+    at_once = read_wind_shares(path, GRID, *FULL, halo=2)
+    for i in range(8):
+        np.testing.assert_allclose(read[i] / total, at_once[i], rtol=1e-12, equal_nan=True)
+    # float64 on request: the source's float32 values exactly.
+    np.testing.assert_array_equal(WindShareBands(path, GRID, *FULL, halo=2, dtype="float64")[5], read[5])
+    with pytest.raises(IndexError):
+        bands[8]
+    # No-data in one band only is NaN in that band (so the model treats the pixel as without
+    # wind). GDAL's multi-band warp, which read_wind_shares uses, would instead copy the no-data
+    # value (-1) into that band wherever another band has data.
+    shares[2, 2, 2] = -1.0
+    path = write_tif(tmp_path / "wind_hole.tif", shares, transform, "EPSG:4326", nodata=-1.0)
+    holes = [np.isnan(WindShareBands(path, GRID, *FULL, halo=2)[i]) for i in range(8)]
+    assert holes[2].sum() > holes[3].sum() and np.array_equal(holes[3], holes[0])
 
 
 # validate_inputs, on real synthetic inputs with one file swapped for a broken one.
