@@ -16,7 +16,6 @@ import numpy as np
 import numpy.typing as npt
 import rasterio
 from affine import Affine
-from pydantic import BaseModel, ConfigDict, Field
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
@@ -24,8 +23,14 @@ from rasterio.io import DatasetReader
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
-from risk_model.errors import BadInputError
 from risk_model.grid import GridSpec
+
+# The pure descriptions live in a module of their own, light to import (no rasterio, no SciPy):
+# the `risk build` decision reads them before anything heavy is loaded.
+from risk_model.input_set import FILENAMES as FILENAMES
+from risk_model.input_set import InputError as InputError
+from risk_model.input_set import InputSet as InputSet
+from risk_model.input_set import local_input_set as local_input_set
 from risk_model.science import gap_fill
 
 FloatArray = npt.NDArray[np.float64]
@@ -37,32 +42,6 @@ WIND_BANDS = 8
 # fraction of a pixel: JSON and GeoTIFF round-trip coefficients to about 1e-15.
 _SIZE_RTOL = 1e-9
 _ALIGN_TOL = 1e-6
-
-
-class InputError(BadInputError, ValueError):
-    """An input raster that is missing, unreadable, or does not fit the output grid."""
-
-
-class InputSet(BaseModel):
-    """Locations of the three input rasters (local paths, ``gs://`` or ``s3://`` URLs).
-
-    Parameters
-    ----------
-    burn_probability
-        Annual burn probability, one band, projected EPSG:5070 (about 270 m).
-    conditional_risk
-        Conditional risk to potential structures (0-100), one band, on the output grid
-        (same CRS and pixel grid); its no-data marks the ocean.
-    wind_direction
-        Fire-weather wind-direction shares, 8 bands (from N, NE, E, SE, S, SW, W, NW),
-        any CRS and resolution.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    burn_probability: str = Field(min_length=1)
-    conditional_risk: str = Field(min_length=1)
-    wind_direction: str = Field(min_length=1)
 
 
 def expanded_window(grid: GridSpec, rows: slice, cols: slice, halo: int) -> tuple[slice, slice]:

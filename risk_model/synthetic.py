@@ -37,7 +37,9 @@ from rasterio.warp import transform_bounds
 from scipy import ndimage
 
 from risk_model.grid import GridSpec
-from risk_model.inputs import BURN_PROBABILITY_CRS, InputSet
+from risk_model.input_set import FILENAMES, InputSet
+from risk_model.input_set import local_input_set as local_input_set
+from risk_model.inputs import BURN_PROBABILITY_CRS
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -47,11 +49,6 @@ BP_MARGIN_DEG = 0.1
 WIND_PIXEL_DEG = 0.05
 WIND_MARGIN_DEG = 0.25
 CONUS_PIXEL_DEG = 0.02
-FILENAMES = {
-    "burn_probability": "burn_probability_270m_5070.tif",
-    "conditional_risk": "conditional_risk_30m_4326.tif",
-    "wind_direction": "wind_direction_shares_4326.tif",
-}
 # Bump when the generated content changes for the same seed.
 GENERATOR_VERSION = 1
 
@@ -280,11 +277,6 @@ def write_conus_footprint(grid: GridSpec, out_dir: Path) -> Path:
     path = out_dir / "conus_footprint_4326.tif"
     _write_tif(path, data, transform, "EPSG:4326", NODATA)
     return path
-
-
-def local_input_set(inputs_dir: Path) -> InputSet:
-    """The input set that :func:`generate_inputs` writes into ``inputs_dir`` (files may not exist yet)."""
-    return InputSet(**{role: str((inputs_dir / name).resolve()) for role, name in FILENAMES.items()})
 
 
 def ensure_inputs(grid: GridSpec, inputs_dir: Path, force: bool = False) -> InputSet:

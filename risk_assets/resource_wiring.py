@@ -1,0 +1,28 @@
+"""The store, parameters and inputs resources of one deployment, without the rest of the code location.
+
+:func:`risk_assets.definitions.build_resources` and the ``risk build`` decision both build them
+here, so the two always agree on what the raster is built from. This module stays light to
+import (no xarray, no rasterio, no asset definitions): the decision runs before any of that loads.
+"""
+
+from resources.store import IcechunkStore, LocalIcechunkStore
+from resources.target import InputsResource, ModelParamsResource
+from risk_assets.settings import Settings
+from risk_model.input_set import InputSet, local_input_set
+
+
+def store_resource(settings: Settings, store: IcechunkStore | None = None) -> IcechunkStore:
+    """``store``, or by default the local repository under ``settings.home``."""
+    return store or LocalIcechunkStore(path=str(settings.store_path))
+
+
+def model_resources(settings: Settings, inputs: InputSet | None = None) -> tuple[ModelParamsResource, InputsResource]:
+    """The parameters resource and the inputs resource (the synthetic set under ``settings.home`` by default)."""
+    inputs = inputs or local_input_set(settings.inputs_dir)
+    params = ModelParamsResource(path=str(settings.params_path), overrides_path=str(settings.overrides_path))
+    return params, InputsResource(
+        burn_probability=inputs.burn_probability,
+        conditional_risk=inputs.conditional_risk,
+        wind_direction=inputs.wind_direction,
+        checksum_cache=str(settings.var_dir / "input-checksums.json"),
+    )
