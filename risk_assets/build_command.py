@@ -1,15 +1,18 @@
 """``risk build``: check, prepare, build every missing region through Dagster, release; with a progress bar.
 
-It first checks the parameters, overrides and inputs (headers, first and last blocks, values) and
-the store's location (a folder that can hold the repository, or a repository of this grid)
-once: anything wrong stops the build within seconds with one message (a
-:class:`~risk_model.errors.BadInputError`), before the repository is written or any run is
-launched. It then prepares the inputs, observes the parameters, overrides and inputs and commits the
-template (one Dagster run), then runs every region that is missing from the current
-version's branch (not committed for its current parameters, inputs and code, or not recorded
-by Dagster) as one Dagster run per region (the region's step in its own process), a few at a
-time, and finally releases the complete version (pyramid, tag, manifest, promotion of
-``main``: one Dagster run). Run again, it runs nothing and makes no commit.
+It first decides, from the commit log and Dagster's records alone, whether anything is to be
+done: with every region committed for its current parameters, inputs and code and the version
+released, it launches no run, makes no commit and loads nothing heavier than Icechunk and Dagster's
+instance (regions committed but unknown to Dagster are recorded as runless materializations, as
+the reconciliation sensor records them). Otherwise it checks the parameters, overrides and inputs
+(headers, first and last blocks, values) and the store's location (a folder that can hold the
+repository, or a repository of this grid) once: anything wrong stops the build within seconds
+with one message (a :class:`~risk_model.errors.BadInputError`), before the repository is written
+or any run is launched. For a new version it then observes the parameters, overrides and inputs
+and commits the template (one Dagster run); it runs every region missing from the version's
+branch, a group of neighbouring regions per Dagster run (each region committed on its own;
+``RISK_REGIONS_PER_RUN``), a few runs at a time, and finally releases the complete version
+(pyramid, tag, manifest, promotion of ``main``: one Dagster run).
 """
 
 import argparse
@@ -139,6 +142,7 @@ def _run_regions(region_ids: list[str]) -> list[RegionOutcome]:
         recorded no materialization (regions it committed before failing stay committed; the next
         build records them without running them again).
     """
+    global _interrupted
     from dagster import DagsterInstance, execute_job, reconstructable
 
     from risk_assets.definitions import region_job
@@ -171,7 +175,11 @@ def _run_regions(region_ids: list[str]) -> list[RegionOutcome]:
             return [(rid, True, statuses.get(rid, "failed"), False) for rid in region_ids]
         reasons = failure_reasons(result.all_events)
         failed = "failed: " + (reasons[-1] if reasons else f"see run {result.run_id}")
-        stop = bool(failure_classes(result.all_events) & STOP_THE_BUILD)
+        classes = failure_classes(result.all_events)
+        stop = bool(classes & STOP_THE_BUILD)
+        if "DagsterExecutionInterruptedError" in classes:
+            # Ctrl-C reached the run (Dagster stopped it, and swallowed the signal): no further group.
+            _interrupted = True
         return [
             (rid, True, statuses[rid], False) if rid in statuses else (rid, False, failed, stop) for rid in region_ids
         ]
@@ -429,10 +437,41 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     failures: list[tuple[str, str]] = []
     interrupted = False
     stopped: list[str] = []
-    if todo:
+    per_run = deployment.regions_per_run_or_default
+
+    def tally(results: list[RegionOutcome], bar: "tqdm[Any]") -> None:
+        for region_id, success, status, stop in results:
+            kind = "written" if status == "written" else "skipped" if status == "skipped" else "failed"
+            outcomes[kind] += 1
+            if stop:
+                stopped.append(status.removeprefix("failed: "))
+            elif not success:
+                failures.append((region_id, status))
+            bar.update()
+        bar.set_postfix(outcomes)
+
+    if todo and len(todo) <= per_run:
+        # A few regions (a repair): run them here, one group per run. This process has loaded
+        # Dagster's definitions already; a worker process would load them again, which costs more
+        # than computing a few demo regions.
+        with (
+            tqdm(total=len(todo), unit="region", desc="building", dynamic_ncols=True) as bar,
+            _stderr_to(log_path),
+        ):
+            # Ctrl-C between runs is noted, as in a worker; during a run Dagster stops the run.
+            previous = signal.signal(signal.SIGINT, _note_interrupt)
+            try:
+                for group in region_groups(registry.ids, todo, per_run):
+                    tally(_run_regions(group), bar)
+                    if stopped or _interrupted:
+                        break
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            interrupted = _interrupted
+    elif todo:
         # A group of regions per run: a run's own cost (its event log, its events) is paid once
         # per group. No more groups than needed to keep every worker busy.
-        size = min(deployment.regions_per_run_or_default, max(1, -(-len(todo) // args.workers)))
+        size = min(per_run, max(1, -(-len(todo) // args.workers)))
         groups = region_groups(registry.ids, todo, size)
         # spawn: icechunk can hang in a child forked from a process that has used it.
         context = multiprocessing.get_context("spawn")
@@ -450,15 +489,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
 
             def collect(future: "Future[list[RegionOutcome]]") -> None:
                 collected.add(future)
-                for region_id, success, status, stop in future.result():
-                    kind = "written" if status == "written" else "skipped" if status == "skipped" else "failed"
-                    outcomes[kind] += 1
-                    if stop:
-                        stopped.append(status.removeprefix("failed: "))
-                    elif not success:
-                        failures.append((region_id, status))
-                    bar.update()
-                bar.set_postfix(outcomes)
+                tally(future.result(), bar)
 
             try:
                 for future in as_completed(futures):

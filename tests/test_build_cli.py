@@ -85,7 +85,7 @@ def test_build_every_region_once_then_nothing(tmp_path: Path) -> None:
         assert instance.get_materialized_partitions(AssetKey("risk_raster")) == set(registry.ids)
 
     # Dagster's records gone (a new instance beside the same store): recorded again without a run.
-    shutil.rmtree(home / "storage")
+    shutil.rmtree(home / "history")  # the run and event-log databases of the local SQLite instance
     fourth = _risk_build(home)
     assert fourth.returncode == 0, fourth.stdout + fourth.stderr
     assert f"recorded {len(registry)} regions committed earlier in Dagster" in fourth.stdout
