@@ -30,14 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
 from risk_model.errors import BadInputError
 from risk_model.versions import Target
 
 if TYPE_CHECKING:
     import icechunk
     from dagster import DagsterInstance
+    from tqdm import tqdm
 
     from resources.ledger import CommitRecord
     from resources.store import IcechunkStore
@@ -438,6 +437,8 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     interrupted = False
     stopped: list[str] = []
     per_run = deployment.regions_per_run_or_default
+    # Imported here: the progress bar is for builds that run something (tqdm costs ~0.1-0.3 s to load).
+    from tqdm import tqdm
 
     def tally(results: list[RegionOutcome], bar: "tqdm[Any]") -> None:
         for region_id, success, status, stop in results:
