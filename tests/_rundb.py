@@ -6,6 +6,7 @@ read-only SQLite connection creates nothing and sees the tables once they exist.
 """
 
 import sqlite3
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -29,3 +30,13 @@ def region_runs(home: Path, status: DagsterRunStatus) -> int:
         except sqlite3.OperationalError:
             return 0  # the tables are not there yet
     return int(count)
+
+
+def run_partitions(tags: Mapping[str, str], ordered: Sequence[str]) -> list[str]:
+    """The partitions a run covers, from its tags: one (``dagster/partition``), or a range of
+    ``ordered`` (a group of regions in one run, as local backfills and ``risk build`` launch them)."""
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    start = list(ordered).index(tags["dagster/asset_partition_range_start"])
+    end = list(ordered).index(tags["dagster/asset_partition_range_end"])
+    return list(ordered[start : end + 1])

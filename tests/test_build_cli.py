@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _rundb import region_runs
+from _rundb import region_runs, run_partitions
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from resources.ledger import iter_region_commits
@@ -104,16 +104,7 @@ def _partitions_run_since(home: Path, skip: int, ordered: list[str]) -> set[str]
     """The raster partitions of the region runs after the first ``skip`` runs (oldest first)."""
     with DagsterInstance.from_config(str(home)) as instance:
         runs = list(reversed(instance.get_runs()))[skip:]
-    partitions: set[str] = set()
-    for run in runs:
-        tags = run.tags
-        if "dagster/partition" in tags and run.job_name == "build_region":
-            partitions.add(tags["dagster/partition"])
-        elif "dagster/asset_partition_range_start" in tags:
-            start = ordered.index(tags["dagster/asset_partition_range_start"])
-            end = ordered.index(tags["dagster/asset_partition_range_end"])
-            partitions.update(ordered[start : end + 1])
-    return partitions
+    return {p for run in runs if run.job_name == "build_region" for p in run_partitions(run.tags, ordered)}
 
 
 def _start_build(home: Path) -> subprocess.Popen[str]:
