@@ -7,6 +7,9 @@ import icechunk
 from resources.store import IcechunkStore
 from risk_model.versions import RasterVersion
 
+#: Release tags are named ``release-<UTC time>-<raster version>``.
+RELEASE_TAG_PREFIX = "release-"
+
 
 def branch_exists(repo: icechunk.Repository, branch: str) -> bool:
     """Whether ``branch`` exists."""
@@ -32,3 +35,22 @@ def working_branch(repo: icechunk.Repository, store: IcechunkStore, version: Ras
     commit log is that branch's.
     """
     return version.branch if branch_exists(repo, version.branch) else store.branch
+
+
+def is_released(repo: icechunk.Repository, readers_branch: str, version: RasterVersion) -> bool:
+    """Whether ``readers_branch`` holds ``version`` as released (tagged, and at its branch's tip)."""
+    if not branch_exists(repo, version.branch):
+        return False
+    tagged = any(t.endswith(f"-{version.id}") for t in release_tags(repo))
+    return tagged and repo.lookup_branch(readers_branch) == repo.lookup_branch(version.branch)
+
+
+def release_tags(repo: icechunk.Repository) -> list[str]:
+    """Release tags, oldest first (names start with the UTC time of the release)."""
+    return sorted(t for t in repo.list_tags() if t.startswith(RELEASE_TAG_PREFIX))
+
+
+def latest_release(repo: icechunk.Repository) -> str | None:
+    """The newest release tag, or ``None``."""
+    tags = release_tags(repo)
+    return tags[-1] if tags else None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from risk_model.checksums import local_sha256
 from risk_model.digest import digest
-from risk_model.inputs import InputError, InputSet
+from risk_model.input_set import InputError, InputSet
 
 
 def _bucket_and_key(rest: str, scheme: str, label: str) -> tuple[str, str]:

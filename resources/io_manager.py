@@ -1,6 +1,7 @@
-"""The Icechunk IO manager: one partition in, one region written and committed.
+"""The Icechunk IO manager: each partition of a run in, its region written and committed.
 
-The asset returns the region's ``xarray.Dataset``, carrying its provenance in its attrs
+The asset returns one ``xarray.Dataset`` per region of its run (a run holds one region, or a
+group of them locally), each carrying its provenance in its attrs
 (build key: ``params_version``, ``inputs_version``, ``code_version``; and the ``branch`` of its
 raster version). The IO manager writes it with ``region="auto"`` into that branch and commits
 with structured metadata; the commit is the last thing a region does. Only commit conflicts
@@ -29,6 +30,8 @@ from risk_model.grid import RegionRegistry, load_registry
 from risk_model.versions import BuildKey
 
 PROVENANCE_ATTRS = ("params_version", "inputs_version", "code_version", "branch", "raster_version")
+#: What the raster asset returns: one dataset per region of the run, keyed by region id.
+RegionDatasets = dict[str, xr.Dataset]
 
 
 class IcechunkRegionIOManager(ConfigurableIOManager):
@@ -54,13 +57,41 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
         """The region registry of :attr:`grid`."""
         return load_registry(self.grid)
 
-    def handle_output(self, context: OutputContext, obj: xr.Dataset) -> None:
-        """Write and commit the partition's region, or skip it if already committed."""
-        if not context.has_partition_key:
+    def handle_output(self, context: OutputContext, obj: RegionDatasets) -> None:
+        """Write and commit each region of the run's partitions, or skip those already committed.
+
+        One commit per region, whatever the number of regions in the run. The materialization
+        of each partition carries its own region's metadata (snapshot, status, picture): what
+        the reconciliation sensor compares with the commit log, region by region.
+        """
+        if not context.has_asset_partitions:
             raise Failure(
                 description="risk raster outputs are written per region: the output has no partition",
                 allow_retries=False,
             )
+        partitions = list(context.asset_partition_keys)
+        if sorted(obj) != sorted(partitions):
+            raise Failure(
+                description=f"the asset returned regions {sorted(obj)} for partitions {sorted(partitions)}: "
+                "it must return exactly one dataset per partition of the run",
+                allow_retries=False,
+            )
+        registry = self.registry()
+        for region_id in partitions:
+            metadata = self._write_one(context, registry, region_id, obj[region_id])
+            if len(partitions) == 1:
+                context.add_output_metadata(metadata)
+            else:
+                # Dagster's public IO-manager context has no per-partition metadata; the step
+                # context's is what `AssetExecutionContext.add_asset_metadata(partition_key=...)`
+                # writes to, and each partition's materialization reads it
+                # (tests/test_dagster.py checks one snapshot id per region of a group run).
+                context.step_context.add_asset_metadata(metadata, partition_key=region_id)
+
+    def _write_one(
+        self, context: OutputContext, registry: RegionRegistry, region_id: str, obj: xr.Dataset
+    ) -> dict[str, Any]:
+        """Write and commit one region (unless committed already); its materialization metadata."""
         missing = [key for key in PROVENANCE_ATTRS if key not in obj.attrs]
         if missing:
             raise Failure(
@@ -74,8 +105,7 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
         except ValueError as err:
             raise Failure(description=f"cannot draw the region: {err}", allow_retries=False) from err
         try:
-            registry = self.registry()
-            region = registry.get(context.partition_key)
+            region = registry.get(region_id)
             key = BuildKey(*(str(obj.attrs[name]) for name in ("params_version", "inputs_version", "code_version")))
             branch = str(obj.attrs["branch"])
             result = write_region(
@@ -89,6 +119,7 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
                 extra_metadata={"raster_version": str(obj.attrs["raster_version"])},
             )
         except CommitConflictError as err:
+            # The whole run is retried; its regions committed meanwhile are then skipped.
             context.log.warning(str(err))
             raise RetryRequested(
                 max_retries=self.conflict_retries, seconds_to_wait=self.conflict_backoff_seconds
@@ -125,7 +156,7 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
                 f"region {region.id}: already committed for these parameters, inputs and code in "
                 f"{result.snapshot_id}; nothing written, no commit made"
             )
-        context.add_output_metadata(metadata)
+        return metadata
 
     def load_input(self, context: InputContext) -> xr.Dataset:
         """The region of the partition (or the whole raster), lazily, from the branch tip."""

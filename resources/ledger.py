@@ -14,7 +14,6 @@ from typing import Any
 
 import icechunk
 
-from risk_model.schema import VARIABLES
 from risk_model.versions import BuildKey
 
 REGION_KIND = "region"
@@ -178,6 +177,9 @@ def regions_with_chunks(
 
     Read from the snapshot's manifests, independent of any commit message or metadata.
     """
+    # Imported here: the schema loads xarray and dask, which reading the commit log never needs.
+    from risk_model.schema import VARIABLES
+
     session = repo.readonly_session(snapshot_id=snapshot_id) if snapshot_id else repo.readonly_session(branch=branch)
     store = session.store
 

@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import icechunk
 
-from resources.branches import branch_exists, ensure_branch
+# Whether a version is released is read by `risk build` before it loads anything heavy: it
+# lives with the branches (light to import) and is re-exported here.
+from resources.branches import RELEASE_TAG_PREFIX, ensure_branch
+from resources.branches import is_released as is_released
+from resources.branches import latest_release as latest_release
+from resources.branches import release_tags as release_tags
 from resources.completeness import IncompleteVersionError, incomplete_message, version_status
 from resources.ledger import LEDGER_KEY, CommitRecord, ledger_table
 from resources.pyramid_store import coarsest_level, open_level, write_pyramid
@@ -42,7 +47,6 @@ if TYPE_CHECKING:
     from risk_model.diff_picture import DiffStats
 
 PYRAMID_KIND = "pyramid"
-RELEASE_TAG_PREFIX = "release-"
 MANIFEST = "manifest.json"
 OVERVIEW = "overview.png"
 DIFF = "diff.png"
@@ -105,25 +109,6 @@ def commit_pyramid(store: IcechunkStore, registry: RegionRegistry, target: Targe
             # made from. A region committed meanwhile makes this fail, and the release waits.
             snapshot_id = session.commit(f"pyramid of version {status.version.id}", metadata=metadata)
     return PyramidCommit(snapshot_id, levels, created=True)
-
-
-def is_released(repo: icechunk.Repository, readers_branch: str, version: RasterVersion) -> bool:
-    """Whether ``readers_branch`` holds ``version`` as released (tagged, and at its branch's tip)."""
-    if not branch_exists(repo, version.branch):
-        return False
-    tagged = any(t.endswith(f"-{version.id}") for t in release_tags(repo))
-    return tagged and repo.lookup_branch(readers_branch) == repo.lookup_branch(version.branch)
-
-
-def release_tags(repo: icechunk.Repository) -> list[str]:
-    """Release tags, oldest first (names start with the UTC time of the release)."""
-    return sorted(t for t in repo.list_tags() if t.startswith(RELEASE_TAG_PREFIX))
-
-
-def latest_release(repo: icechunk.Repository) -> str | None:
-    """The newest release tag, or ``None``."""
-    tags = release_tags(repo)
-    return tags[-1] if tags else None
 
 
 @dataclass(frozen=True)

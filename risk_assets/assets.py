@@ -27,6 +27,7 @@ from dagster import (
     AssetsDefinition,
     AssetSelection,
     AutomationCondition,
+    BackfillPolicy,
     DagsterInstance,
     DataVersion,
     DataVersionsByPartition,
@@ -43,7 +44,8 @@ from dagster import (
 
 from resources.branches import branch_exists, ensure_branch
 from resources.input_versions import input_version
-from resources.ledger import find_commit
+from resources.io_manager import RegionDatasets
+from resources.ledger import committed_regions
 from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from resources.template import TemplateMissingError, ensure_template, template_attrs
@@ -275,7 +277,7 @@ def build_wind_shares() -> AssetsDefinition:
 
 
 def build_assets(
-    registry: RegionRegistry, roles: tuple[str, ...] = READY_MADE_ROLES
+    registry: RegionRegistry, roles: tuple[str, ...] = READY_MADE_ROLES, regions_per_run: int = 1
 ) -> list[AssetsDefinition | SourceAsset]:
     """The sources, template and raster of one grid (pyramid and release: :mod:`risk_assets.release_assets`).
 
@@ -286,6 +288,8 @@ def build_assets(
     roles
         The inputs given (``InputSet.roles``): with ``wind_hourly``, the ``wind_shares`` asset
         is built and is the raster's wind input.
+    regions_per_run
+        At most this many regions in one backfill run of the raster (its ``BackfillPolicy``).
     """
     grid = registry.grid
     sources = build_sources(registry, roles)
@@ -343,6 +347,9 @@ def build_assets(
         # rebuild the raster. Regions never built are for "backfill missing", not automation.
         automation_condition=AutomationCondition.eager().ignore(AssetSelection.assets(TEMPLATE_KEY))
         | AutomationCondition.code_version_changed(),
+        # How many regions one backfill run takes: one per run (a pod each) on Kubernetes, a
+        # group locally, where a run's fixed cost dwarfs a small region (see Deployment).
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=regions_per_run),
         # Kubernetes placement and size of the region's step pod, and retries of a preempted one:
         # both only matter under the k8s executor (see risk_assets.deployment).
         op_tags={K8S_CONFIG_TAG: region_step_k8s_config(grid)},
@@ -353,18 +360,18 @@ def build_assets(
         store: IcechunkStore,
         params: ModelParamsResource,
         inputs: InputsResource,
-    ) -> xr.Dataset:
-        """One region of the wind-informed wildfire-risk raster, built on its version's branch.
+    ) -> RegionDatasets:
+        """The run's regions of the wind-informed wildfire-risk raster, built on their version's branch.
 
         The branch is ``build-<raster version>``, created from the readers' branch (``main``)
         by the first region of the version. A region already committed there for its build key is not computed
-        again: its stored data is returned and the IO manager makes no commit.
+        again: its stored data is returned and the IO manager makes no commit for it. A run
+        holds one region (one partition) or, for a backfill under a multi-run policy or a
+        ``risk build`` group, a range of them; each region is committed on its own.
         """
         try:
-            region = registry.get(context.partition_key)
             target = current_target(params, inputs, registry.ids)
             version = target.version
-            key = target.region_key(region.id)
             repo = store.repository()
             if not branch_exists(repo, version.branch):
                 # Every version starts from the readers' branch, which holds the template and
@@ -375,30 +382,41 @@ def build_assets(
                         f"materialize {TEMPLATE_KEY.to_user_string()} first"
                     )
                 ensure_branch(repo, version.branch, store.branch)
-            existing = find_commit(repo, version.branch, region.id, key)
-            if existing is not None:
-                context.log.info(f"region {region.id} is committed already ({existing.snapshot_id})")
-                stored = xr.open_zarr(repo.readonly_session(snapshot_id=existing.snapshot_id).store, consolidated=False)
-                ds = cast(xr.Dataset, stored.isel(latitude=region.rows, longitude=region.cols).drop_attrs())
-            else:
-                input_set = inputs.raster_inputs()
-                if inputs.wind_hourly is not None:
-                    # Shares of another dataset or percentile would be committed under this key.
-                    check_shares_current(input_set.wind_shares(), target.input_versions["wind_direction"])
-                validate_inputs(input_set, grid)
-                ds = compute_region(grid, region, input_set, target.region_params(region.id))
+            committed = committed_regions(repo, version.branch)
+            checked_inputs = False
+            datasets: RegionDatasets = {}
+            for region_id in context.partition_keys:
+                region = registry.get(region_id)
+                key = target.region_key(region.id)
+                existing = committed.get(region.id)
+                if existing is not None and existing.key == key:
+                    context.log.info(f"region {region.id} is committed already ({existing.snapshot_id})")
+                    stored = xr.open_zarr(
+                        repo.readonly_session(snapshot_id=existing.snapshot_id).store, consolidated=False
+                    )
+                    ds = cast(xr.Dataset, stored.isel(latitude=region.rows, longitude=region.cols).drop_attrs())
+                else:
+                    input_set = inputs.raster_inputs()
+                    if not checked_inputs:  # once per run: the same files for every region
+                        if inputs.wind_hourly is not None:
+                            # Shares of another dataset or percentile would be committed under this key.
+                            check_shares_current(input_set.wind_shares(), target.input_versions["wind_direction"])
+                        validate_inputs(input_set, grid)
+                        checked_inputs = True
+                    ds = compute_region(grid, region, input_set, target.region_params(region.id))
+                ds.attrs.update(
+                    params_version=key.params_version,
+                    inputs_version=key.inputs_version,
+                    code_version=key.code_version,
+                    raster_version=version.id,
+                    branch=version.branch,
+                )
+                datasets[region.id] = ds
         except RiskError as err:
             # Bad input fails the same way on every attempt, and an unreachable store is not a
             # lost pod: bypass the retry policy (which is for lost spot pods, see
             # risk_assets.deployment).
             raise Failure(description=str(err), allow_retries=False) from err
-        ds.attrs.update(
-            params_version=key.params_version,
-            inputs_version=key.inputs_version,
-            code_version=key.code_version,
-            raster_version=version.id,
-            branch=version.branch,
-        )
-        return ds
+        return datasets
 
     return [*sources, *derived, raster_template, risk_raster]

@@ -1,15 +1,18 @@
 """``risk build``: check, prepare, build every missing region through Dagster, release; with a progress bar.
 
-It first checks the parameters, overrides and inputs (headers, first and last blocks, values) and
-the store's location (a folder that can hold the repository, or a repository of this grid)
-once: anything wrong stops the build within seconds with one message (a
-:class:`~risk_model.errors.BadInputError`), before the repository is written or any run is
-launched. It then prepares the inputs, observes the parameters, overrides and inputs and commits the
-template (one Dagster run), then runs every region that is missing from the current
-version's branch (not committed for its current parameters, inputs and code, or not recorded
-by Dagster) as one Dagster run per region (the region's step in its own process), a few at a
-time, and finally releases the complete version (pyramid, tag, manifest, promotion of
-``main``: one Dagster run). Run again, it runs nothing and makes no commit.
+It first decides, from the commit log and Dagster's records alone, whether anything is to be
+done: with every region committed for its current parameters, inputs and code and the version
+released, it launches no run, makes no commit and loads nothing heavier than Icechunk and Dagster's
+instance (regions committed but unknown to Dagster are recorded as runless materializations, as
+the reconciliation sensor records them). Otherwise it checks the parameters, overrides and inputs
+(headers, first and last blocks, values) and the store's location (a folder that can hold the
+repository, or a repository of this grid) once: anything wrong stops the build within seconds
+with one message (a :class:`~risk_model.errors.BadInputError`), before the repository is written
+or any run is launched. For a new version it then observes the parameters, overrides and inputs
+and commits the template (one Dagster run); it runs every region missing from the version's
+branch, a group of neighbouring regions per Dagster run (each region committed on its own;
+``RISK_REGIONS_PER_RUN``), a few runs at a time, and finally releases the complete version
+(pyramid, tag, manifest, promotion of ``main``: one Dagster run).
 """
 
 import argparse
@@ -23,16 +26,19 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
 from risk_model.errors import BadInputError
+from risk_model.versions import Target
 
 if TYPE_CHECKING:
     import icechunk
+    from dagster import DagsterInstance
+    from tqdm import tqdm
 
+    from resources.ledger import CommitRecord
     from resources.store import IcechunkStore
     from risk_assets.settings import Settings
     from risk_model.grid import RegionRegistry
@@ -118,15 +124,24 @@ def _stderr_to(log_path: Path) -> Iterator[None]:
 STOP_THE_BUILD = frozenset({"StoreFullError"})
 
 
-def _run_region(region_id: str) -> tuple[str, bool, str, bool]:
-    """Run the region job for one partition (in a worker process) and report its status.
+#: What one region came to in a build: its id, success, status (``written``, ``skipped``, ``not
+#: started: ...`` or ``failed: <reason>``) and whether the failure is one of :data:`STOP_THE_BUILD`.
+RegionOutcome = tuple[str, bool, str, bool]
+
+
+def _run_regions(region_ids: list[str]) -> list[RegionOutcome]:
+    """Run the region job for a group of partitions (in a worker process): one run, one commit per region.
+
+    ``region_ids`` is a contiguous range of the registry (a Dagster partition range), or one region.
 
     Returns
     -------
-    tuple
-        The region id, whether the run succeeded, its status (``written``, ``skipped`` or
-        ``failed: <reason>``) and whether the failure is one of :data:`STOP_THE_BUILD`.
+    list
+        One :data:`RegionOutcome` per region, in order. A failed run fails every region of it that
+        recorded no materialization (regions it committed before failing stay committed; the next
+        build records them without running them again).
     """
+    global _interrupted
     from dagster import DagsterInstance, execute_job, reconstructable
 
     from risk_assets.definitions import region_job
@@ -134,26 +149,61 @@ def _run_region(region_id: str) -> tuple[str, bool, str, bool]:
     from risk_assets.runs import failure_classes, failure_reasons
 
     if _interrupted:
-        return region_id, False, "not started: the build was interrupted (Ctrl-C)", False
+        return [(rid, False, "not started: the build was interrupted (Ctrl-C)", False) for rid in region_ids]
+    if len(region_ids) == 1:
+        partition_tags = {"dagster/partition": region_ids[0]}
+    else:
+        partition_tags = {
+            "dagster/asset_partition_range_start": region_ids[0],
+            "dagster/asset_partition_range_end": region_ids[-1],
+        }
     with DagsterInstance.get() as instance:
         result = execute_job(
             reconstructable(region_job),
             instance=instance,
             run_config=QUIET_RUN_CONFIG,
             raise_on_error=False,
-            tags={"dagster/partition": region_id, "risk/launched_by": "risk build", **liveness_tags()},
+            tags={**partition_tags, "risk/launched_by": "risk build", **liveness_tags()},
         )
-        status = "failed"
+        statuses: dict[str, str] = {}
         for event in result.get_asset_materialization_events():
-            meta = event.materialization.metadata
-            if "status" in meta:
-                status = str(meta["status"].value)
-        stop = False
-        if not result.success:
-            reasons = failure_reasons(result.all_events)
-            status = "failed: " + (reasons[-1] if reasons else f"see run {result.run_id}")
-            stop = bool(failure_classes(result.all_events) & STOP_THE_BUILD)
-        return region_id, result.success, status, stop
+            materialization = event.materialization
+            if materialization.partition is not None and "status" in materialization.metadata:
+                statuses[materialization.partition] = str(materialization.metadata["status"].value)
+        if result.success:
+            return [(rid, True, statuses.get(rid, "failed"), False) for rid in region_ids]
+        reasons = failure_reasons(result.all_events)
+        failed = "failed: " + (reasons[-1] if reasons else f"see run {result.run_id}")
+        classes = failure_classes(result.all_events)
+        stop = bool(classes & STOP_THE_BUILD)
+        if "DagsterExecutionInterruptedError" in classes:
+            # Ctrl-C reached the run (Dagster stopped it, and swallowed the signal): no further group.
+            _interrupted = True
+        return [
+            (rid, True, statuses[rid], False) if rid in statuses else (rid, False, failed, stop) for rid in region_ids
+        ]
+
+
+def region_groups(ordered: list[str], todo: list[str], size: int) -> list[list[str]]:
+    """``todo`` cut into runs of at most ``size`` regions, each a contiguous range of ``ordered``.
+
+    A Dagster run of several partitions takes a range of the partitions' order, so regions that
+    are not to run never sit between two of a group: a region already built is never run again
+    because its neighbours were missing.
+    """
+    wanted = set(todo)
+    groups: list[list[str]] = []
+    current: list[str] = []
+    for region_id in ordered:
+        if region_id in wanted and len(current) < size:
+            current.append(region_id)
+            continue
+        if current:
+            groups.append(current)
+        current = [region_id] if region_id in wanted else []
+    if current:
+        groups.append(current)
+    return groups
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -205,33 +255,154 @@ def _one_build_at_a_time(lock_path: Path) -> Iterator[None]:
         yield
 
 
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a build has to do, read from the commit log and Dagster's records before any run."""
+
+    version: "RasterVersion"
+    #: the version's branch if its first region has started it, else the readers' branch
+    branch: str
+    #: whether the version's branch exists (its sources were observed and its template committed)
+    started: bool
+    #: regions not committed on ``branch`` for their current build key, in registry order
+    missing: list[str]
+    #: regions committed for their current build key that Dagster has no materialization of
+    unrecorded: dict[str, "CommitRecord"]
+    #: whether the readers' branch holds the version, released
+    released: bool
+
+    @property
+    def nothing_to_run(self) -> bool:
+        """Every region committed for its key and the version released: no run, no commit."""
+        return not self.missing and self.released
+
+
+def plan_build(
+    store: "IcechunkStore", target: "Target", region_ids: list[str], instance: "DagsterInstance"
+) -> BuildPlan:
+    """Decide from the commit log (and Dagster's records) what a build of ``target`` has to run.
+
+    Reads the version branch's commit log once (down to its newest ledger table), the release
+    tags and Dagster's materialized partitions of the raster; launches nothing, writes nothing.
+    """
+    from resources.branches import branch_exists, is_released, working_branch
+    from resources.ledger import committed_regions
+    from risk_assets.keys import RASTER_KEY
+
+    version = target.version
+    keys = target.keys(region_ids)
+    repo = store.repository()
+    branch = working_branch(repo, store, version)
+    committed = committed_regions(repo, branch)
+    current = {rid: committed[rid] for rid in region_ids if rid in committed and committed[rid].key == keys[rid]}
+    recorded = instance.get_materialized_partitions(RASTER_KEY)
+    return BuildPlan(
+        version=version,
+        branch=branch,
+        started=branch_exists(repo, version.branch),
+        missing=[rid for rid in region_ids if rid not in current],
+        unrecorded={rid: record for rid, record in current.items() if rid not in recorded},
+        released=is_released(repo, store.branch, version),
+    )
+
+
+def record_committed(instance: "DagsterInstance", plan: BuildPlan) -> int:
+    """Record in Dagster, without a run, the regions committed for their key that it has no record of.
+
+    The same runless materialization the reconciliation sensor reports: Dagster then shows every
+    committed region as materialized, with the commit's snapshot id. Returns how many were recorded.
+    """
+    from risk_assets.keys import RASTER_KEY
+    from risk_assets.reconcile import CommitEntry, reconciled_materialization
+
+    for region, record in plan.unrecorded.items():
+        instance.report_runless_asset_event(
+            reconciled_materialization(RASTER_KEY, region, CommitEntry.of(record), plan.branch, by="risk build")
+        )
+    return len(plan.unrecorded)
+
+
+def _describe(registry: "RegionRegistry", plan: BuildPlan, todo: int) -> str:
+    version = plan.version
+    return (
+        f"grid {registry.grid.name}: {len(registry)} regions, {len(registry) - todo} done, "
+        f"{todo} to run for version {version.id} (params {version.params_version}, overrides "
+        f"{version.overrides_version}, inputs {version.inputs_version}, code {version.code_version})"
+    )
+
+
+def _nothing_to_run(registry: "RegionRegistry", store: "IcechunkStore", target: "Target", started: float) -> bool:
+    """The no-op rerun: if the commit log says every region is built and released, say so and record any
+    region Dagster lacks, without a run, the inputs check, Dagster's definitions or a commit.
+
+    Returns ``False`` (decide nothing) when that cannot be told cheaply: no repository yet, say.
+    """
+    from dagster import DagsterInstance
+
+    from risk_model.errors import RiskError
+
+    with DagsterInstance.get() as instance:
+        try:
+            plan = plan_build(store, target, registry.ids, instance)
+        except RiskError:
+            return False  # no repository, or one that cannot be read: the full build says why
+        if not plan.nothing_to_run:
+            return False
+        recorded = record_committed(instance, plan)
+    print(_describe(registry, plan, 0))
+    if recorded:
+        print(f"recorded {recorded} regions committed earlier in Dagster (no run: they are in the commit log)")
+    print(
+        f"built 0 regions, skipped {len(registry)}, failed 0; commits made: 0; "
+        f"wall time {time.perf_counter() - started:.1f} s; store: {store.location()}"
+    )
+    print(f"{store.branch} already holds version {plan.version.id}: nothing to release")
+    return True
+
+
 def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegistry", started: float) -> int:
     """:func:`cmd_build` under the build lock."""
     from dagster import DagsterInstance, execute_job, reconstructable
 
-    from resources.branches import working_branch
-    from resources.ledger import committed_regions
-    from resources.template import check_store
+    from resources.target import current_target
     from risk_assets.deployment import deployment_from_env
+    from risk_assets.resource_wiring import model_resources, store_resource
+    from risk_model.errors import RiskError
+
+    deployment = deployment_from_env()
+    store = store_resource(settings, deployment.store)
+    params, inputs = model_resources(settings, deployment.inputs)
+    # First, from the commit log alone: with every region built and released there is nothing to
+    # run, and nothing heavier than the commit log and Dagster's records is loaded.
+    try:
+        planned: Target | None = current_target(params, inputs, registry.ids)
+    except RiskError:
+        # Inputs not generated yet (the first local build), or parameters, overrides or inputs
+        # that cannot be read: the full path generates the inputs, or says what is wrong.
+        planned = None
+    if planned is not None and _nothing_to_run(registry, store, planned, started):
+        return 0
+
+    from resources.template import check_store
     from risk_assets.liveness import describe, liveness_tags, reap_dead_runs
     from risk_assets.runs import run_failure
     from risk_model.synthetic import ensure_inputs
     from risk_model.synthetic_wind import ensure_hourly_cube
 
-    if deployment_from_env().inputs is None:
+    if deployment.inputs is None:
         # The local default: the synthetic inputs and hourly wind cube, generated once (given
         # inputs are never touched).
         ensure_inputs(registry.grid, settings.inputs_dir)
         ensure_hourly_cube(registry.grid, settings.inputs_dir)
-    from risk_assets.definitions import configured_store, configured_target, preflight_configured, prepare_job
+    from risk_assets.definitions import preflight_configured, prepare_job
 
     # Once, before the repository is opened or any run launched: a bad input fails here, in
     # seconds, with one message, instead of in every region run minutes later.
     preflight_configured(registry)
-    store = configured_store()
     # And the store: a location that cannot hold the repository, or a repository of another
     # grid, is refused here too, not in the prepare run.
     check_store(store, registry.grid)
+    target = current_target(params, inputs, registry.ids)
 
     log_path = settings.var_dir / "logs" / "risk-build.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,42 +412,71 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         dead = reap_dead_runs(instance)
         if dead:
             print(describe(dead))
-        with _stderr_to(log_path):
-            prepared = execute_job(
-                reconstructable(prepare_job),
-                instance=instance,
-                run_config=QUIET_RUN_CONFIG,
-                raise_on_error=False,
-                tags=liveness_tags(),
-            )
-        if not prepared.success:
-            raise run_failure(prepared.all_events, "preparing the raster failed", prepared.run_id)
-        target = configured_target(registry.ids)
-        version = target.version
-        keys = target.keys(registry.ids)
-        repo = store.repository()
-        branch = working_branch(repo, store, version)
-        commits_before = _commit_count(repo)
-        committed = committed_regions(repo, branch)
-        from risk_assets.keys import RASTER_KEY
-
-        recorded = instance.get_materialized_partitions(RASTER_KEY)
-
-    def is_done(region_id: str) -> bool:
-        record = committed.get(region_id)
-        return record is not None and record.key == keys[region_id] and region_id in recorded
-
-    todo = [rid for rid in registry.ids if not is_done(rid)]
-    print(
-        f"grid {registry.grid.name}: {len(registry)} regions, {len(registry) - len(todo)} done, "
-        f"{len(todo)} to run for version {version.id} (params {version.params_version}, overrides "
-        f"{version.overrides_version}, inputs {version.inputs_version}, code {version.code_version})"
-    )
+        plan = plan_build(store, target, registry.ids, instance) if store.exists() else None
+        if plan is None or not plan.started:
+            # A new version (or a new store): observe the parameters, overrides and inputs and
+            # commit the template first. A version whose branch exists has had both already:
+            # its build key says its sources are byte for byte the ones observed then.
+            with _stderr_to(log_path):
+                prepared = execute_job(
+                    reconstructable(prepare_job),
+                    instance=instance,
+                    run_config=QUIET_RUN_CONFIG,
+                    raise_on_error=False,
+                    tags=liveness_tags(),
+                )
+            if not prepared.success:
+                raise run_failure(prepared.all_events, "preparing the raster failed", prepared.run_id)
+            plan = plan_build(store, target, registry.ids, instance)
+        snapshots_before = _snapshots(store.repository())
+        recorded = record_committed(instance, plan)
+    version = plan.version
+    todo = plan.missing
+    print(_describe(registry, plan, len(todo)))
+    if recorded:
+        print(f"recorded {recorded} regions committed earlier in Dagster (no run: they are in the commit log)")
     outcomes: Counter[str] = Counter()
     failures: list[tuple[str, str]] = []
     interrupted = False
     stopped: list[str] = []
-    if todo:
+    per_run = deployment.regions_per_run_or_default
+    # Imported here: the progress bar is for builds that run something (tqdm costs ~0.1-0.3 s to load).
+    from tqdm import tqdm
+
+    def tally(results: list[RegionOutcome], bar: "tqdm[Any]") -> None:
+        for region_id, success, status, stop in results:
+            kind = "written" if status == "written" else "skipped" if status == "skipped" else "failed"
+            outcomes[kind] += 1
+            if stop:
+                stopped.append(status.removeprefix("failed: "))
+            elif not success:
+                failures.append((region_id, status))
+            bar.update()
+        bar.set_postfix(outcomes)
+
+    if todo and len(todo) <= per_run:
+        # A few regions (a repair): run them here, one group per run. This process has loaded
+        # Dagster's definitions already; a worker process would load them again, which costs more
+        # than computing a few demo regions.
+        with (
+            tqdm(total=len(todo), unit="region", desc="building", dynamic_ncols=True) as bar,
+            _stderr_to(log_path),
+        ):
+            # Ctrl-C between runs is noted, as in a worker; during a run Dagster stops the run.
+            previous = signal.signal(signal.SIGINT, _note_interrupt)
+            try:
+                for group in region_groups(registry.ids, todo, per_run):
+                    tally(_run_regions(group), bar)
+                    if stopped or _interrupted:
+                        break
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            interrupted = _interrupted
+    elif todo:
+        # A group of regions per run: a run's own cost (its event log, its events) is paid once
+        # per group. No more groups than needed to keep every worker busy.
+        size = min(per_run, max(1, -(-len(todo) // args.workers)))
+        groups = region_groups(registry.ids, todo, size)
         # spawn: icechunk can hang in a child forked from a process that has used it.
         context = multiprocessing.get_context("spawn")
         with (
@@ -288,19 +488,12 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
             ) as pool,
             tqdm(total=len(todo), unit="region", desc="building", dynamic_ncols=True) as bar,
         ):
-            futures = [pool.submit(_run_region, rid) for rid in todo]
-            collected: set[Future[tuple[str, bool, str, bool]]] = set()
+            futures = [pool.submit(_run_regions, group) for group in groups]
+            collected: set[Future[list[RegionOutcome]]] = set()
 
-            def collect(future: "Future[tuple[str, bool, str, bool]]") -> None:
+            def collect(future: "Future[list[RegionOutcome]]") -> None:
                 collected.add(future)
-                region_id, success, status, stop = future.result()
-                outcomes["written" if status == "written" else "skipped" if status == "skipped" else "failed"] += 1
-                if stop:
-                    stopped.append(status.removeprefix("failed: "))
-                elif not success:
-                    failures.append((region_id, status))
-                bar.set_postfix(outcomes)
-                bar.update()
+                tally(future.result(), bar)
 
             try:
                 for future in as_completed(futures):
@@ -321,12 +514,11 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
                     collect(future)
 
     released = "" if failures or interrupted or stopped else _release(store, version, log_path)
-    repo = store.repository()
-    commits_after = _commit_count(repo)
+    commits_made = len(_snapshots(store.repository()) - snapshots_before)
     elapsed = time.perf_counter() - started
     print(
         f"built {outcomes['written']} regions, skipped {outcomes['skipped'] + len(registry) - len(todo)}, "
-        f"failed {outcomes['failed']}; commits made: {commits_after - commits_before}; "
+        f"failed {outcomes['failed']}; commits made: {commits_made}; "
         f"wall time {elapsed:.1f} s; store: {store.location()}"
     )
     if stopped:
@@ -345,15 +537,16 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     return 1 if failures or released.startswith("release failed") else 0
 
 
-def _commit_count(repo: "icechunk.Repository") -> int:
-    """Snapshots reachable from any branch: what a build added, whichever branch it committed to."""
+def _snapshots(repo: "icechunk.Repository") -> set[str]:
+    """Snapshots reachable from any branch: those new after a build are what it added, whichever
+    branch it committed to (a count would go down when a reset branch drops some)."""
     seen: set[str] = set()
     for branch in repo.list_branches():
         for info in repo.ancestry(branch=branch):
             if info.id in seen:
                 break
             seen.add(info.id)
-    return len(seen)
+    return seen
 
 
 def _release(store: "IcechunkStore", version: "RasterVersion", log_path: Path) -> str:

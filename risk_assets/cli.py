@@ -1,12 +1,12 @@
 """The ``risk`` command: build and release the raster through Dagster, show lineage, list regions.
 
-``risk build`` is the main job of the local default. It prepares the inputs, observes the
-parameters, overrides and inputs and commits the template (one Dagster run), then runs every
-region that is missing from the current version's branch — not committed for its current
-parameters, inputs and code, or not recorded by Dagster — as one Dagster run per region (the
-region's step in its own process), a few at a time, and finally releases the complete
-version (pyramid, tag, manifest, promotion of ``main``: one Dagster run). Run again, it runs
-nothing and makes no commit.
+``risk build`` is the main job of the local default (see :mod:`risk_assets.build_command`). It
+decides from the commit log first: with nothing missing it launches no run and makes no commit.
+Otherwise it checks the inputs, observes them and commits the template for a new version (one
+Dagster run), runs every region missing from the current version's branch — not committed for
+its current parameters, inputs and code — in groups of neighbouring regions per Dagster run, a
+few at a time, and finally releases the complete version (pyramid, tag, manifest, promotion of
+``main``: one Dagster run).
 
 Errors are reported as one line, ``error: <message>`` on stderr, with exit code 1 (2 for usage
 errors): the project's errors (:class:`~risk_model.errors.RiskError`, failed Dagster runs

@@ -21,7 +21,6 @@ from dagster import (
 )
 
 from resources.io_manager import IcechunkRegionIOManager
-from resources.local_store import LocalIcechunkStore
 from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from risk_assets.assets import IO_MANAGER_KEY, build_assets, region_partitions
@@ -41,13 +40,13 @@ from risk_assets.keys import (
 )
 from risk_assets.maintenance_job import build_maintenance_job
 from risk_assets.release_assets import build_release_assets
+from risk_assets.resource_wiring import model_resources, store_resource
 from risk_assets.sensors import build_reconciliation_sensor
 from risk_assets.settings import Settings, settings_from_env
 from risk_assets.status import build_checks
 from risk_model.grid import RegionRegistry, load_registry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet, local_hourly_input_set
 from risk_model.preflight import preflight
-from risk_model.synthetic_wind import local_hourly_input_set
 from risk_model.versions import Target
 
 REGION_JOB = "build_region"
@@ -88,19 +87,12 @@ def build_resources(
         ``settings.inputs_dir``. With an hourly wind dataset, the shares computed from it are
         written to ``settings.wind_shares_path``.
     """
-    store = store or LocalIcechunkStore(path=str(settings.store_path))
-    inputs = inputs or local_hourly_input_set(settings.inputs_dir)
+    store = store_resource(settings, store)
+    params, inputs_resource = model_resources(settings, inputs)
     return {
         "store": store,
-        "params": ModelParamsResource(path=str(settings.params_path), overrides_path=str(settings.overrides_path)),
-        "inputs": InputsResource(
-            burn_probability=inputs.burn_probability,
-            conditional_risk=inputs.conditional_risk,
-            wind_direction=inputs.wind_direction,
-            wind_hourly=inputs.wind_hourly,
-            wind_shares_path=str(settings.wind_shares_path) if inputs.wind_hourly is not None else None,
-            checksum_cache=str(settings.var_dir / "input-checksums.json"),
-        ),
+        "params": params,
+        "inputs": inputs_resource,
         IO_MANAGER_KEY: IcechunkRegionIOManager(store=store, grid=settings.grid),
     }
 
@@ -110,11 +102,13 @@ def build_definitions(
     store: IcechunkStore | None = None,
     inputs: InputSet | None = None,
     executor: ExecutorDefinition | None = None,
+    regions_per_run: int = 1,
 ) -> Definitions:
     """Assets, jobs, resources and executor of one deployment (see :func:`build_resources`).
 
     ``executor`` defaults to the in-process executor (each run is a process of its own);
     production passes ``k8s_job_executor`` (see :mod:`risk_assets.deployment`).
+    ``regions_per_run`` caps the regions of one backfill run of the raster (its backfill policy).
     """
     registry = load_registry(settings.grid)
     inputs = inputs or local_hourly_input_set(settings.inputs_dir)
@@ -136,7 +130,11 @@ def build_definitions(
         ),
     )
     return Definitions(
-        assets=[*build_assets(registry, inputs.roles), *build_checks(registry), *build_release_assets(registry)],
+        assets=[
+            *build_assets(registry, inputs.roles, regions_per_run),
+            *build_checks(registry),
+            *build_release_assets(registry),
+        ],
         sensors=[
             build_reconciliation_sensor(registry, build_region, release_raster, settings.sensor_interval_s),
             # Dagster's own automation sensor starts stopped; this one runs by default. A change
@@ -195,7 +193,11 @@ def _definitions_from_env() -> Definitions:
     """``defs`` of this process: settings, store, executor and inputs from the environment."""
     deployment = deployment_from_env()
     return build_definitions(
-        settings_from_env(), store=deployment.store, inputs=deployment.inputs, executor=deployment.executor_def()
+        settings_from_env(),
+        store=deployment.store,
+        inputs=deployment.inputs,
+        executor=deployment.executor_def(),
+        regions_per_run=deployment.regions_per_run_or_default,
     )
 
 

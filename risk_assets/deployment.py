@@ -9,6 +9,9 @@ Everything here is chosen by configuration, never by the name of an environment:
   run launcher or ``risk build`` already gives each run) or ``k8s`` (one Kubernetes Job per step).
 - ``RISK_INPUTS``: a JSON :class:`~risk_model.inputs.InputSet` (``gs://`` URLs in production).
   Unset: the synthetic inputs under the project folder.
+- ``RISK_REGIONS_PER_RUN``: at most this many regions in one run of a backfill (the raster's
+  ``BackfillPolicy``) or of ``risk build``. Unset: one under the k8s executor (one pod per region,
+  what "backfill missing" in the UI then launches), :data:`LOCAL_REGIONS_PER_RUN` otherwise.
 
 :func:`deployment_from_env` is the one function that reads these, and it is called when the
 definitions are built, never at import.
@@ -40,14 +43,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dagster import Backoff, ExecutorDefinition, Jitter, RetryPolicy, in_process_executor
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from resources.cloud_stores import GCSIcechunkStore, S3IcechunkStore
 from resources.local_store import LocalIcechunkStore
 from resources.store import IcechunkStore
 from risk_model.errors import BadInputError
 from risk_model.grid import GridSpec
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 
 #: Tag key read by dagster-k8s (``dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY``); spelled out here
 #: so that the asset module does not import the Kubernetes client. A test checks they are equal.
@@ -77,6 +80,12 @@ FULL_CORE_PIXELS = 6000 * 4500
 #: error. Typed failures bypass it (``Failure(allow_retries=False)``). The delay lets GKE replace
 #: the preempted node; jitter spreads the regions of one preemption wave.
 REGION_RETRY_POLICY = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+
+
+#: Regions per run when steps run in their run's process: a local run costs ~1 s of bookkeeping
+#: (its SQLite event log, its events) against ~0.2 s of work for a demo region, so a group of
+#: regions shares one run. Measured in docs/benchmarks.md ("Orchestration overhead").
+LOCAL_REGIONS_PER_RUN = 16
 
 
 class DeploymentConfigError(BadInputError, ValueError):
@@ -189,6 +198,15 @@ class Deployment(BaseModel):
     store: IcechunkStore | None = None
     executor: Literal["in_process", "k8s"] = "in_process"
     inputs: InputSet | None = None
+    #: ``None``: the executor's default (see :attr:`regions_per_run_or_default`).
+    regions_per_run: int | None = Field(default=None, ge=1)
+
+    @property
+    def regions_per_run_or_default(self) -> int:
+        """Regions per run: as configured, else one per run (one pod each) under k8s, a group locally."""
+        if self.regions_per_run is not None:
+            return self.regions_per_run
+        return 1 if self.executor == "k8s" else LOCAL_REGIONS_PER_RUN
 
     def executor_def(self) -> ExecutorDefinition:
         """The Dagster executor: one Kubernetes Job per step on k8s; locally the run's own process.
@@ -217,7 +235,7 @@ def _json_object(name: str, text: str) -> dict[str, Any]:
 
 
 def deployment_from_env(environ: Mapping[str, str] | None = None) -> Deployment:
-    """The deployment described by ``RISK_STORE``, ``RISK_EXECUTOR`` and ``RISK_INPUTS``.
+    """The deployment described by ``RISK_STORE``, ``RISK_EXECUTOR``, ``RISK_INPUTS`` and ``RISK_REGIONS_PER_RUN``.
 
     Parameters
     ----------
@@ -234,10 +252,20 @@ def deployment_from_env(environ: Mapping[str, str] | None = None) -> Deployment:
     executor = env.get("RISK_EXECUTOR", "in_process")
     if executor not in ("in_process", "k8s"):
         raise DeploymentConfigError(f"RISK_EXECUTOR must be 'in_process' or 'k8s', got {executor!r}")
+    per_run: int | None = None
+    if env.get("RISK_REGIONS_PER_RUN"):
+        try:
+            per_run = int(env["RISK_REGIONS_PER_RUN"])
+        except ValueError as err:
+            raise DeploymentConfigError(
+                f"RISK_REGIONS_PER_RUN must be a whole number of regions, got {env['RISK_REGIONS_PER_RUN']!r}"
+            ) from err
+        if per_run < 1:
+            raise DeploymentConfigError(f"RISK_REGIONS_PER_RUN must be at least 1, got {per_run}")
     inputs = None
     if env.get("RISK_INPUTS"):
         try:
             inputs = InputSet.model_validate(_json_object("RISK_INPUTS", env["RISK_INPUTS"]))
         except ValidationError as err:
             raise DeploymentConfigError(f"RISK_INPUTS: {err}") from err
-    return Deployment(store=store, executor=executor, inputs=inputs)
+    return Deployment(store=store, executor=executor, inputs=inputs, regions_per_run=per_run)

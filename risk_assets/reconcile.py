@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import icechunk
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, AssetMaterialization, AssetRecordsFilter, DagsterInstance
 
 from resources.ledger import LEDGER_KEY, CommitRecord
 from risk_model.versions import BuildKey
@@ -117,6 +117,30 @@ def reconcile(
         elif record is not None:
             actions.repair.append((region, record))
     return actions
+
+
+def reconciled_materialization(
+    asset_key: AssetKey, region: str, commit: CommitEntry, branch: str, *, by: str
+) -> AssetMaterialization:
+    """The runless materialization that records ``region`` from its commit (no run rebuilds it).
+
+    ``by`` names who recorded it (the reconciliation sensor, ``risk build``), for the UI.
+    """
+    return AssetMaterialization(
+        asset_key=asset_key,
+        partition=region,
+        description=f"recorded from the Icechunk commit log by {by}",
+        metadata={
+            "status": "reconciled",
+            "snapshot_id": commit.snapshot_id,
+            "committed_at": commit.committed_at,
+            "commit_run_id": commit.run_id,
+            "branch": branch,
+            "params_version": commit.params_version,
+            "inputs_version": commit.inputs_version,
+            "code_version": commit.code_version,
+        },
+    )
 
 
 @dataclass

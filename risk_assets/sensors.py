@@ -35,7 +35,14 @@ from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from risk_assets.keys import RASTER_KEY
 from risk_assets.liveness import describe, reap_dead_runs
-from risk_assets.reconcile import CommitEntry, ReconcileState, reconcile, update_commits, update_records
+from risk_assets.reconcile import (
+    CommitEntry,
+    ReconcileState,
+    reconcile,
+    reconciled_materialization,
+    update_commits,
+    update_records,
+)
 from risk_assets.status import SENSOR_NAME, records_check_evaluation
 from risk_model.digest import sha256_prefix
 from risk_model.errors import RiskError
@@ -124,24 +131,10 @@ def build_reconciliation_sensor(
         actions = reconcile(desired, keys, state.records, state.commits)
 
         events: list[AssetMaterialization | AssetCheckEvaluation] = []
-        for region, commit in actions.report:
-            events.append(
-                AssetMaterialization(
-                    asset_key=RASTER_KEY,
-                    partition=region,
-                    description="recorded from the Icechunk commit log by the reconciliation sensor",
-                    metadata={
-                        "status": "reconciled",
-                        "snapshot_id": commit.snapshot_id,
-                        "committed_at": commit.committed_at,
-                        "commit_run_id": commit.run_id,
-                        "branch": branch,
-                        "params_version": commit.params_version,
-                        "inputs_version": commit.inputs_version,
-                        "code_version": commit.code_version,
-                    },
-                )
-            )
+        events += [
+            reconciled_materialization(RASTER_KEY, region, commit, branch, by="the reconciliation sensor")
+            for region, commit in actions.report
+        ]
         run_requests: list[RunRequest] = [
             RunRequest(
                 job_name=region_job.name,

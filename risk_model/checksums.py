@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from risk_model.digest import digest
-from risk_model.inputs import InputError
+from risk_model.input_set import InputError
 
 #: Block size of the streamed SHA-256 of a local input.
 HASH_BLOCK_BYTES = 8 * 1024 * 1024

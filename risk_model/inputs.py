@@ -22,7 +22,6 @@ import numpy as np
 import numpy.typing as npt
 import rasterio
 from affine import Affine
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
@@ -30,8 +29,14 @@ from rasterio.io import DatasetReader
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
-from risk_model.errors import BadInputError
 from risk_model.grid import GridSpec
+
+# The pure descriptions live in a module of their own, light to import (no rasterio, no SciPy):
+# the `risk build` decision reads them before anything heavy is loaded.
+from risk_model.input_set import FILENAMES as FILENAMES
+from risk_model.input_set import InputError as InputError
+from risk_model.input_set import InputSet as InputSet
+from risk_model.input_set import local_input_set as local_input_set
 from risk_model.science import gap_fill
 
 FloatArray = npt.NDArray[np.float64]
@@ -49,84 +54,6 @@ CONDITIONAL_RISK_RESAMPLING: ResamplingName = "nearest"
 # fraction of a pixel: JSON and GeoTIFF round-trip coefficients to about 1e-15.
 _SIZE_RTOL = 1e-9
 _ALIGN_TOL = 1e-6
-
-
-class InputError(BadInputError, ValueError):
-    """An input raster that is missing, unreadable, or does not fit the output grid."""
-
-
-class InputSet(BaseModel):
-    """Locations of the inputs (local paths, ``gs://`` or ``s3://`` URLs).
-
-    The wind comes in one of two forms, exactly one of which is given: ready-made shares
-    (``wind_direction``), or the hourly dataset they are computed from (``wind_hourly``, by
-    the ``wind_shares`` asset, see :mod:`risk_model.wind`). Fields left unset are left out of
-    the dumped form, so a ready-made set dumps (and ``RISK_INPUTS`` reads) as it always did.
-
-    Parameters
-    ----------
-    burn_probability
-        Annual burn probability (0-1), one band, any CRS and resolution (the USFS product:
-        270 m, EPSG:5070).
-    conditional_risk
-        Conditional risk to potential structures (0-100), one band, any CRS and resolution
-        (the USFS product: 30 m, EPSG:5070); its no-data marks the ocean.
-    wind_direction
-        Fire-weather wind-direction shares, 8 bands (from N, NE, E, SE, S, SW, W, NW),
-        any CRS and resolution.
-    wind_hourly
-        An hourly CONUS404-like dataset (NetCDF file or Zarr store) the shares are computed from.
-
-    Each raster must carry its CRS and cover the output grid; :mod:`risk_model.input_checks`
-    says what else it checks.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    burn_probability: str = Field(min_length=1)
-    conditional_risk: str = Field(min_length=1)
-    wind_direction: str | None = Field(default=None, min_length=1)
-    wind_hourly: str | None = Field(default=None, min_length=1)
-
-    @model_validator(mode="after")
-    def _one_wind_input(self) -> "InputSet":
-        if (self.wind_direction is None) == (self.wind_hourly is None):
-            given = "both" if self.wind_direction is not None else "neither"
-            raise ValueError(
-                f"give exactly one wind input, got {given}: wind_direction (a ready-made 8-band share raster) "
-                "or wind_hourly (an hourly CONUS404-like dataset the shares are computed from)"
-            )
-        return self
-
-    @model_serializer(mode="wrap")
-    def _without_unset_wind(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        dumped: dict[str, object] = handler(self)
-        return {name: value for name, value in dumped.items() if value is not None}
-
-    @property
-    def wind_role(self) -> Literal["wind_direction", "wind_hourly"]:
-        """Which wind input is given."""
-        return "wind_direction" if self.wind_direction is not None else "wind_hourly"
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        """The names of the inputs given: the two rasters and the wind input."""
-        return ("burn_probability", "conditional_risk", self.wind_role)
-
-    def with_wind_shares(self, path: str) -> "InputSet":
-        """The rasters the model reads: this set with ready-made shares at ``path`` as its wind."""
-        return InputSet(
-            burn_probability=self.burn_probability, conditional_risk=self.conditional_risk, wind_direction=path
-        )
-
-    def wind_shares(self) -> str:
-        """The wind-direction share raster; raises ``InputError`` for a set holding an hourly dataset."""
-        if self.wind_direction is None:
-            raise InputError(
-                f"the inputs name the hourly dataset {self.wind_hourly}, not a share raster: compute its shares "
-                "(the wind_shares asset) and read them (InputSet.with_wind_shares)"
-            )
-        return self.wind_direction
 
 
 def expanded_window(grid: GridSpec, rows: slice, cols: slice, halo: int) -> tuple[slice, slice]:

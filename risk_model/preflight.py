@@ -10,7 +10,7 @@ from pathlib import Path
 from risk_model.errors import BadInputError
 from risk_model.grid import GridSpec
 from risk_model.input_checks import input_problems
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.overrides import load_overrides
 from risk_model.params import ModelParams, ParamsError, load_params
 

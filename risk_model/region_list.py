@@ -34,7 +34,7 @@ from rasterio.warp import transform as transform_points
 from scipy import ndimage
 
 from risk_model.grid import DATA_DIR, GridSpec, RegionRegistry, load_grid, regions_file
-from risk_model.inputs import InputError, InputSet
+from risk_model.input_set import InputError, InputSet
 from risk_model.synthetic import generate_inputs, write_conus_footprint
 
 # Longest side of a decimated footprint read. Every cell corner is transformed into the grid's CRS

@@ -39,7 +39,8 @@ from rasterio.warp import transform_bounds
 from scipy import ndimage
 
 from risk_model.grid import GridSpec
-from risk_model.inputs import InputSet
+from risk_model.input_set import FILENAMES, InputSet
+from risk_model.input_set import local_input_set as local_input_set
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -59,11 +60,6 @@ _LONLAT_STEP_PX = 8
 WIND_PIXEL_DEG = 0.05
 WIND_MARGIN_DEG = 0.25
 CONUS_PIXEL_DEG = 0.02
-FILENAMES = {
-    "burn_probability": "burn_probability_270m_5070.tif",
-    "conditional_risk": "conditional_risk_30m_5070.tif",
-    "wind_direction": "wind_direction_shares_4326.tif",
-}
 # Bump when the generated content changes for the same seed.
 # 2: conditional risk in its native form (30 m EPSG:5070) instead of on the output grid.
 GENERATOR_VERSION = 2
@@ -334,11 +330,6 @@ def write_conus_footprint(grid: GridSpec, out_dir: Path) -> Path:
     path = out_dir / "conus_footprint_4326.tif"
     _write_tif(path, data, transform, "EPSG:4326", NODATA)
     return path
-
-
-def local_input_set(inputs_dir: Path) -> InputSet:
-    """The input set that :func:`generate_inputs` writes into ``inputs_dir`` (files may not exist yet)."""
-    return InputSet(**{role: str((inputs_dir / name).resolve()) for role, name in FILENAMES.items()})
 
 
 def ensure_inputs(grid: GridSpec, inputs_dir: Path, force: bool = False) -> InputSet:

@@ -30,8 +30,9 @@ from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 
 from risk_model.grid import GridSpec
-from risk_model.inputs import InputSet
-from risk_model.synthetic import _smooth_noise, local_input_set
+from risk_model.input_set import HOURLY_FILENAME
+from risk_model.input_set import local_hourly_input_set as local_hourly_input_set
+from risk_model.synthetic import _smooth_noise
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -42,7 +43,7 @@ CELL_M = 4000.0
 HOURS = 504
 START = "2021-08-01T00:00"
 MARGIN_DEG = 0.25
-FILENAME = "conus404_hourly_synthetic.nc"
+FILENAME = HOURLY_FILENAME
 MANIFEST = "conus404_hourly_synthetic.json"
 # Bump when the generated content changes for the same seed.
 GENERATOR_VERSION = 1
@@ -201,13 +202,3 @@ def ensure_hourly_cube(grid: GridSpec, inputs_dir: Path, force: bool = False) ->
     partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(partial, manifest_path)
     return path
-
-
-def local_hourly_input_set(inputs_dir: Path) -> InputSet:
-    """The synthetic inputs of ``inputs_dir`` with the hourly cube as the wind input (files may not exist yet)."""
-    rasters = local_input_set(inputs_dir)
-    return InputSet(
-        burn_probability=rasters.burn_probability,
-        conditional_risk=rasters.conditional_risk,
-        wind_hourly=str((inputs_dir / FILENAME).resolve()),
-    )

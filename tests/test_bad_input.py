@@ -628,6 +628,9 @@ def test_sigint_stops_the_build_and_a_rerun_completes_with_nothing_lost_or_doubl
         "RISK_HOME": str(home),
         "RISK_GRID": "mini",
         "RISK_INPUTS": mini_inputs.model_dump_json(),
+        # Small groups, so that region runs end one after another and Ctrl-C lands mid-build
+        # (with the local default of 16 the mini grid's 20 regions are two long runs).
+        "RISK_REGIONS_PER_RUN": "2",
     }
     build = subprocess.Popen(
         [sys.executable, "-m", "risk_assets.cli", "--home", str(home), "--grid", "mini", "build", "--workers", "2"],

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _rundb import region_runs
+from _rundb import region_runs, run_partitions
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from resources.ledger import iter_region_commits
@@ -42,7 +42,9 @@ def _risk_build(home: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_build_every_region_once_then_nothing(tmp_path: Path) -> None:
-    """The same command as `make demo`, on the small `mini` grid to keep the suite fast."""
+    """The same command as `make demo`, on the small `mini` grid to keep the suite fast; then the
+    reruns: nothing missing (no run, no commit), 3 regions lost (exactly those run), and Dagster's
+    records gone (recorded again from the commit log, without a run)."""
     registry = load_registry("mini")
     home = _project(tmp_path)
 
@@ -58,13 +60,51 @@ def test_build_every_region_once_then_nothing(tmp_path: Path) -> None:
     assert sorted(r.region for r in records) == sorted(registry.ids), "main holds every region, once"
     assert all(r.run_id and r.params_version and r.inputs_version and r.metadata["bounds"] for r in records)
 
+    runs_after_first = _runs(home)
     second = _risk_build(home)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "0 to run" in second.stdout
     assert "commits made: 0" in second.stdout
+    assert _runs(home) == runs_after_first, "nothing missing: decided from the commit log, no run launched"
 
     with DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_materialized_partitions(AssetKey("risk_raster")) == set(registry.ids)
+
+    # Lose the newest 3 region commits (the version's branch rolled back): only those run again.
+    repo = store.repository()
+    [branch] = [b for b in repo.list_branches() if b.startswith("build-")]
+    newest = list(iter_region_commits(repo, branch, use_ledger=False))
+    lost = {r.region for r in newest[:3]}
+    repo.reset_branch(branch, newest[3].snapshot_id)
+    third = _risk_build(home)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "17 done, 3 to run" in third.stdout
+    assert "commits made: 4" in third.stdout, "the 3 lost regions and the pyramid of the new release"
+    assert _partitions_run_since(home, runs_after_first, registry.ids) == lost, "exactly the lost regions ran"
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_materialized_partitions(AssetKey("risk_raster")) == set(registry.ids)
+
+    # Dagster's records gone (a new instance beside the same store): recorded again without a run.
+    shutil.rmtree(home / "history")  # the run and event-log databases of the local SQLite instance
+    fourth = _risk_build(home)
+    assert fourth.returncode == 0, fourth.stdout + fourth.stderr
+    assert f"recorded {len(registry)} regions committed earlier in Dagster" in fourth.stdout
+    assert "commits made: 0" in fourth.stdout
+    assert _runs(home) == 0
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_materialized_partitions(AssetKey("risk_raster")) == set(registry.ids)
+
+
+def _runs(home: Path) -> int:
+    with DagsterInstance.from_config(str(home)) as instance:
+        return instance.get_runs_count()
+
+
+def _partitions_run_since(home: Path, skip: int, ordered: list[str]) -> set[str]:
+    """The raster partitions of the region runs after the first ``skip`` runs (oldest first)."""
+    with DagsterInstance.from_config(str(home)) as instance:
+        runs = list(reversed(instance.get_runs()))[skip:]
+    return {p for run in runs if run.job_name == "build_region" for p in run_partitions(run.tags, ordered)}
 
 
 def _start_build(home: Path) -> subprocess.Popen[str]:

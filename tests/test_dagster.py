@@ -102,6 +102,42 @@ def test_one_region_in_process_then_rerun_is_a_noop(
     assert instance.get_materialized_partitions(AssetKey("risk_raster")) == {region_id}
 
 
+def test_a_group_of_regions_in_one_run_commits_and_records_each_region(
+    tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: InputSet, instance: DagsterInstance
+) -> None:
+    """A run of a partition range (a local backfill group, a `risk build` group): one commit per region,
+    and each partition's materialization carries its own region's snapshot, not the group's."""
+    assert _run(tmp_path, demo_registry, demo_inputs, instance, None).success
+    group = demo_registry.ids[4:7]
+    assert _run(tmp_path, demo_registry, demo_inputs, instance, group[1]).success  # one of them built already
+    settings = Settings(home=tmp_path, grid="demo")
+    result = materialize(
+        build_assets(demo_registry, regions_per_run=3),
+        selection=["risk_raster"],
+        resources=build_resources(settings, inputs=demo_inputs),
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": group[0], "dagster/asset_partition_range_end": group[-1]},
+        raise_on_error=False,
+    )
+    assert result.success, _failure_message(result)
+    events = {
+        e.materialization.partition: e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
+    assert sorted(events) == sorted(group)
+    assert {p: m["status"].value for p, m in events.items()} == {
+        group[0]: "written",
+        group[1]: "skipped",
+        group[2]: "written",
+    }
+    repo = LocalIcechunkStore(path=str(Settings(home=tmp_path).store_path)).repository()
+    branch = str(events[group[0]]["branch"].value)
+    newest = {r.region: r.snapshot_id for r in iter_region_commits(repo, branch)}
+    assert {p: m["snapshot_id"].value for p, m in events.items()} == {r: newest[r] for r in group}
+    assert len(set(newest.values())) == 3, "each region its own commit"
+    assert _commits(tmp_path) == sorted(group), "one commit per region, none for the region built before"
+    assert instance.get_materialized_partitions(AssetKey("risk_raster")) == set(group)
+
+
 def test_params_change_rewrites_the_region(
     tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: InputSet, instance: DagsterInstance
 ) -> None:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from _helm import ENVIRONMENTS, chart_with_dependency, instance_config, render
 from _services import ROOT, helm_binary
-from dagster import in_process_executor
+from dagster import AssetKey, in_process_executor
 from dagster._config import process_config
 from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.instance.config import ConcurrencyConfig, dagster_instance_config
@@ -31,14 +31,16 @@ from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY
 from resources.cloud_stores import GCSIcechunkStore, S3IcechunkStore
 from resources.local_store import LocalIcechunkStore
 from risk_assets.assets import WRITER_POOL
-from risk_assets.definitions import REGION_RUN_TAG
+from risk_assets.definitions import REGION_RUN_TAG, build_definitions
 from risk_assets.deployment import (
     K8S_CONFIG_TAG,
+    LOCAL_REGIONS_PER_RUN,
     DeploymentConfigError,
     deployment_from_env,
     region_resources,
     store_from_config,
 )
+from risk_assets.settings import Settings
 
 #: (max concurrent runs, of which region runs) per environment
 RUN_LIMITS = {"staging": (8, 6), "production": (24, 20)}
@@ -230,3 +232,18 @@ def test_deployment_from_env() -> None:
         deployment_from_env({"RISK_EXECUTOR": "celery"})
     with pytest.raises(DeploymentConfigError, match="RISK_STORE"):
         deployment_from_env({"RISK_STORE": "gs://b/p"})
+
+
+def test_regions_per_run_one_pod_per_region_on_kubernetes_a_group_locally(tmp_path: Path) -> None:
+    """The raster's backfill policy: one region per run (and pod) under k8s, so the UI's "backfill
+    missing" launches a pod per missing region; a group of regions per run locally."""
+    assert deployment_from_env({"RISK_EXECUTOR": "k8s"}).regions_per_run_or_default == 1
+    assert deployment_from_env({}).regions_per_run_or_default == LOCAL_REGIONS_PER_RUN > 1
+    assert deployment_from_env({"RISK_EXECUTOR": "k8s", "RISK_REGIONS_PER_RUN": "4"}).regions_per_run_or_default == 4
+    for bad in ("0", "many"):
+        with pytest.raises(DeploymentConfigError, match="RISK_REGIONS_PER_RUN"):
+            deployment_from_env({"RISK_REGIONS_PER_RUN": bad})
+    for per_run in (1, LOCAL_REGIONS_PER_RUN):
+        defs = build_definitions(Settings(home=tmp_path, grid="demo"), regions_per_run=per_run)
+        policy = defs.resolve_assets_def(AssetKey("risk_raster")).backfill_policy
+        assert policy is not None and policy.max_partitions_per_run == per_run

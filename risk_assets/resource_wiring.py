@@ -1,0 +1,35 @@
+"""The store, parameters and inputs resources of one deployment, without the rest of the code location.
+
+:func:`risk_assets.definitions.build_resources` and the ``risk build`` decision both build them
+here, so the two always agree on what the raster is built from. This module stays light to
+import (no xarray, no rasterio, no asset definitions): the decision runs before any of that loads.
+"""
+
+from resources.local_store import LocalIcechunkStore
+from resources.store import IcechunkStore
+from resources.target import InputsResource, ModelParamsResource
+from risk_assets.settings import Settings
+from risk_model.input_set import InputSet, local_hourly_input_set
+
+
+def store_resource(settings: Settings, store: IcechunkStore | None = None) -> IcechunkStore:
+    """``store``, or by default the local repository under ``settings.home``."""
+    return store or LocalIcechunkStore(path=str(settings.store_path))
+
+
+def model_resources(settings: Settings, inputs: InputSet | None = None) -> tuple[ModelParamsResource, InputsResource]:
+    """The parameters resource and the inputs resource.
+
+    By default the synthetic rasters and hourly wind cube under ``settings.inputs_dir``. With an
+    hourly wind dataset, the shares computed from it are written to ``settings.wind_shares_path``.
+    """
+    inputs = inputs or local_hourly_input_set(settings.inputs_dir)
+    params = ModelParamsResource(path=str(settings.params_path), overrides_path=str(settings.overrides_path))
+    return params, InputsResource(
+        burn_probability=inputs.burn_probability,
+        conditional_risk=inputs.conditional_risk,
+        wind_direction=inputs.wind_direction,
+        wind_hourly=inputs.wind_hourly,
+        wind_shares_path=str(settings.wind_shares_path) if inputs.wind_hourly is not None else None,
+        checksum_cache=str(settings.var_dir / "input-checksums.json"),
+    )
