@@ -25,8 +25,8 @@ import numpy as np
 from scipy import ndimage, signal
 
 from risk_model.grid import load_grid
+from risk_model.kernels import DIRECTIONS, halo_pixels, spread_kernels
 from risk_model.params import ModelParams
-from risk_model.science import DIRECTIONS, halo_pixels, spread_kernels
 
 Convolve = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

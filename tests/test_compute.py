@@ -22,8 +22,9 @@ from risk_model.compute import (
 )
 from risk_model.grid import GridSpec, load_grid, region_of_chunk
 from risk_model.inputs import InputSet, read_burn_probability
+from risk_model.kernels import RowBand, halo_pixels
 from risk_model.params import ModelParams
-from risk_model.science import RiskArrays, RowBand, halo_pixels
+from risk_model.science import RiskArrays
 from risk_model.synthetic import generate_inputs
 
 PARAMS = ModelParams()

@@ -8,23 +8,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from risk_model.params import ModelParams
-from risk_model.schema import SCORE_NODATA
-from risk_model.science import (
+from risk_model.kernels import (
     BEARINGS,
     DIRECTIONS,
     RowBand,
-    blur,
-    gap_fill,
     gaussian_weights,
     halo_pixels,
     kernel_mask,
     row_bands,
-    score,
-    spread,
     spread_kernels,
-    wind_informed_risk,
 )
+from risk_model.params import ModelParams
+from risk_model.schema import SCORE_NODATA
+from risk_model.science import blur, gap_fill, score, wind_informed_risk
+from risk_model.spread import spread
 
 PARAMS = ModelParams()
 # No blur (a 1-tap kernel), to look at the spread and composite alone.

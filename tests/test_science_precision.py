@@ -16,9 +16,11 @@ from scipy import ndimage, signal
 from risk_model.compute import compute_window, pixel_size_at
 from risk_model.grid import GridSpec, load_grid
 from risk_model.inputs import InputSet, read_burn_probability, read_wind_shares, read_window
+from risk_model.kernels import DIRECTIONS, gaussian_weights, spread_kernels
 from risk_model.params import ModelParams
 from risk_model.schema import SCORE_NODATA
-from risk_model.science import DIRECTIONS, gaussian_weights, spread, spread_kernels, wind_informed_risk
+from risk_model.science import wind_informed_risk
+from risk_model.spread import spread
 from risk_model.synthetic import generate_inputs
 
 PARAMS = ModelParams()
