@@ -26,19 +26,27 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from risk_assets.build_plan import BuildPlan, plan_build, record_committed
+from risk_assets.build_workers import (
+    QUIET_RUN_CONFIG,
+    RegionOutcome,
+    init_worker,
+    interrupted,
+    note_interrupt,
+    region_groups,
+    run_regions,
+    stderr_to,
+)
 from risk_model.errors import BadInputError
 from risk_model.versions import Target
 
 if TYPE_CHECKING:
     import icechunk
-    from dagster import DagsterInstance
     from tqdm import tqdm
 
-    from resources.ledger import CommitRecord
     from resources.store import IcechunkStore
     from risk_assets.settings import Settings
     from risk_model.grid import RegionRegistry
@@ -60,9 +68,6 @@ class BuildInterrupted(KeyboardInterrupt):
     """
 
 
-QUIET_RUN_CONFIG: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
 def configure_environment(home: Path, grid: str) -> None:
     """Point Dagster and the code location at the project folder before they are imported."""
     os.environ["RISK_HOME"] = str(home)
@@ -70,140 +75,6 @@ def configure_environment(home: Path, grid: str) -> None:
     # The instance is the project folder's dagster.yaml with SQLite storage beside it, the
     # same one `dagster dev` shows when started from the project folder.
     os.environ.setdefault("DAGSTER_HOME", str(home))
-
-
-def _send_stderr_to(log_path: str) -> None:
-    """Send this process's stderr (and its children's) to ``log_path``.
-
-    Dagster's step processes log to stderr before any run config applies; in the log file
-    those lines stay available without scrolling the progress bar away.
-    """
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
-#: Set in a region worker when Ctrl-C reached it outside a region run (see :func:`_init_worker`).
-_interrupted = False
-
-
-def _note_interrupt(signum: int, frame: object) -> None:
-    """SIGINT handler of a region worker between runs: remember it, start no further region."""
-    global _interrupted
-    _interrupted = True
-
-
-def _init_worker(log_path: str) -> None:
-    """Set up a region worker process: stderr to the log, and Ctrl-C noted rather than fatal.
-
-    Ctrl-C reaches the build's whole process group. A worker between region runs only notes it
-    (dying, it would break the pool while the build cancels what is left) and starts no region
-    after it, including one already queued to it. A worker inside a region run has Dagster's
-    handler meanwhile (Dagster replaces it for the run), which stops the run and records it as
-    failed; a region commits whole or not at all.
-    """
-    _send_stderr_to(log_path)
-    signal.signal(signal.SIGINT, _note_interrupt)
-
-
-@contextmanager
-def _stderr_to(log_path: Path) -> Iterator[None]:
-    """Within the block, stderr goes to ``log_path``; restored afterwards."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        _send_stderr_to(str(log_path))
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-#: Failures after which every other region would fail the same way: the build stops launching regions.
-STOP_THE_BUILD = frozenset({"StoreFullError"})
-
-
-#: What one region came to in a build: its id, success, status (``written``, ``skipped``, ``not
-#: started: ...`` or ``failed: <reason>``) and whether the failure is one of :data:`STOP_THE_BUILD`.
-RegionOutcome = tuple[str, bool, str, bool]
-
-
-def _run_regions(region_ids: list[str]) -> list[RegionOutcome]:
-    """Run the region job for a group of partitions (in a worker process): one run, one commit per region.
-
-    ``region_ids`` is a contiguous range of the registry (a Dagster partition range), or one region.
-
-    Returns
-    -------
-    list
-        One :data:`RegionOutcome` per region, in order. A failed run fails every region of it that
-        recorded no materialization (regions it committed before failing stay committed; the next
-        build records them without running them again).
-    """
-    global _interrupted
-    from dagster import DagsterInstance, execute_job, reconstructable
-
-    from risk_assets.definitions import region_job
-    from risk_assets.liveness import liveness_tags
-    from risk_assets.runs import failure_classes, failure_reasons
-
-    if _interrupted:
-        return [(rid, False, "not started: the build was interrupted (Ctrl-C)", False) for rid in region_ids]
-    if len(region_ids) == 1:
-        partition_tags = {"dagster/partition": region_ids[0]}
-    else:
-        partition_tags = {
-            "dagster/asset_partition_range_start": region_ids[0],
-            "dagster/asset_partition_range_end": region_ids[-1],
-        }
-    with DagsterInstance.get() as instance:
-        result = execute_job(
-            reconstructable(region_job),
-            instance=instance,
-            run_config=QUIET_RUN_CONFIG,
-            raise_on_error=False,
-            tags={**partition_tags, "risk/launched_by": "risk build", **liveness_tags()},
-        )
-        statuses: dict[str, str] = {}
-        for event in result.get_asset_materialization_events():
-            materialization = event.materialization
-            if materialization.partition is not None and "status" in materialization.metadata:
-                statuses[materialization.partition] = str(materialization.metadata["status"].value)
-        if result.success:
-            return [(rid, True, statuses.get(rid, "failed"), False) for rid in region_ids]
-        reasons = failure_reasons(result.all_events)
-        failed = "failed: " + (reasons[-1] if reasons else f"see run {result.run_id}")
-        classes = failure_classes(result.all_events)
-        stop = bool(classes & STOP_THE_BUILD)
-        if "DagsterExecutionInterruptedError" in classes:
-            # Ctrl-C reached the run (Dagster stopped it, and swallowed the signal): no further group.
-            _interrupted = True
-        return [
-            (rid, True, statuses[rid], False) if rid in statuses else (rid, False, failed, stop) for rid in region_ids
-        ]
-
-
-def region_groups(ordered: list[str], todo: list[str], size: int) -> list[list[str]]:
-    """``todo`` cut into runs of at most ``size`` regions, each a contiguous range of ``ordered``.
-
-    A Dagster run of several partitions takes a range of the partitions' order, so regions that
-    are not to run never sit between two of a group: a region already built is never run again
-    because its neighbours were missing.
-    """
-    wanted = set(todo)
-    groups: list[list[str]] = []
-    current: list[str] = []
-    for region_id in ordered:
-        if region_id in wanted and len(current) < size:
-            current.append(region_id)
-            continue
-        if current:
-            groups.append(current)
-        current = [region_id] if region_id in wanted else []
-    if current:
-        groups.append(current)
-    return groups
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -253,73 +124,6 @@ def _one_build_at_a_time(lock_path: Path) -> Iterator[None]:
         handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
         handle.flush()
         yield
-
-
-@dataclass(frozen=True)
-class BuildPlan:
-    """What a build has to do, read from the commit log and Dagster's records before any run."""
-
-    version: "RasterVersion"
-    #: the version's branch if its first region has started it, else the readers' branch
-    branch: str
-    #: whether the version's branch exists (its sources were observed and its template committed)
-    started: bool
-    #: regions not committed on ``branch`` for their current build key, in registry order
-    missing: list[str]
-    #: regions committed for their current build key that Dagster has no materialization of
-    unrecorded: dict[str, "CommitRecord"]
-    #: whether the readers' branch holds the version, released
-    released: bool
-
-    @property
-    def nothing_to_run(self) -> bool:
-        """Every region committed for its key and the version released: no run, no commit."""
-        return not self.missing and self.released
-
-
-def plan_build(
-    store: "IcechunkStore", target: "Target", region_ids: list[str], instance: "DagsterInstance"
-) -> BuildPlan:
-    """Decide from the commit log (and Dagster's records) what a build of ``target`` has to run.
-
-    Reads the version branch's commit log once (down to its newest ledger table), the release
-    tags and Dagster's materialized partitions of the raster; launches nothing, writes nothing.
-    """
-    from resources.branches import branch_exists, is_released, working_branch
-    from resources.ledger import committed_regions
-    from risk_assets.keys import RASTER_KEY
-
-    version = target.version
-    keys = target.keys(region_ids)
-    repo = store.repository()
-    branch = working_branch(repo, store, version)
-    committed = committed_regions(repo, branch)
-    current = {rid: committed[rid] for rid in region_ids if rid in committed and committed[rid].key == keys[rid]}
-    recorded = instance.get_materialized_partitions(RASTER_KEY)
-    return BuildPlan(
-        version=version,
-        branch=branch,
-        started=branch_exists(repo, version.branch),
-        missing=[rid for rid in region_ids if rid not in current],
-        unrecorded={rid: record for rid, record in current.items() if rid not in recorded},
-        released=is_released(repo, store.branch, version),
-    )
-
-
-def record_committed(instance: "DagsterInstance", plan: BuildPlan) -> int:
-    """Record in Dagster, without a run, the regions committed for their key that it has no record of.
-
-    The same runless materialization the reconciliation sensor reports: Dagster then shows every
-    committed region as materialized, with the commit's snapshot id. Returns how many were recorded.
-    """
-    from risk_assets.keys import RASTER_KEY
-    from risk_assets.reconcile import CommitEntry, reconciled_materialization
-
-    for region, record in plan.unrecorded.items():
-        instance.report_runless_asset_event(
-            reconciled_materialization(RASTER_KEY, region, CommitEntry.of(record), plan.branch, by="risk build")
-        )
-    return len(plan.unrecorded)
 
 
 def _describe(registry: "RegionRegistry", plan: BuildPlan, todo: int) -> str:
@@ -417,7 +221,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
             # A new version (or a new store): observe the parameters, overrides and inputs and
             # commit the template first. A version whose branch exists has had both already:
             # its build key says its sources are byte for byte the ones observed then.
-            with _stderr_to(log_path):
+            with stderr_to(log_path):
                 prepared = execute_job(
                     reconstructable(prepare_job),
                     instance=instance,
@@ -437,7 +241,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         print(f"recorded {recorded} regions committed earlier in Dagster (no run: they are in the commit log)")
     outcomes: Counter[str] = Counter()
     failures: list[tuple[str, str]] = []
-    interrupted = False
+    was_interrupted = False
     stopped: list[str] = []
     per_run = deployment.regions_per_run_or_default
     # Imported here: the progress bar is for builds that run something (tqdm costs ~0.1-0.3 s to load).
@@ -460,18 +264,18 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         # than computing a few demo regions.
         with (
             tqdm(total=len(todo), unit="region", desc="building", dynamic_ncols=True) as bar,
-            _stderr_to(log_path),
+            stderr_to(log_path),
         ):
             # Ctrl-C between runs is noted, as in a worker; during a run Dagster stops the run.
-            previous = signal.signal(signal.SIGINT, _note_interrupt)
+            previous = signal.signal(signal.SIGINT, note_interrupt)
             try:
                 for group in region_groups(registry.ids, todo, per_run):
-                    tally(_run_regions(group), bar)
-                    if stopped or _interrupted:
+                    tally(run_regions(group), bar)
+                    if stopped or interrupted():
                         break
             finally:
                 signal.signal(signal.SIGINT, previous)
-            interrupted = _interrupted
+            was_interrupted = interrupted()
     elif todo:
         # A group of regions per run: a run's own cost (its event log, its events) is paid once
         # per group. No more groups than needed to keep every worker busy.
@@ -483,12 +287,12 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
             ProcessPoolExecutor(
                 max_workers=args.workers,
                 mp_context=context,
-                initializer=_init_worker,
+                initializer=init_worker,
                 initargs=(str(log_path),),
             ) as pool,
             tqdm(total=len(todo), unit="region", desc="building", dynamic_ncols=True) as bar,
         ):
-            futures = [pool.submit(_run_regions, group) for group in groups]
+            futures = [pool.submit(run_regions, group) for group in groups]
             collected: set[Future[list[RegionOutcome]]] = set()
 
             def collect(future: "Future[list[RegionOutcome]]") -> None:
@@ -507,13 +311,13 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
                         break
             except KeyboardInterrupt:
                 # Ctrl-C: launch nothing more; the running regions got it too and Dagster stops them.
-                interrupted = True
+                was_interrupted = True
                 for future in futures:
                     future.cancel()
                 for future in as_completed([f for f in futures if not f.cancelled() and f not in collected]):
                     collect(future)
 
-    released = "" if failures or interrupted or stopped else _release(store, version, log_path)
+    released = "" if failures or was_interrupted or stopped else _release(store, version, log_path)
     commits_made = len(_snapshots(store.repository()) - snapshots_before)
     elapsed = time.perf_counter() - started
     print(
@@ -523,7 +327,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     )
     if stopped:
         raise BuildStoppedError(stopped[0])
-    if interrupted:
+    if was_interrupted:
         finished = outcomes["written"] + outcomes["skipped"]
         raise BuildInterrupted(
             f"interrupted (Ctrl-C) after {finished} of {len(todo)} regions: every region committed so far is "
@@ -560,7 +364,7 @@ def _release(store: "IcechunkStore", version: "RasterVersion", log_path: Path) -
 
     if is_released(store.repository(), store.branch, version):
         return f"{store.branch} already holds version {version.id}: nothing to release"
-    with DagsterInstance.get() as instance, _stderr_to(log_path):
+    with DagsterInstance.get() as instance, stderr_to(log_path):
         result = execute_job(
             reconstructable(release_job),
             instance=instance,

@@ -21,7 +21,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from risk_assets.build_command import QUIET_RUN_CONFIG, cmd_build, configure_environment
+from risk_assets.build_command import cmd_build, configure_environment
+from risk_assets.build_workers import QUIET_RUN_CONFIG
 from risk_model.errors import RiskError
 
 if TYPE_CHECKING:
