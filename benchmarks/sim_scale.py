@@ -9,6 +9,7 @@ Pure Python, seeded, discrete-event. Three commit protocols, as measured by
   ``rebase_tries`` of them). ``F(n)`` is the measured ``commit seconds / (1 + rebases)`` at
   1, 8 and 16 writers, interpolated linearly in ``n``.
 - ``lease``: commits take turns; each holds the lease for the measured one-writer lease commit.
+- ``free``: commits cost nothing (the yardstick: what the rest of the build costs);
 - ``batch``: one committer; whenever it is idle it commits every fork handed over so far in
   one commit costing ``T(k) = a + b k`` (least squares on the measured batch commits), and each
   region's writer waits for its batch.
@@ -65,6 +66,10 @@ class Calibration:
     #: the measured results to validate against: protocol -> writers -> (commit p50, rebases mean)
     measured: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)
     per_writer: int = 4
+    #: batch commit cost fitted on the batches of the run with n writers (the machine's load included)
+    batch_by_writers: dict[int, tuple[float, float]] = field(default_factory=dict)
+    #: the cheapest batch commit measured alone: the floor of ``T(k)``
+    batch_floor: float = 0.0
 
     def flush(self, n: int) -> float:
         """``F(n)``: linear interpolation in the measured points, constant past the last one."""
@@ -76,9 +81,12 @@ class Calibration:
                 return f0 + (f1 - f0) * (n - n0) / (n1 - n0)
         return points[-1][1]
 
-    def batch(self, k: int) -> float:
-        """``T(k)``: one batch commit of ``k`` regions."""
-        return self.batch_a + self.batch_b * k
+    def batch(self, k: int, load: int = 1) -> float:
+        """``T(k)``: one batch commit of ``k`` regions, alone or (``load`` > 1) as measured with ``load`` writers."""
+        if load > 1 and load in self.batch_by_writers:
+            a, b = self.batch_by_writers[load]
+            return a + b * k
+        return max(self.batch_a + self.batch_b * k, self.batch_floor)
 
     def slowdown(self, n: int) -> float:
         """How much slower every commit is with ``n`` writers sharing this machine: ``F(n) / F(1)``."""
@@ -100,6 +108,7 @@ class Calibration:
         measured: dict[str, dict[int, tuple[float, float]]] = {}
         lease = math.nan
         sizes: list[tuple[int, float]] = []
+        by_writers: dict[int, list[tuple[int, float]]] = {}
         per_writer = 4
         for r in results:
             proto, n, rows = r["protocol"], int(r["writers"]), r["rows"]
@@ -111,10 +120,21 @@ class Calibration:
             elif proto == "lease" and n == 1:
                 lease = statistics.median(row["commit_s"] for row in rows)
             elif proto == "batch":
-                sizes.extend((b["size"], b["commit_s"]) for b in r["batches"])
-        sizes.extend((b["size"], b["commit_s"]) for b in size_rows)
+                by_writers[n] = [(b["size"], b["commit_s"]) for b in r["batches"]]
+        # T(k) alone: the batch-size runs (one process, no concurrent writers) when there are any.
+        sizes = [(b["size"], b["commit_s"]) for b in size_rows] or [p for rows in by_writers.values() for p in rows]
         a, b = _least_squares(sizes)
-        return cls(flush, lease, a, b, work, measured, per_writer)
+        return cls(
+            flush,
+            lease,
+            a,
+            b,
+            work,
+            measured,
+            per_writer,
+            {n: _least_squares(rows) for n, rows in by_writers.items()},
+            min(y for _, y in sizes),
+        )
 
 
 def _least_squares(points: list[tuple[int, float]]) -> tuple[float, float]:
@@ -175,7 +195,9 @@ class Committer:
         ``base`` is the branch version the region's session was opened on (before its chunks
         were written); a commit landed since then costs a rebase, as in Icechunk.
         """
-        if self.protocol == "direct":
+        if self.protocol == "free":  # the yardstick: a commit that costs nothing
+            self.push(now, lambda t: done(t, 0))
+        elif self.protocol == "direct":
             self.committing += 1
             self._attempt(now, self.version if base is None else base, 0, done)
         elif self.protocol == "lease":
@@ -224,7 +246,7 @@ class Committer:
                 done(t, 0)
             self._next_batch(t)
 
-        self.push(now + self.cal.batch(len(batch)) * self.cal.slowdown(self.load), land)
+        self.push(now + self.cal.batch(len(batch), self.load), land)
 
 
 def simulate_bench(protocol: str, writers: int, cal: Calibration, seed: int) -> Outcome:
@@ -366,7 +388,9 @@ def main() -> None:
     cal = Calibration.from_bench(args.calibration)
     print(
         f"calibration: F(n) {', '.join(f'{n}: {f:.3f} s' for n, f in sorted(cal.flush_by_writers.items()))}; "
-        f"lease commit {cal.lease_commit_s:.3f} s; batch T(k) = {cal.batch_a:.3f} + {cal.batch_b:.4f} k s"
+        f"lease commit {cal.lease_commit_s:.3f} s; batch T(k) = max({cal.batch_a:.3f} + {cal.batch_b:.4f} k, "
+        f"{cal.batch_floor:.3f}) s alone; with n writers "
+        + ", ".join(f"{n}: {a:.3f} + {b:.4f} k" for n, (a, b) in sorted(cal.batch_by_writers.items()))
     )
     if args.validate:
         print()
@@ -381,7 +405,7 @@ def main() -> None:
     # Production: on real pods each writer has its own CPU, so a flush does not slow with the
     # number of writers as it does on this 2-core machine; "measured" keeps the emulator's F(n).
     if args.flush == "uncontended":
-        cal = Calibration({1: cal.flush(1)}, cal.lease_commit_s, cal.batch_a, cal.batch_b)
+        cal = Calibration({1: cal.flush(1)}, cal.lease_commit_s, cal.batch_a, cal.batch_b, batch_floor=cal.batch_floor)
     print()
     print(
         f"production: {args.regions} regions on {args.pods} pods, pod start {args.pod_start:.1f} s, compute "
@@ -397,7 +421,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for pods in (16, args.pods):
         regions = args.regions if pods == args.pods else 4 * pods
-        for proto in ("direct", "lease", "batch"):
+        for proto in ("free", "direct", "lease", "batch"):
             prod = Production(
                 regions, pods, args.pod_start, preempt_per_hour=args.preempt_per_hour, compute_sigma=args.compute_sigma
             )
