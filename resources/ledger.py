@@ -13,10 +13,17 @@ from datetime import datetime
 from typing import Any
 
 import icechunk
+import zarr
 
 from risk_model.versions import BuildKey
 
 REGION_KIND = "region"
+#: Commit metadata kind of a batch commit: many regions in one commit (see
+#: :mod:`resources.batch_commit`). Its ``regions`` field maps each region id to that region's
+#: own provenance (the fields a single region commit carries), so every region keeps its record.
+BATCH_KIND = "regions"
+#: The field of a batch commit's metadata holding its per-region provenance.
+BATCH_REGIONS = "regions"
 #: The group of region marks: one small array per region, written by every commit of that
 #: region so that two writers of one region always conflict (see :mod:`resources.region_write`).
 REGION_MARKS = "_region_commits"
@@ -64,6 +71,28 @@ class CommitRecord:
             inputs_version=str(meta.get("inputs_version", "")),
         )
 
+    @classmethod
+    def from_batch_entry(cls, info: icechunk.SnapshotInfo, region: str, entry: dict[str, Any]) -> "CommitRecord":
+        """The record of one region of a batch commit (see :data:`BATCH_KIND`)."""
+        meta = {
+            **entry,
+            "kind": REGION_KIND,
+            "region": region,
+            "batch": True,
+            # The batch's rebase count, for the commit statistics that read it per region.
+            "__icechunk": dict((info.metadata or {}).get("__icechunk", {})),
+        }
+        return cls(
+            snapshot_id=info.id,
+            region=region,
+            params_version=str(entry["params_version"]),
+            code_version=str(entry["code_version"]),
+            run_id=str(entry.get("run_id", "")),
+            written_at=info.written_at,
+            metadata=meta,
+            inputs_version=str(entry.get("inputs_version", "")),
+        )
+
     def ledger_entry(self) -> list[str]:
         """This record as one entry of a ledger table (see :data:`LEDGER_FIELDS`)."""
         return [
@@ -91,6 +120,30 @@ class CommitRecord:
         )
 
 
+def region_records(info: icechunk.SnapshotInfo) -> list[CommitRecord]:
+    """The region records of one snapshot: one for a region commit, one per region of a batch commit.
+
+    Parameters
+    ----------
+    info
+        A snapshot of the repository's history.
+
+    Returns
+    -------
+    list[CommitRecord]
+        Empty for snapshots that commit no region (template, pyramid, checkpoint), sorted by
+        region id for a batch commit.
+    """
+    meta = info.metadata or {}
+    if meta.get("kind") == BATCH_KIND:
+        regions = meta.get(BATCH_REGIONS)
+        if not isinstance(regions, dict):
+            return []
+        return [CommitRecord.from_batch_entry(info, region, regions[region]) for region in sorted(regions)]
+    record = CommitRecord.from_snapshot(info)
+    return [] if record is None else [record]
+
+
 def iter_region_commits(
     repo: icechunk.Repository,
     branch: str | None = None,
@@ -116,8 +169,7 @@ def iter_region_commits(
                 if region not in seen:
                     yield CommitRecord.from_ledger_entry(region, entry)
             return
-        record = CommitRecord.from_snapshot(info)
-        if record is not None:
+        for record in region_records(info):
             seen.add(record.region)
             yield record
 
@@ -153,21 +205,84 @@ def find_commit(
     """The newest commit of ``region`` on ``branch`` (or from ``snapshot_id``), if it was made for ``key``.
 
     With ``stop_at``, only the commits above that snapshot are looked at (the walk stops
-    there): what was committed since an earlier look.
+    there): what was committed since an earlier look. Without it, the region's mark in the
+    snapshot is read first (:func:`marked_key`): a region never committed, or last committed
+    for another key (the usual answers while building), is answered from that one node,
+    without walking history. Only a region whose mark says ``key`` is looked up in history,
+    for its commit's snapshot id.
     """
+    if stop_at is None:
+        marked = marked_key(repo, region, branch=branch, snapshot_id=snapshot_id)
+        if marked is not _NO_MARKS and marked != key:
+            return None
     ancestry = repo.ancestry(snapshot_id=snapshot_id) if snapshot_id else repo.ancestry(branch=branch)
     if stop_at is not None:
         for info in ancestry:
             if info.id == stop_at:
                 return None
-            record = CommitRecord.from_snapshot(info)
-            if record is not None and record.region == region:
-                return record if record.key == key else None
+            for record in region_records(info):
+                if record.region == region:
+                    return record if record.key == key else None
         return None
     for record in iter_region_commits(repo, branch, snapshot_id=snapshot_id):
         if record.region == region:
             return record if record.key == key else None
     return None
+
+
+class _NoMarks:
+    """The answer of :func:`marked_key` for a snapshot older than region marks."""
+
+
+_NO_MARKS = _NoMarks()
+
+
+def marked_key(
+    repo: icechunk.Repository, region: str, *, branch: str | None = None, snapshot_id: str | None = None
+) -> BuildKey | _NoMarks | None:
+    """The build key of ``region``'s newest commit, read from its mark in one snapshot.
+
+    Every region commit writes the region's mark (``_region_commits/<region>``, see
+    :mod:`resources.region_write`) in the same commit as its data, with the build key in the
+    mark's attributes; so the mark at a snapshot names the key of the region's newest commit
+    below it. Reading it costs a few small reads, however long the history is.
+
+    Returns
+    -------
+    BuildKey | None
+        The key, or ``None`` if the region was never committed. A snapshot without the marks
+        group (a template older than region marks) returns a sentinel that callers treat as
+        "unknown": walk the history instead.
+    """
+    return marked_keys(repo, [region], branch=branch, snapshot_id=snapshot_id)[region]
+
+
+def marked_keys(
+    repo: icechunk.Repository, regions: list[str], *, branch: str | None = None, snapshot_id: str | None = None
+) -> dict[str, BuildKey | _NoMarks | None]:
+    """:func:`marked_key` of many regions, read from one session of the snapshot."""
+    session = repo.readonly_session(snapshot_id=snapshot_id) if snapshot_id else repo.readonly_session(branch=branch)
+    root = zarr.open_group(session.store, mode="r")
+    try:
+        marks = root[REGION_MARKS]
+    except KeyError:
+        return dict.fromkeys(regions, _NO_MARKS)
+    if not isinstance(marks, zarr.Group):
+        return dict.fromkeys(regions, _NO_MARKS)
+    return {region: _mark_key(marks, region) for region in regions}
+
+
+def _mark_key(marks: zarr.Group, region: str) -> BuildKey | _NoMarks | None:
+    try:
+        mark = marks[region]
+    except KeyError:
+        return None
+    attrs = mark.attrs
+    try:
+        return BuildKey(str(attrs["params_version"]), str(attrs["inputs_version"]), str(attrs["code_version"]))
+    except KeyError:
+        # A mark without a key (never written by this code): unknown, walk the history.
+        return _NO_MARKS
 
 
 def regions_with_chunks(

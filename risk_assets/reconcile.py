@@ -20,7 +20,7 @@ from typing import Any
 import icechunk
 from dagster import AssetKey, AssetMaterialization, AssetRecordsFilter, DagsterInstance
 
-from resources.ledger import LEDGER_KEY, CommitRecord
+from resources.ledger import LEDGER_KEY, CommitRecord, region_records
 from risk_model.versions import BuildKey
 
 #: Records fetched per call; Dagster caps one fetch at 10,000.
@@ -224,8 +224,7 @@ def update_commits(state: ReconcileState, repo: icechunk.Repository, branch: str
     if not found:
         state.commits = table
     for info in reversed(new):  # oldest first: the newest commit of a region wins
-        record = CommitRecord.from_snapshot(info)
-        if record is not None:
+        for record in region_records(info):
             state.commits[record.region] = CommitEntry.of(record)
     state.tip = tip
     return len(new)

@@ -71,3 +71,33 @@ def build_regions(
     store_cls = KillBeforeCommitStore if kill else LocalIcechunkStore
     results = write_regions(store_cls(path=store_path), inputs_json, region_ids, code_version, branch)
     return [r.snapshot_id for r in results]
+
+
+def write_fork_and_exit(store_path: str, region_id: str) -> None:
+    """Write ``region_id``'s fork (constant data) and end without handing it to a committer.
+
+    What a batch writer killed before its region was committed leaves behind.
+    """
+    import numpy as np
+    import xarray as xr
+
+    from resources.batch_commit import write_region_fork
+    from risk_model.schema import DIMS, VARIABLES, coordinates
+
+    registry = load_registry("demo")
+    region = registry.get(region_id)
+    # Random values: constant chunks compress so well that Icechunk inlines them in the session.
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset(
+        {v.name: (DIMS, rng.integers(1, 100, size=region.shape).astype(v.dtype)) for v in VARIABLES},
+        coords=coordinates(registry.grid, region.rows, region.cols),
+    )
+    fork = write_region_fork(
+        LocalIcechunkStore(path=store_path),
+        registry.grid,
+        region,
+        ds,
+        key=BuildKey("params", "inputs", "test"),
+        run_id="killed",
+    )
+    assert fork is not None

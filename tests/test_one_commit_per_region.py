@@ -203,7 +203,10 @@ def test_writers_of_different_regions_rebase_over_each_others_marks(
     assert [info.id for info in repo.ancestry(branch=plain.branch)][:2] == [b.snapshot_id, a_results[0].snapshot_id]
     marks = zarr.open_group(repo.readonly_session(branch=plain.branch).store, path=REGION_MARKS, mode="r")
     assert sorted(name for name, _ in marks.arrays()) == sorted([other.id, demo_registry.ids[REGION]])
-    assert dict(marks[other.id].attrs) == {**KEY._asdict(), "run_id": "A"}
+    # the mark is its attributes (no chunk): the key, the run, and when it was marked
+    attrs = dict(marks[other.id].attrs)
+    assert int(attrs.pop("marked_at_ns")) > 0
+    assert attrs == {**KEY._asdict(), "run_id": "A"}
 
 
 def test_two_builds_committing_the_template_at_once_share_one(
