@@ -36,8 +36,9 @@ from _services import moto_s3, s3_store  # noqa: E402
 from bench_commit_scale import bench_grid  # noqa: E402
 
 from resources.ledger import REGION_KIND, find_commit, iter_region_commits  # noqa: E402
+from resources.local_store import LocalIcechunkStore  # noqa: E402
 from resources.region_write import write_region  # noqa: E402
-from resources.store import IcechunkStore, LocalIcechunkStore  # noqa: E402
+from resources.store import IcechunkStore  # noqa: E402
 from resources.template import ensure_template  # noqa: E402
 
 BUCKET = "commit-history"

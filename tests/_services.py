@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import boto3
 
 if TYPE_CHECKING:
-    from resources.store import S3IcechunkStore
+    from resources.cloud_stores import S3IcechunkStore
 
 ROOT = Path(__file__).resolve().parent.parent
 S3_KEYS = {"access_key_id": "testing", "secret_access_key": "testing"}
@@ -43,7 +43,7 @@ def free_port() -> int:
 
 def s3_store(endpoint: str, bucket: str, prefix: str) -> "S3IcechunkStore":
     """The store of ``prefix`` in ``bucket`` of the moto server at ``endpoint``."""
-    from resources.store import S3IcechunkStore
+    from resources.cloud_stores import S3IcechunkStore
 
     return S3IcechunkStore(
         bucket=bucket,
