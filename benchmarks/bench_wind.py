@@ -24,7 +24,8 @@ import xarray as xr
 from rasterio.crs import CRS
 
 from risk_model.synthetic_wind import CONUS404_PROJ
-from risk_model.wind import fire_weather_wind_shares, open_hourly
+from risk_model.wind import fire_weather_wind_shares
+from risk_model.wind_files import open_hourly
 
 
 def write_block(path: Path, hours: int, side: int) -> None:

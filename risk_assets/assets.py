@@ -67,16 +67,8 @@ from risk_model.input_checks import validate_input, validate_inputs
 from risk_model.inputs import InputError
 from risk_model.params import ParamsError, params_version
 from risk_model.preflight import preflight
-from risk_model.wind import (
-    WIND_CODE_VERSION,
-    check_shares_current,
-    fire_weather_wind_shares,
-    open_hourly,
-    read_shares_version,
-    shares_version,
-    wind_params_version,
-    write_shares_geotiff,
-)
+from risk_model.wind import WIND_CODE_VERSION, fire_weather_wind_shares, shares_version, wind_params_version
+from risk_model.wind_files import check_shares_current, open_hourly, read_shares_version, write_shares_geotiff
 
 #: Dagster concurrency pool of the region writers; its limit is set in dagster.yaml.
 WRITER_POOL = "icechunk_writers"

@@ -20,10 +20,11 @@ from rasterio.crs import CRS
 
 from risk_model import schema
 from risk_model.grid import GridSpec, Region
-from risk_model.inputs import InputSet, WindShareBands, read_burn_probability, read_conditional_risk
+from risk_model.inputs import InputSet, read_burn_probability, read_conditional_risk
 from risk_model.kernels import RowBand, halo_pixels
 from risk_model.params import ModelParams
 from risk_model.science import RiskArrays, wind_informed_risk
+from risk_model.wind_inputs import WindShareBands
 
 #: The working dtype of a region's computation. float32 differs from float64 by less than
 #: 1e-5 relative (``tests/test_science_precision.py``), and the raster stores float32 anyway.

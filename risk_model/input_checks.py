@@ -30,8 +30,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from risk_model.grid import GridSpec
-from risk_model.inputs import WIND_BANDS, InputError, InputSet, _grid_crs, _open
-from risk_model.wind import check_hourly_dataset
+from risk_model.inputs import WIND_BANDS, InputError, InputSet, grid_crs, open_raster
+from risk_model.wind_files import check_hourly_dataset
 
 #: The input roles, in the order they are checked, and their band counts.
 INPUT_BANDS: dict[str, int] = {"burn_probability": 1, "conditional_risk": 1, "wind_direction": WIND_BANDS}
@@ -44,7 +44,7 @@ VALUE_RANGES: dict[str, tuple[float, float, str]] = {
     "wind_direction": (0.0, 1.0, "shares of the fire-weather wind directions"),
 }
 #: How far the 8 wind shares of a pixel (all 8 holding data) may sum from 1. The model
-#: renormalises them (:func:`risk_model.inputs.read_wind_shares`), which absorbs float32 rounding
+#: renormalises them (:func:`risk_model.wind_inputs.read_wind_shares`), which absorbs float32 rounding
 #: (about 1e-6) and shares rounded to three decimals (at most 0.004); a sum further off means
 #: the raster is not shares at all (percentages, counts, a band missing or repeated).
 WIND_SHARE_SUM_TOL = 0.01
@@ -80,7 +80,7 @@ def gdal_reason(exc: BaseException) -> str:
 def _covers(src: DatasetReader, grid: GridSpec) -> bool:
     """Whether the source's extent holds the whole grid (to half a source pixel)."""
     rows, cols = slice(0, grid.shape[0]), slice(0, grid.shape[1])
-    bounds = transform_bounds(_grid_crs(grid), src.crs, *grid.bounds(rows, cols), densify_pts=21)
+    bounds = transform_bounds(grid_crs(grid), src.crs, *grid.bounds(rows, cols), densify_pts=21)
     left, bottom, right, top = src.bounds
     if bottom > top:  # a south-up source reports its bounds upside down
         bottom, top = top, bottom
@@ -291,7 +291,7 @@ def validate_input(role: str, path: str, grid: GridSpec) -> None:
         return
     bands = INPUT_BANDS[role]
     try:
-        src = _open(path)
+        src = open_raster(path)
     except (RasterioError, CPLE_BaseError) as exc:
         raise InputError(
             f"{role} input {path} cannot be opened ({gdal_reason(exc)}): check that the file exists and is a "

@@ -66,12 +66,12 @@ def expanded_window(grid: GridSpec, rows: slice, cols: slice, halo: int) -> tupl
     return slice(rows.start - halo, rows.stop + halo), slice(cols.start - halo, cols.stop + halo)
 
 
-def _open(path: str) -> DatasetReader:
+def open_raster(path: str) -> DatasetReader:
     dataset: DatasetReader = rasterio.open(path)
     return dataset
 
 
-def _grid_crs(grid: GridSpec) -> CRS:
+def grid_crs(grid: GridSpec) -> CRS:
     return CRS.from_user_input(grid.crs)
 
 
@@ -80,7 +80,7 @@ def on_grid(src: DatasetReader, grid: GridSpec) -> bool:
 
     The source may be stored north-up or south-up and may cover any extent.
     """
-    if src.crs is None or src.crs != _grid_crs(grid):
+    if src.crs is None or src.crs != grid_crs(grid):
         return False
     t: Affine = src.transform
     a, e = grid.transform[0], grid.transform[4]
@@ -93,7 +93,7 @@ def on_grid(src: DatasetReader, grid: GridSpec) -> bool:
     return abs(col_shift - round(col_shift)) < _ALIGN_TOL and abs(row_shift - round(row_shift)) < _ALIGN_TOL
 
 
-def _read_on_grid(
+def read_on_grid(
     src: DatasetReader,
     grid: GridSpec,
     rows: slice,
@@ -119,7 +119,7 @@ def _read_on_grid(
     return out[:, ::-1, :] if src.transform.e < 0 else out
 
 
-def _reproject_to_grid(
+def reproject_to_grid(
     src: DatasetReader,
     grid: GridSpec,
     rows: slice,
@@ -142,7 +142,7 @@ def _reproject_to_grid(
         destination=out,
         src_nodata=src.nodata,
         dst_transform=dst_transform,
-        dst_crs=_grid_crs(grid),
+        dst_crs=grid_crs(grid),
         dst_nodata=np.nan,
         resampling=Resampling[resampling],
         # The approximate transformer interpolates coordinates along each output line, so a
@@ -194,11 +194,11 @@ def read_window(
     """
     rows, cols = expanded_window(grid, rows, cols, halo)
     try:
-        with _open(path) as src:
+        with open_raster(path) as src:
             if on_grid(src, grid):
-                out = _read_on_grid(src, grid, rows, cols)
+                out = read_on_grid(src, grid, rows, cols)
             else:
-                out = _reproject_to_grid(src, grid, rows, cols, resampling)
+                out = reproject_to_grid(src, grid, rows, cols, resampling)
     except RasterioIOError as exc:
         raise InputError(f"cannot read input raster {path}: {exc}") from exc
     # Negative strides from the flip would make every later operation slower.
@@ -289,11 +289,11 @@ def read_burn_probability(
     rows, cols = expanded_window(grid, rows, cols, halo)
     margin = _SOURCE_MARGIN_PX
     try:
-        with _open(path) as src:
+        with open_raster(path) as src:
             if on_grid(src, grid):
                 # The source's pixels are the grid's: fill with a margin, then crop it off.
                 outer = (slice(rows.start - margin, rows.stop + margin), slice(cols.start - margin, cols.stop + margin))
-                out = _read_on_grid(src, grid, *outer)[0]
+                out = read_on_grid(src, grid, *outer)[0]
                 if gap_fill_window_px is not None:
                     out = gap_fill(out, window_px=gap_fill_window_px)
                 out = out[margin:-margin, margin:-margin]
@@ -303,7 +303,7 @@ def read_burn_probability(
                         f"burn-probability input {path} has no CRS: set one (e.g. with gdal_edit.py -a_srs)"
                     )
                 west, south, east, north = transform_bounds(
-                    _grid_crs(grid), src.crs, *grid.bounds(rows, cols), densify_pts=21
+                    grid_crs(grid), src.crs, *grid.bounds(rows, cols), densify_pts=21
                 )
                 box = from_bounds(west, south, east, north, transform=src.transform)
                 # Whole source pixels only: the window's offsets are integers of the source grid.
@@ -342,133 +342,10 @@ def _warp_array(
         src_crs=crs,
         src_nodata=np.nan,
         dst_transform=Affine(a, 0.0, west, 0.0, -e, north),
-        dst_crs=_grid_crs(grid),
+        dst_crs=grid_crs(grid),
         dst_nodata=np.nan,
         resampling=Resampling[resampling],
         tolerance=0.0,  # exact transformer: values must not depend on the window (see above)
     )
     flipped: FloatArray = out[::-1, :]
     return flipped
-
-
-def read_wind_shares(
-    path: str,
-    grid: GridSpec,
-    rows: slice,
-    cols: slice,
-    halo: int = 0,
-    resampling: ResamplingName = "nearest",
-) -> FloatArray:
-    """Read the 8 wind-direction shares and renormalise them to sum to 1 per pixel.
-
-    Resampling a coarse share raster mixes neighbouring pixels whose shares each sum to 1,
-    so the sum stays close to 1 but not exactly; dividing by it restores the distribution.
-    Pixels whose shares are missing or sum to 0 are NaN.
-
-    Parameters
-    ----------
-    path, grid, rows, cols, halo, resampling
-        As for :func:`read_window`.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(8, ny, nx)`` float64.
-
-    Raises
-    ------
-    InputError
-        If the source cannot be opened or does not have 8 bands.
-    """
-    shares = read_window(path, grid, rows, cols, halo, resampling)
-    if shares.ndim != 3 or shares.shape[0] != WIND_BANDS:
-        raise _wind_band_count_error(path, 1 if shares.ndim == 2 else shares.shape[0])
-    total = shares.sum(axis=0)
-    valid = np.isfinite(total) & (total > 0)
-    # In place: a production window's 8 float64 bands are ~1.8 GB.
-    shares /= np.where(valid, total, 1.0)
-    shares[:, ~valid] = np.nan
-    return shares
-
-
-def _wind_band_count_error(path: str, count: int) -> InputError:
-    return InputError(
-        f"wind-direction input {path} has {count} band(s), "
-        f"expected {WIND_BANDS} (shares from N, NE, E, SE, S, SW, W, NW)"
-    )
-
-
-class WindShareBands:
-    """The 8 wind-direction share bands over a window, each read when it is indexed.
-
-    The same pixels as :func:`read_wind_shares` without holding the 8 bands at once: a
-    production window's bands are 1.8 GB in float64, one float32 band 0.11 GB. The bands are
-    *not* renormalised: :func:`risk_model.science.wind_informed_risk` does that, accumulating
-    their sum as it goes (the sum needs every band, which this reader never holds together).
-    Each indexing reads (or warps) the band again, so read each band once.
-
-    Parameters
-    ----------
-    path, grid, rows, cols, halo, resampling
-        As for :func:`read_window`.
-    dtype
-        dtype of the bands returned.
-
-    Raises
-    ------
-    InputError
-        If the source cannot be opened or does not have 8 bands (checked when constructed).
-    """
-
-    def __init__(
-        self,
-        path: str,
-        grid: GridSpec,
-        rows: slice,
-        cols: slice,
-        halo: int = 0,
-        resampling: ResamplingName = "nearest",
-        *,
-        dtype: str = "float32",
-    ) -> None:
-        self._path, self._grid, self._resampling, self._dtype = path, grid, resampling, dtype
-        self._rows, self._cols = expanded_window(grid, rows, cols, halo)
-        try:
-            with _open(path) as src:
-                count = src.count
-        except RasterioIOError as exc:
-            raise InputError(f"cannot read input raster {path}: {exc}") from exc
-        if count != WIND_BANDS:
-            raise _wind_band_count_error(path, count)
-
-    def __len__(self) -> int:
-        """The number of bands, 8."""
-        return WIND_BANDS
-
-    def __getitem__(self, index: int) -> Floats:
-        """Band ``index`` (0 for N, ..., 7 for NW), ``(ny, nx)``, row 0 at the south; NaN where missing.
-
-        Raises
-        ------
-        IndexError
-            If ``index`` is not 0-7.
-        InputError
-            If the source cannot be read.
-        """
-        if not 0 <= index < WIND_BANDS:
-            raise IndexError(f"wind share band {index} out of range 0-{WIND_BANDS - 1}")
-        grid, rows, cols = self._grid, self._rows, self._cols
-        try:
-            with _open(self._path) as src:
-                if on_grid(src, grid):
-                    out = _read_on_grid(src, grid, rows, cols, indexes=[index + 1], dtype=self._dtype)
-                else:
-                    out = _reproject_to_grid(
-                        src, grid, rows, cols, self._resampling, indexes=[index + 1], dtype=self._dtype
-                    )
-        except RasterioIOError as exc:
-            raise InputError(f"cannot read input raster {self._path}: {exc}") from exc
-        # Returned as the flipped (south-up) view, not copied: the model only reads a band
-        # elementwise, and a contiguous copy would cost a second band's memory.
-        band: Floats = out[0]
-        return band

@@ -95,7 +95,7 @@ class RiskArrays:
 class ShareBands(Protocol):
     """The 8 wind-direction share bands of a window, in :data:`DIRECTIONS` order.
 
-    An ``(8, ny, nx)`` array is one; :class:`risk_model.inputs.WindShareBands` is another,
+    An ``(8, ny, nx)`` array is one; :class:`risk_model.wind_inputs.WindShareBands` is another,
     which reads a band only when it is indexed, so a production window never holds all 8
     (they are 1.8 GB in float64). The model indexes each band once.
     """

@@ -74,7 +74,7 @@ def _publish(local: Path, prefix: str) -> int:
     return len(files)
 
 
-def _open(store: LocalIcechunkStore | GCSIcechunkStore, branch: str = "main") -> xr.Dataset:
+def open_raster(store: LocalIcechunkStore | GCSIcechunkStore, branch: str = "main") -> xr.Dataset:
     ds: xr.Dataset = xr.open_zarr(store.repository().readonly_session(branch=branch).store, consolidated=False)
     return ds.load()
 
@@ -122,7 +122,7 @@ def test_a_repository_in_the_bucket_reads_back_identical_to_the_local_build(
     assert _publish(Path(local.path), "published.icechunk") > 0
 
     remote = gcs.store("published.icechunk")
-    a, b = _open(remote), _open(local)
+    a, b = open_raster(remote), open_raster(local)
     xr.testing.assert_identical(a, b)
     assert int(a["risk"].notnull().sum()) > 0
     remote_commits = list(iter_region_commits(remote.repository(), "main"))
@@ -144,7 +144,7 @@ def test_template_and_regions_written_on_the_emulator_match_a_local_build(
     local = LocalIcechunkStore(path=str(tmp_path / "local.icechunk"))
     ensure_template(local, demo_registry.grid, {"code_version": "test"})
     _workers.write_regions(local, inputs_json, region_ids)
-    xr.testing.assert_identical(_open(remote).drop_attrs(), _open(local).drop_attrs())
+    xr.testing.assert_identical(open_raster(remote).drop_attrs(), open_raster(local).drop_attrs())
 
 
 # --- Releases ----------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ def test_sixteen_racing_processes_lose_no_commit_and_match_a_sequential_build(
     sequential = LocalIcechunkStore(path=str(tmp_path / "sequential.icechunk"))
     ensure_template(sequential, demo_registry.grid, {"code_version": "test"})
     _gcs_workers.build_constant_regions_into(sequential, region_ids)
-    xr.testing.assert_identical(_open(raced).drop_attrs(), _open(sequential).drop_attrs())
+    xr.testing.assert_identical(open_raster(raced).drop_attrs(), open_raster(sequential).drop_attrs())
 
     rebases = [r[2] for r in results]
     commit_s = sorted(r[3] for r in results)

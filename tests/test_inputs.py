@@ -15,19 +15,11 @@ from rasterio.warp import transform as transform_points
 from risk_model.compute import compute_region
 from risk_model.grid import GridSpec, load_grid, region_of_chunk
 from risk_model.input_checks import validate_input, validate_inputs
-from risk_model.inputs import (
-    InputError,
-    InputSet,
-    WindShareBands,
-    on_grid,
-    read_burn_probability,
-    read_conditional_risk,
-    read_wind_shares,
-    read_window,
-)
+from risk_model.inputs import InputError, InputSet, on_grid, read_burn_probability, read_conditional_risk, read_window
 from risk_model.params import ModelParams
 from risk_model.science import gap_fill
 from risk_model.synthetic import FILENAMES, GENERATOR_VERSION, ensure_inputs, generate_inputs
+from risk_model.wind_inputs import WindShareBands, read_wind_shares
 
 GRID = GridSpec(
     name="t", crs="EPSG:4326", transform=(0.001, 0.0, -120.0, 0.0, 0.001, 38.0), shape=(40, 50), chunks=(20, 25)

@@ -15,13 +15,14 @@ from scipy import ndimage, signal
 
 from risk_model.compute import compute_window, pixel_size_at
 from risk_model.grid import GridSpec, load_grid
-from risk_model.inputs import InputSet, read_burn_probability, read_wind_shares, read_window
+from risk_model.inputs import InputSet, read_burn_probability, read_window
 from risk_model.kernels import DIRECTIONS, gaussian_weights, spread_kernels
 from risk_model.params import ModelParams
 from risk_model.schema import SCORE_NODATA
 from risk_model.science import wind_informed_risk
 from risk_model.spread import spread
 from risk_model.synthetic import generate_inputs
+from risk_model.wind_inputs import read_wind_shares
 
 PARAMS = ModelParams()
 FLOATS = ("burn_probability", "conditional_risk", "risk")

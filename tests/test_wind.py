@@ -14,24 +14,27 @@ import rasterio
 import xarray as xr
 
 from risk_model.grid import load_grid
-from risk_model.inputs import InputError, InputSet, read_wind_shares
+from risk_model.inputs import InputError, InputSet
 from risk_model.synthetic_wind import CONUS404_PROJ, generate_hourly_cube, hourly_cube
 from risk_model.wind import (
     DIRECTIONS,
     HourlyDatasetError,
-    check_hourly_dataset,
-    check_shares_current,
     direction_sector,
     equilibrium_moisture_content,
     fire_weather_wind_shares,
     fosberg_ffwi,
-    open_hourly,
-    read_shares_version,
     relative_humidity,
     saturation_vapour_pressure,
     shares_version,
+)
+from risk_model.wind_files import (
+    check_hourly_dataset,
+    check_shares_current,
+    open_hourly,
+    read_shares_version,
     write_shares_geotiff,
 )
+from risk_model.wind_inputs import read_wind_shares
 
 
 def _da(values: list[float] | float) -> xr.DataArray:

@@ -29,7 +29,8 @@ from risk_model.grid import RegionRegistry
 from risk_model.inputs import InputSet
 from risk_model.params import DEFAULT_PARAMS_PATH
 from risk_model.synthetic_wind import generate_hourly_cube
-from risk_model.wind import VERSION_TAG, fire_weather_wind_shares, open_hourly
+from risk_model.wind import VERSION_TAG, fire_weather_wind_shares
+from risk_model.wind_files import open_hourly
 
 
 class Automation:
