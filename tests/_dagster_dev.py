@@ -21,6 +21,7 @@ from resources.ledger import committed_regions
 from resources.local_store import LocalIcechunkStore
 from risk_assets.settings import Settings
 from risk_model.grid import load_registry
+from risk_model.input_set import local_input_set
 from risk_model.inputs import InputSet
 from risk_model.versions import Target
 
@@ -92,7 +93,9 @@ def make_project(tmp_path: Path, inputs: InputSet, grid: str = "demo") -> Projec
     """A fresh project folder: the repository's dagster.yaml, ``inputs`` of ``grid``, a free port.
 
     Its parameters are the checked-in defaults; its overrides file (empty) is in the folder,
-    so a test may change it.
+    so a test may change it. Its inputs are the copied rasters with their ready-made wind shares,
+    named in ``RISK_INPUTS`` (the local default would compute the shares from an hourly wind
+    cube, which these tests do not generate: ``test_wind_asset.py`` covers that path).
     """
     home = tmp_path / "project"
     home.mkdir()
@@ -108,6 +111,7 @@ def make_project(tmp_path: Path, inputs: InputSet, grid: str = "demo") -> Projec
         "RISK_GRID": grid,
         "RISK_SENSOR_INTERVAL": "5",
         "RISK_OVERRIDES": str(overrides),
+        "RISK_INPUTS": local_input_set(settings.inputs_dir).model_dump_json(),
     }
     return Project(home, settings, env, f"http://127.0.0.1:{port}")
 

@@ -21,6 +21,7 @@ from dagster import DagsterInstance
 from resources.release import latest_release, read_manifest
 from risk_assets.definitions import PREPARE_JOB, build_definitions
 from risk_model.grid import load_registry
+from risk_model.input_set import local_input_set
 from risk_model.inputs import InputSet
 from risk_model.synthetic import generate_inputs
 
@@ -58,7 +59,7 @@ def test_an_override_is_rebuilt_released_and_promoted_by_the_daemon(project: Pro
         runs_before = {r.run_id for r in instance.get_runs()}
         project.settings.overrides_path.write_text(f"{region.id}:\n  blur_sigma_px: 4.5\n")
         # on demand, as the UI's "Materialize" of the prepare job would (the schedule does it every 10 min)
-        defs = build_definitions(project.settings)
+        defs = build_definitions(project.settings, inputs=local_input_set(project.settings.inputs_dir))
         assert defs.resolve_job_def(PREPARE_JOB).execute_in_process(instance=instance).success
 
         def released() -> bool:

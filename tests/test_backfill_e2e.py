@@ -26,6 +26,7 @@ from risk_assets.assets import build_assets
 from risk_assets.definitions import VERIFY_JOB, build_definitions, build_resources
 from risk_model.code_version import MODEL_CODE_VERSION
 from risk_model.grid import RegionRegistry
+from risk_model.input_set import local_input_set
 from risk_model.inputs import InputSet
 
 KEY = AssetKey("risk_raster")
@@ -64,7 +65,7 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
 
     # Part of the grid through Dagster, recorded in the project's instance.
     with DagsterInstance.from_config(str(project.home)) as instance:
-        resources = build_resources(project.settings)
+        resources = build_resources(project.settings, inputs=local_input_set(project.settings.inputs_dir))
         assets = build_assets(demo_registry)
         assert materialize(
             assets, selection=["model_params", "raster_template"], resources=resources, instance=instance
@@ -162,7 +163,7 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
         tag = latest_release(repo)
         assert tag is not None
         assert repo.lookup_branch("main") == repo.lookup_tag(tag) == repo.lookup_branch(project.branch)
-        defs = build_definitions(project.settings)
+        defs = build_definitions(project.settings, inputs=local_input_set(project.settings.inputs_dir))
         verify = defs.resolve_job_def(VERIFY_JOB).execute_in_process(instance=instance)
         evaluations = {e.check_name: e for e in verify.get_asset_check_evaluations()}
         assert set(evaluations) == {"chunks_in_store", "records_match_commit_log"}

@@ -16,6 +16,7 @@ from dagster import DagsterInstance, materialize
 from risk_assets.assets import build_assets
 from risk_assets.definitions import build_resources
 from risk_model.grid import RegionRegistry
+from risk_model.input_set import local_input_set
 from risk_model.inputs import InputSet
 
 REGION = "y0_x1"  # on the coast: the picture holds land and transparent ocean
@@ -30,7 +31,8 @@ def test_quicklook_renders_on_the_partition_page(
     project = make_project(tmp_path, demo_inputs)
     with DagsterInstance.from_config(str(project.home)) as instance:
         assets = build_assets(demo_registry)
-        resources = build_resources(project.settings)
+        # The rasters with ready-made shares, as the project's RISK_INPUTS names them.
+        resources = build_resources(project.settings, inputs=local_input_set(project.settings.inputs_dir))
         assert materialize(
             assets, selection=["model_params", "raster_template"], resources=resources, instance=instance
         ).success
