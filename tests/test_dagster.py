@@ -238,6 +238,7 @@ class _AlwaysLosesRace(LocalIcechunkStore):
         yield
 
 
+@pytest.mark.slow
 def test_commit_conflicts_are_retried_and_only_they(
     tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: InputSet, instance: DagsterInstance
 ) -> None:

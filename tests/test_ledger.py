@@ -157,6 +157,7 @@ def test_template_is_idempotent_and_refuses_another_grid(demo_store: LocalIcechu
         ensure_template(demo_store, load_grid("conus-30m"), {"code_version": "test"})
 
 
+@pytest.mark.slow
 def test_worker_killed_before_commit_leaves_nothing_visible(
     demo_store: LocalIcechunkStore, demo_registry: RegionRegistry, demo_inputs: object
 ) -> None:

@@ -47,6 +47,7 @@ def _claimed(instance: DagsterInstance) -> int:
     return len(instance.event_log_storage.get_concurrency_info(POOL).claimed_slots)
 
 
+@pytest.mark.slow
 def test_a_killed_runs_slot_is_freed_and_the_next_run_completes(home: Path) -> None:
     build = _run_job("slow_writer")
     with DagsterInstance.get() as instance:

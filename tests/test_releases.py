@@ -110,6 +110,7 @@ def world(tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: InputSet) 
     return World(tmp_path, demo_registry, demo_inputs)
 
 
+@pytest.mark.slow
 def test_a_half_built_version_is_invisible_until_promoted(world: World) -> None:
     ids = world.registry.ids
     first = world.build(ids, 1.0)
@@ -168,6 +169,7 @@ def test_a_half_built_version_is_invisible_until_promoted(world: World) -> None:
     assert manifest["diff"]["mean_change"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_a_region_override_rebuilds_only_that_region(world: World) -> None:
     ids = world.registry.ids
     world.release(world.build(ids, 1.0))
@@ -262,6 +264,7 @@ def test_lineage_command_prints_the_release_and_a_point(world: World) -> None:
     assert unknown.returncode == 1 and "no release 'release-nope'" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_maintenance_after_releases_keeps_ledger_lineage_and_data(world: World) -> None:
     from resources.maintenance import maintain
 

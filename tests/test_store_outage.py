@@ -189,6 +189,7 @@ def test_writers_ride_out_or_report_a_store_outage_and_a_rerun_completes(
         pytest.param({"request_max_tries": 1}, False, id="no-retries"),
     ],
 )
+@pytest.mark.slow
 def test_one_write_started_in_an_outage_waits_for_the_store_or_fails_in_the_retry_later_category(
     settings: dict[str, int], rides_out: bool, proxy: TcpProxy, demo_registry: RegionRegistry
 ) -> None:

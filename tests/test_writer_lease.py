@@ -183,6 +183,7 @@ with S3IcechunkStore.model_validate_json(sys.argv[1]).writer_lease():
 """
 
 
+@pytest.mark.slow
 def test_a_sigkilled_writer_blocks_maintenance_only_until_its_ttl(s3_endpoint: str) -> None:
     ttl = 4.0
     store = _store(s3_endpoint, writer_lease_ttl_s=ttl)
