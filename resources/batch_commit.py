@@ -37,7 +37,6 @@ import icechunk
 import xarray as xr
 from icechunk.xarray import to_icechunk
 
-from resources.branches import branch_exists
 from resources.ledger import (
     BATCH_KIND,
     BATCH_REGIONS,
@@ -47,9 +46,8 @@ from resources.ledger import (
     marked_keys,
     region_records,
 )
-from resources.region_write import check_store_chunks, mark_region, region_provenance
+from resources.region_write import check_store_chunks, mark_region, region_provenance, require_template
 from resources.store import IcechunkStore
-from resources.template import TemplateMissingError, template_attrs
 from risk_model.alignment import check_alignment
 from risk_model.errors import CommitConflictError
 from risk_model.grid import GridSpec, Region
@@ -143,14 +141,7 @@ def write_region_fork(
     check_alignment(grid, ds, expected=region)
     branch = branch or store.branch
     repo = store.repository()
-    if not branch_exists(repo, branch):
-        raise TemplateMissingError(f"{store.location()} has no branch {branch!r}: materialize raster_template first")
-    template = template_attrs(repo, branch)
-    if template is None or template.get("grid_fingerprint") != grid.fingerprint:
-        raise TemplateMissingError(
-            f"branch {branch!r} of {store.location()} has no template of grid {grid.name!r}: "
-            "materialize raster_template first"
-        )
+    require_template(store, repo, grid, branch)
     session = repo.writable_session(branch)
     # The mark at this session's base: a region already there for this key is not written again.
     # (The committer checks again at its own base, which may be newer.)

@@ -46,6 +46,24 @@ class WriteResult:
     bytes_written: int = 0
 
 
+def require_template(store: IcechunkStore, repo: icechunk.Repository, grid: GridSpec, branch: str) -> None:
+    """Refuse to write a region unless ``branch`` exists and holds the template of ``grid``.
+
+    Raises
+    ------
+    TemplateMissingError
+        If the branch is missing or its template is absent or of another grid.
+    """
+    if not branch_exists(repo, branch):
+        raise TemplateMissingError(f"{store.location()} has no branch {branch!r}: materialize raster_template first")
+    template = template_attrs(repo, branch)
+    if template is None or template.get("grid_fingerprint") != grid.fingerprint:
+        raise TemplateMissingError(
+            f"branch {branch!r} of {store.location()} has no template of grid {grid.name!r}: "
+            "materialize raster_template first"
+        )
+
+
 def region_provenance(
     grid: GridSpec, region: Region, key: BuildKey, run_id: str, extra_metadata: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -178,14 +196,7 @@ def _write_if_needed(
 ) -> WriteResult:
     """The checks, write and commit of :func:`write_region`, under the store's writer lease."""
     repo = store.repository()
-    if not branch_exists(repo, branch):
-        raise TemplateMissingError(f"{store.location()} has no branch {branch!r}: materialize raster_template first")
-    template = template_attrs(repo, branch)
-    if template is None or template.get("grid_fingerprint") != grid.fingerprint:
-        raise TemplateMissingError(
-            f"branch {branch!r} of {store.location()} has no template of grid {grid.name!r}: "
-            "materialize raster_template first"
-        )
+    require_template(store, repo, grid, branch)
     seen_tip = repo.lookup_branch(branch)
     existing = find_commit(repo, branch, region.id, key, snapshot_id=seen_tip)
     if existing is not None:
