@@ -304,7 +304,12 @@ def writer_lease(objects: LeaseObjects, *, ttl_s: float, wait_s: float) -> Itera
         lease = Lease.new(f"{WRITER_PREFIX}{uuid.uuid4().hex}", "writer", ttl_s)
         version = objects.create_lease_object(lease.name, lease.encode())
         if version is None:
-            raise LeaseIOError(f"lease object {lease.name} already exists at {objects.lease_location()}")
+            # The name is a fresh uuid: it exists only if this very create landed and the client
+            # retried it after losing the answer (seen in a 5 s store outage). Ours, then: take it.
+            found = objects.read_lease_object(lease.name)
+            if found is None or found[0] != lease.encode():
+                raise LeaseIOError(f"lease object {lease.name} already exists at {objects.lease_location()}")
+            version = found[1]
         lock = _read(objects, MAINTENANCE_LOCK)
         if lock is None or lock[0].expired():
             break
