@@ -23,7 +23,7 @@ from dagster import AssetKey, DagsterInstance, RunsFilter, materialize
 
 from resources.release import latest_release
 from risk_assets.assets import build_assets
-from risk_assets.definitions import VERIFY_JOB, build_definitions, build_resources
+from risk_assets.definitions import PREPARE_JOB, VERIFY_JOB, build_definitions, build_resources
 from risk_model.code_version import MODEL_CODE_VERSION
 from risk_model.grid import RegionRegistry
 from risk_model.input_set import local_input_set
@@ -67,9 +67,11 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
     with DagsterInstance.from_config(str(project.home)) as instance:
         resources = build_resources(project.settings, inputs=local_input_set(project.settings.inputs_dir))
         assets = build_assets(demo_registry)
-        assert materialize(
-            assets, selection=["model_params", "raster_template"], resources=resources, instance=instance
-        ).success
+        # As `risk build` does: observe the sources and commit the template first. A region
+        # recorded before its sources were ever observed is rebuilt by eager automation at the
+        # first observation (the observe_sources schedule's next tick, every 10 minutes).
+        defs = build_definitions(project.settings, inputs=local_input_set(project.settings.inputs_dir))
+        assert defs.resolve_job_def(PREPARE_JOB).execute_in_process(instance=instance).success
         for region in by_dagster:
             if region == lost:
                 before_lost = project.store.repository().lookup_branch(project.branch)
@@ -163,7 +165,6 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
         tag = latest_release(repo)
         assert tag is not None
         assert repo.lookup_branch("main") == repo.lookup_tag(tag) == repo.lookup_branch(project.branch)
-        defs = build_definitions(project.settings, inputs=local_input_set(project.settings.inputs_dir))
         verify = defs.resolve_job_def(VERIFY_JOB).execute_in_process(instance=instance)
         evaluations = {e.check_name: e for e in verify.get_asset_check_evaluations()}
         assert set(evaluations) == {"chunks_in_store", "records_match_commit_log"}
