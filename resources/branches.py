@@ -1,13 +1,15 @@
 """Branches of the repository: each raster version is built on its own, started from ``main``."""
 
 import contextlib
+import re
+from datetime import datetime
 
 import icechunk
 
 from resources.store import IcechunkStore
-from risk_model.versions import RasterVersion
+from risk_model.versions import MAIN, RasterVersion
 
-#: Release tags are named ``release-<UTC time>-<raster version>``.
+#: Release tags are named ``release-<UTC time>-<raster version>`` (a scenario's: see :func:`release_tag_prefix`).
 RELEASE_TAG_PREFIX = "release-"
 
 
@@ -32,25 +34,55 @@ def working_branch(repo: icechunk.Repository, store: IcechunkStore, version: Ras
     """The branch of ``version`` if its first region has started it, else the readers' branch.
 
     Until then the version's branch would start from the readers' branch anyway, so its
-    commit log is that branch's.
+    commit log is that branch's. A scenario's readers' branch not made yet reads as ``main``
+    (see :func:`resources.template.ensure_readers_branch`): main's regions are another
+    scenario's, built for other inputs, so none of them counts for this version's build keys.
     """
-    return version.branch if branch_exists(repo, version.branch) else store.branch
+    if branch_exists(repo, version.branch):
+        return version.branch
+    return store.branch if branch_exists(repo, store.branch) else MAIN
 
 
 def is_released(repo: icechunk.Repository, readers_branch: str, version: RasterVersion) -> bool:
     """Whether ``readers_branch`` holds ``version`` as released (tagged, and at its branch's tip)."""
-    if not branch_exists(repo, version.branch):
+    if not (branch_exists(repo, version.branch) and branch_exists(repo, readers_branch)):
         return False
-    tagged = any(t.endswith(f"-{version.id}") for t in release_tags(repo))
+    tagged = any(t.endswith(f"-{version.id}") for t in release_tags(repo, readers_branch))
     return tagged and repo.lookup_branch(readers_branch) == repo.lookup_branch(version.branch)
 
 
-def release_tags(repo: icechunk.Repository) -> list[str]:
-    """Release tags, oldest first (names start with the UTC time of the release)."""
-    return sorted(t for t in repo.list_tags() if t.startswith(RELEASE_TAG_PREFIX))
+def release_tag_prefix(readers_branch: str = MAIN) -> str:
+    """How the release tags of ``readers_branch`` begin.
+
+    ``release-`` for ``main``; ``release-<scenario>-`` for a scenario's ``main-<scenario>``
+    (any other readers' branch: ``release-<branch>-``). A scenario name cannot hold the
+    upper-case ``T`` and ``Z`` of the release time, so one readers' branch's tags never read
+    as another's.
+    """
+    if readers_branch == MAIN:
+        return RELEASE_TAG_PREFIX
+    scope = readers_branch.removeprefix(f"{MAIN}-")
+    return f"{RELEASE_TAG_PREFIX}{scope}-"
 
 
-def latest_release(repo: icechunk.Repository) -> str | None:
-    """The newest release tag, or ``None``."""
-    tags = release_tags(repo)
+def release_tag(readers_branch: str, when: datetime, version: RasterVersion) -> str:
+    """The tag of a release of ``version`` to ``readers_branch`` made at ``when`` (UTC)."""
+    return f"{release_tag_prefix(readers_branch)}{when:%Y%m%dT%H%M%SZ}-{version.id}"
+
+
+def release_tags(repo: icechunk.Repository, readers_branch: str = MAIN) -> list[str]:
+    """The release tags of ``readers_branch``, oldest first (after the prefix, names start with the UTC time)."""
+    pattern = re.compile(rf"^{re.escape(release_tag_prefix(readers_branch))}\d{{8}}T\d{{6}}Z-[0-9a-f]+$")
+    return sorted(t for t in repo.list_tags() if pattern.match(t))
+
+
+def all_release_tags(repo: icechunk.Repository) -> list[str]:
+    """The release tags of every readers' branch (every scenario), sorted by name."""
+    pattern = re.compile(rf"^{re.escape(RELEASE_TAG_PREFIX)}([a-z0-9_]+-)?\d{{8}}T\d{{6}}Z-[0-9a-f]+$")
+    return sorted(t for t in repo.list_tags() if pattern.match(t))
+
+
+def latest_release(repo: icechunk.Repository, readers_branch: str = MAIN) -> str | None:
+    """The newest release tag of ``readers_branch``, or ``None``."""
+    tags = release_tags(repo, readers_branch)
     return tags[-1] if tags else None

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from resources.branches import all_release_tags
 from resources.ledger import committed_regions
 from resources.release import read_manifest, region_lineage, release_tags
 from resources.store import IcechunkStore
@@ -47,12 +48,14 @@ def lineage(
     if region_id is not None:
         wanted = registry.get(region_id)
     repo = store.repository()
-    tags = release_tags(repo)
+    tags = release_tags(repo, store.branch)
     if tag is None:
         if not tags:
-            raise LookupError(f"{store.location()} has no release yet: run `risk build` or the release_raster job")
+            raise LookupError(
+                f"{store.location()} has no release on {store.branch!r} yet: run `risk build` or the release_raster job"
+            )
         tag = tags[-1]
-    elif tag not in tags:
+    elif tag not in all_release_tags(repo):
         known = ", ".join(tags[-5:]) or "none"
         raise LookupError(f"no release {tag!r} in {store.location()}; the newest releases are: {known}")
     snapshot_id = repo.lookup_tag(tag)

@@ -47,7 +47,7 @@ from resources.expiry_plan import (
 from resources.ledger import LEDGER_KEY, committed_regions, ledger_table
 from resources.store import IcechunkStore
 from risk_model.errors import RiskError, StoreUnavailableError
-from risk_model.versions import BUILD_BRANCH_PREFIX, MAIN
+from risk_model.versions import BUILD_BRANCH_PREFIX, MAIN, scenario_of
 
 log = logging.getLogger(__name__)
 
@@ -297,14 +297,15 @@ def maintain(
         already: list[str] = []
         for ref, tip in refs.items():
             kind, name = ref.split(":", 1)
-            if kind != "branch" or not (name == MAIN or name.startswith(BUILD_BRANCH_PREFIX)):
+            readers = name == MAIN or scenario_of(name) is not None
+            if kind != "branch" or not (readers or name.startswith(BUILD_BRANCH_PREFIX)):
                 continue
             if has_ledger(repo, tip):
                 already.append(name)
             else:
                 groups.setdefault(tip, []).append(name)
         for names in groups.values():
-            names.sort(key=lambda b: (b == MAIN, b))
+            names.sort(key=lambda b: (b == MAIN or scenario_of(b) is not None, b))
 
         checkpointed = {f"branch:{b}" for names in groups.values() for b in names}
         pinned = {tip for ref, tip in refs.items() if ref not in checkpointed}

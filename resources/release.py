@@ -29,7 +29,7 @@ import icechunk
 
 # Whether a version is released is read by `risk build` before it loads anything heavy: it
 # lives with the branches (light to import) and is re-exported here.
-from resources.branches import RELEASE_TAG_PREFIX, ensure_branch
+from resources.branches import ensure_branch, release_tag
 from resources.branches import is_released as is_released
 from resources.branches import latest_release as latest_release
 from resources.branches import release_tags as release_tags
@@ -41,7 +41,7 @@ from risk_model.errors import CommitConflictError
 from risk_model.grid import RegionRegistry
 from risk_model.pyramid import PyramidLevel, PyramidLevelNotFoundError
 from risk_model.schema import VARIABLES
-from risk_model.versions import RasterVersion, Target
+from risk_model.versions import RasterVersion, Target, scenario_of
 
 if TYPE_CHECKING:
     from risk_model.diff_picture import DiffStats
@@ -187,13 +187,13 @@ def release(
             f"the tip of {status.branch} is not the pyramid of version {status.version.id}: materialize risk_pyramid"
         )
     main_before = repo.lookup_branch(store.branch)
-    tags = release_tags(repo)
+    tags = release_tags(repo, store.branch)
     tag_tips = {t: repo.lookup_tag(t) for t in tags}
     existing = [t for t in tags if tag_tips[t] == status.tip]
     previous = [t for t in tags if tag_tips[t] != status.tip]
     previous_tag = previous[-1] if previous else None
     when = now or datetime.now(UTC)
-    tag = existing[0] if existing else f"{RELEASE_TAG_PREFIX}{when:%Y%m%dT%H%M%SZ}-{status.version.id}"
+    tag = existing[0] if existing else release_tag(store.branch, when, status.version)
 
     levels = _pyramid_levels(tip_info)
     coarsest, level = coarsest_level(repo.readonly_session(snapshot_id=status.tip))
@@ -231,6 +231,8 @@ def release(
         "released_at": when.isoformat(),
         "released_by_run": run_id,
         "store": store.location(),
+        "readers_branch": store.branch,
+        "scenario": scenario_of(store.branch),
         "grid": {"name": registry.grid.name, "fingerprint": registry.grid.fingerprint},
         "raster_version": status.version.as_metadata(),
         "params": {

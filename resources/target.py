@@ -12,12 +12,11 @@ from pydantic import Field
 
 from resources.input_versions import input_versions
 from risk_model.checksums import inputs_version
-from risk_model.code_version import MODEL_CODE_VERSION
+from risk_model.code_version import MODEL_CODE_VERSION, shares_version
 from risk_model.input_set import InputError, InputSet
 from risk_model.overrides import RegionOverrides, load_overrides
 from risk_model.params import ModelParams, load_params, params_version
 from risk_model.versions import Target
-from risk_model.wind import shares_version
 
 
 class ModelParamsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic only for typing

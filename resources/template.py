@@ -1,15 +1,18 @@
 """The raster template: a full-size, metadata-only dataset committed once before any region."""
 
+import contextlib
 from typing import Any
 
 import icechunk
 import zarr
 
+from resources.branches import branch_exists
 from resources.ledger import REGION_MARKS
 from resources.store import IcechunkStore
 from risk_model.errors import BadInputError
 from risk_model.grid import GridSpec
 from risk_model.schema import encoding, template_dataset
+from risk_model.versions import MAIN
 
 TEMPLATE_KIND = "template"
 
@@ -21,9 +24,10 @@ class TemplateMissingError(BadInputError):
 def template_attrs(repo: icechunk.Repository, branch: str) -> dict[str, Any] | None:
     """The root attributes of the template on ``branch``, or ``None`` if it has no template.
 
-    Read from the branch tip (one small read), not by walking the history.
+    Read from the branch tip (one small read), not by walking the history. A scenario's readers'
+    branch that is not made yet reads as ``main``, where it will start (:func:`ensure_readers_branch`).
     """
-    session = repo.readonly_session(branch=branch)
+    session = repo.readonly_session(branch=_made_or_main(repo, branch))
     try:
         group = zarr.open_group(session.store, mode="r")
     except FileNotFoundError:
@@ -68,6 +72,7 @@ def ensure_template(store: IcechunkStore, grid: GridSpec, attrs: dict[str, str])
         If the branch holds a template of another grid.
     """
     repo = store.repository(create=True)
+    ensure_readers_branch(repo, store.branch)
     existing = _existing_template(store, repo, grid)
     if existing is not None:
         return existing, False
@@ -100,6 +105,30 @@ def ensure_template(store: IcechunkStore, grid: GridSpec, attrs: dict[str, str])
     return snapshot_id, True
 
 
+def ensure_readers_branch(repo: icechunk.Repository, readers_branch: str) -> None:
+    """Make a scenario's readers' branch if it does not exist: at ``main``'s template commit.
+
+    Not at ``main``'s tip: that holds another scenario's released raster, which readers of the
+    new branch would see under this scenario's name until its first release. From the template
+    commit the branch holds the template and no region (its first build commits every region:
+    its inputs, so its build keys, differ). On a repository without a template yet, the branch
+    starts at ``main``'s first snapshot and gets its own template commit.
+    """
+    if readers_branch == MAIN or branch_exists(repo, readers_branch):
+        return
+    start = None
+    root = None
+    for info in repo.ancestry(branch=MAIN):
+        root = info.id
+        if (info.metadata or {}).get("kind") == TEMPLATE_KIND:
+            start = info.id
+    start = start or root
+    assert start is not None, "a branch has at least its first snapshot"
+    # Two builds of one scenario may race here: the loser finds the branch made.
+    with contextlib.suppress(icechunk.AlreadyExistsError):
+        repo.create_branch(readers_branch, start)
+
+
 def _existing_template(store: IcechunkStore, repo: icechunk.Repository, grid: GridSpec) -> str | None:
     """The branch tip if it holds the template of ``grid``; ``None`` if it holds no template.
 
@@ -118,4 +147,9 @@ def _existing_template(store: IcechunkStore, repo: icechunk.Repository, grid: Gr
             f"{grid.fingerprint}): use another store path for grid {grid.name!r}, or build grid "
             f"{existing.get('grid')!r} on this one"
         )
-    return repo.lookup_branch(store.branch)
+    return repo.lookup_branch(_made_or_main(repo, store.branch))
+
+
+def _made_or_main(repo: icechunk.Repository, branch: str) -> str:
+    """``branch``, or ``main`` for a scenario's readers' branch not made yet (it will start there)."""
+    return branch if branch == MAIN or branch_exists(repo, branch) else MAIN

@@ -40,6 +40,7 @@ from risk_assets.build_workers import (
     run_regions,
     stderr_to,
 )
+from risk_assets.record_stamp import STAMP_NAME, stamp_matches, write_stamp
 from risk_model.errors import BadInputError
 from risk_model.versions import Target
 
@@ -135,24 +136,35 @@ def _describe(registry: "RegionRegistry", plan: BuildPlan, todo: int) -> str:
     )
 
 
-def _nothing_to_run(registry: "RegionRegistry", store: "IcechunkStore", target: "Target", started: float) -> bool:
+def _nothing_to_run(
+    settings: "Settings", registry: "RegionRegistry", store: "IcechunkStore", target: "Target", started: float
+) -> bool:
     """The no-op rerun: if the commit log says every region is built and released, say so and record any
     region Dagster lacks, without a run, the inputs check, Dagster's definitions or a commit.
 
-    Returns ``False`` (decide nothing) when that cannot be told cheaply: no repository yet, say.
+    Dagster itself is asked (and imported) only when the record stamp (:mod:`risk_assets.record_stamp`)
+    does not already say that it recorded every region at this tip. Returns ``False`` (decide
+    nothing) when that cannot be told cheaply: no repository yet, say.
     """
-    from dagster import DagsterInstance
-
     from risk_model.errors import RiskError
 
-    with DagsterInstance.get() as instance:
-        try:
+    try:
+        plan = plan_build(store, target, registry.ids)
+    except RiskError:
+        return False  # no repository, or one that cannot be read: the full build says why
+    if not plan.nothing_to_run or plan.tip is None:
+        return False
+    home, stamp = Path(os.environ["DAGSTER_HOME"]), settings.var_dir / STAMP_NAME
+    recorded = 0
+    if not stamp_matches(stamp, home, plan.branch, plan.tip):
+        from dagster import DagsterInstance
+
+        with DagsterInstance.get() as instance:
             plan = plan_build(store, target, registry.ids, instance)
-        except RiskError:
-            return False  # no repository, or one that cannot be read: the full build says why
-        if not plan.nothing_to_run:
-            return False
-        recorded = record_committed(instance, plan)
+            if not plan.nothing_to_run or plan.tip is None:
+                return False
+            recorded = record_committed(instance, plan)
+        write_stamp(stamp, home, plan.branch, plan.tip)
     print(_describe(registry, plan, 0))
     if recorded:
         print(f"recorded {recorded} regions committed earlier in Dagster (no run: they are in the commit log)")
@@ -184,7 +196,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         # Inputs not generated yet (the first local build), or parameters, overrides or inputs
         # that cannot be read: the full path generates the inputs, or says what is wrong.
         planned = None
-    if planned is not None and _nothing_to_run(registry, store, planned, started):
+    if planned is not None and _nothing_to_run(settings, registry, store, planned, started):
         return 0
 
     from resources.template import check_store
@@ -196,7 +208,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     if deployment.inputs is None:
         # The local default: the synthetic inputs and hourly wind cube, generated once (given
         # inputs are never touched).
-        ensure_inputs(registry.grid, settings.inputs_dir)
+        ensure_inputs(registry.grid, settings.inputs_dir, scenario=settings.scenario)
         ensure_hourly_cube(registry.grid, settings.inputs_dir)
     from risk_assets.definitions import preflight_configured, prepare_job
 
@@ -338,7 +350,22 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         print(f"  {region_id}: {status}", file=sys.stderr)
     if released:
         print(released)
+    if released and not released.startswith("release failed"):
+        _stamp_if_recorded(settings, registry, store, target)
     return 1 if failures or released.startswith("release failed") else 0
+
+
+def _stamp_if_recorded(
+    settings: "Settings", registry: "RegionRegistry", store: "IcechunkStore", target: "Target"
+) -> None:
+    """After a build that ended released: write the record stamp if Dagster holds every region, so
+    that the next rerun with nothing to do need not ask it (:mod:`risk_assets.record_stamp`)."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        plan = plan_build(store, target, registry.ids, instance)
+    if plan.nothing_to_run and not plan.unrecorded and plan.tip is not None:
+        write_stamp(settings.var_dir / STAMP_NAME, Path(os.environ["DAGSTER_HOME"]), plan.branch, plan.tip)
 
 
 def _snapshots(repo: "icechunk.Repository") -> set[str]:

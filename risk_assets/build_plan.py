@@ -27,9 +27,12 @@ class BuildPlan:
     #: regions not committed on ``branch`` for their current build key, in registry order
     missing: list[str]
     #: regions committed for their current build key that Dagster has no materialization of
+    #: (empty when Dagster was not asked)
     unrecorded: dict[str, "CommitRecord"]
     #: whether the readers' branch holds the version, released
     released: bool
+    #: the tip of ``branch`` that was read (``None``: a scenario's readers' branch not made yet)
+    tip: str | None = None
 
     @property
     def nothing_to_run(self) -> bool:
@@ -38,31 +41,41 @@ class BuildPlan:
 
 
 def plan_build(
-    store: "IcechunkStore", target: "Target", region_ids: list[str], instance: "DagsterInstance"
+    store: "IcechunkStore",
+    target: "Target",
+    region_ids: list[str],
+    instance: "DagsterInstance | None" = None,
 ) -> BuildPlan:
     """Decide from the commit log (and Dagster's records) what a build of ``target`` has to run.
 
     Reads the version branch's commit log once (down to its newest ledger table), the release
-    tags and Dagster's materialized partitions of the raster; launches nothing, writes nothing.
+    tags and, given an ``instance``, Dagster's materialized partitions of the raster (without
+    one, ``unrecorded`` is empty and Dagster is not even imported); launches nothing, writes nothing.
     """
     from resources.branches import branch_exists, is_released, working_branch
     from resources.ledger import committed_regions
-    from risk_assets.keys import RASTER_KEY
 
     version = target.version
     keys = target.keys(region_ids)
     repo = store.repository()
     branch = working_branch(repo, store, version)
-    committed = committed_regions(repo, branch)
+    tip = repo.lookup_branch(branch) if branch_exists(repo, branch) else None
+    committed = committed_regions(repo, branch) if tip is not None else {}
     current = {rid: committed[rid] for rid in region_ids if rid in committed and committed[rid].key == keys[rid]}
-    recorded = instance.get_materialized_partitions(RASTER_KEY)
+    unrecorded: dict[str, CommitRecord] = {}
+    if instance is not None:
+        from risk_assets.keys import RASTER_KEY
+
+        recorded = instance.get_materialized_partitions(RASTER_KEY)
+        unrecorded = {rid: record for rid, record in current.items() if rid not in recorded}
     return BuildPlan(
         version=version,
         branch=branch,
         started=branch_exists(repo, version.branch),
         missing=[rid for rid in region_ids if rid not in current],
-        unrecorded={rid: record for rid, record in current.items() if rid not in recorded},
+        unrecorded=unrecorded,
         released=is_released(repo, store.branch, version),
+        tip=tip,
     )
 
 

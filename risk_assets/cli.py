@@ -38,9 +38,9 @@ def cmd_inputs(args: argparse.Namespace) -> int:
     from risk_model.synthetic import ensure_inputs
     from risk_model.synthetic_wind import ensure_hourly_cube, local_hourly_input_set
 
-    settings = Settings(home=Path(args.home).resolve(), grid=args.grid)
+    settings = Settings(home=Path(args.home).resolve(), grid=args.grid, scenario=args.scenario)
     grid = load_grid(args.grid)
-    ensure_inputs(grid, settings.inputs_dir, force=args.force)
+    ensure_inputs(grid, settings.inputs_dir, force=args.force, scenario=settings.scenario)
     ensure_hourly_cube(grid, settings.inputs_dir, force=args.force)
     print(local_hourly_input_set(settings.inputs_dir).model_dump_json(indent=2))
     return 0
@@ -93,11 +93,12 @@ def _missing_regions(args: argparse.Namespace) -> tuple["RegionRegistry", "Icech
 def cmd_status(args: argparse.Namespace) -> int:
     """Show how far the current version is built, and what readers of ``main`` see."""
     registry, store, target, branch, missing = _missing_regions(args)
+    from resources.branches import branch_exists
     from resources.release import is_released, latest_release
 
     version = target.version
     repo = store.repository()
-    main_tip = repo.lookup_branch(store.branch)
+    main_tip = repo.lookup_branch(store.branch) if branch_exists(repo, store.branch) else "not started"
     print(
         f"store {store.location()}\n"
         f"current version {version.id} (params {version.params_version}, overrides {version.overrides_version}, "
@@ -106,7 +107,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     held = "holds this version" if is_released(repo, store.branch, version) else "does not hold this version yet"
     print(f"{store.branch} ({main_tip}) {held}")
-    print(f"latest release: {latest_release(repo) or 'none'}")
+    print(f"latest release: {latest_release(repo, store.branch) or 'none'}")
     if missing:
         print("missing: " + " ".join(missing))
     return 0
@@ -202,6 +203,29 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare two releases (two scenarios, say): the change in risk, as numbers and a picture."""
+    configure_environment(Path(args.home).resolve(), args.grid)
+    from resources.compare import compare_releases
+    from risk_assets.definitions import configured_store
+
+    comparison = compare_releases(configured_store(), args.old, args.new)
+    out = Path(args.out)
+    out.write_bytes(comparison.picture)
+    stats = comparison.stats
+    print(f"{comparison.new} against {comparison.old} (pyramid level 1:{comparison.factor}):")
+    print(
+        f"  risk: mean change {stats.mean_change:+.4g}, mean |change| {stats.mean_abs_change:.4g}, "
+        f"largest rise {stats.max_increase:.4g}, largest fall {stats.max_decrease:.4g}"
+    )
+    print(
+        f"  {stats.share_changed:.1%} of {stats.pixels_compared} pixels changed, "
+        f"{stats.share_score_changed:.1%} changed score class"
+    )
+    print(f"  picture: {out.resolve()}")
+    return 0
+
+
 def cmd_maintain(args: argparse.Namespace) -> int:
     """Run the maintenance job (ledger checkpoint, expiry, GC) through Dagster, in this process."""
     configure_environment(Path(args.home).resolve(), args.grid)
@@ -239,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="risk", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--home", default=os.environ.get("RISK_HOME", "."), help="project folder (default: .)")
     parser.add_argument("--grid", default=os.environ.get("RISK_GRID", "demo"), help="grid name (default: demo)")
+    parser.add_argument(
+        "--scenario",
+        default=os.environ.get("RISK_SCENARIO") or None,
+        help="the scenario (input set) to build or read, released on main-<scenario> (default: none, on main)",
+    )
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build every missing region through Dagster")
@@ -268,16 +297,31 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("--region", default=None, help="a region id (y{row}_x{col}): report only that region")
     lineage.add_argument("--json", action="store_true", help="print JSON")
     lineage.set_defaults(func=cmd_lineage)
+    compare = sub.add_parser("compare", help="compare two releases or scenarios: the change in risk")
+    compare.add_argument("old", help="a release tag, or a scenario (its newest release; 'main': the default)")
+    compare.add_argument("new", help="a release tag, or a scenario")
+    compare.add_argument("--out", default="compare.png", help="where to write the change picture")
+    compare.set_defaults(func=cmd_compare)
     maintain = sub.add_parser("maintain", help="expire old snapshots and collect garbage, keeping the ledger")
     maintain.add_argument("--days", type=float, default=7.0, help="expire snapshots older than this (default: 7)")
     maintain.add_argument("--no-gc", action="store_true", help="expire only; collect no garbage")
     maintain.add_argument("--dry-run", action="store_true", help="change nothing; report what would be done")
     maintain.set_defaults(func=cmd_maintain)
     args = parser.parse_args(argv)
-    from dagster import BetaWarning
+    if args.scenario is not None:
+        from risk_model.versions import ScenarioNameError, check_scenario
 
+        try:
+            check_scenario(args.scenario)
+        except ScenarioNameError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        # The code location, the build's runs and `dagster dev` read it from the environment.
+        os.environ["RISK_SCENARIO"] = args.scenario
     # Dagster flags observable source assets as beta on every load; that is not news to a user.
-    warnings.filterwarnings("ignore", category=BetaWarning)
+    # By message, not by Dagster's BetaWarning class: a rerun with nothing to do never imports
+    # Dagster (risk_assets.record_stamp), and importing it for a warning filter costs 1-3 s.
+    warnings.filterwarnings("ignore", message=r".* is currently in beta")
     try:
         result: int = args.func(args)
     except KeyboardInterrupt as err:

@@ -64,7 +64,10 @@ def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
         params: ModelParamsResource,
         inputs: InputsResource,
     ) -> MaterializeResult:  # type: ignore[type-arg]
-        """Tag the complete version, write its manifest and pictures, and promote ``main`` to it."""
+        """Tag the complete version, write its manifest and pictures, and promote ``main`` to it.
+
+        (A scenario's release promotes its own readers' branch, ``main-<scenario>``.)
+        """
         try:
             target = current_target(params, inputs, registry.ids)
             # Dagster's records against the commit log, as the release's third check.
@@ -96,6 +99,8 @@ def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
             "tag": made.tag,
             "snapshot_id": made.snapshot_id,
             "promoted": made.promoted,
+            "readers_branch": store.branch,
+            "scenario": manifest["scenario"] or "default",
             "previous_release": made.previous_tag or "none",
             "raster_version": MetadataValue.json(manifest["raster_version"]),
             "params": MetadataValue.json(manifest["params"]),
@@ -111,7 +116,7 @@ def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
         if made.diff is not None and made.diff_picture is not None:
             metadata["diff"] = MetadataValue.md(png_markdown(made.diff_picture, f"risk change {made.previous_tag}"))
             metadata["diff_stats"] = MetadataValue.json(made.diff.as_metadata())
-        context.log.info(f"released {made.tag} ({made.snapshot_id}); main promoted: {made.promoted}")
+        context.log.info(f"released {made.tag} ({made.snapshot_id}); {store.branch} promoted: {made.promoted}")
         return MaterializeResult(metadata=metadata)
 
     return [risk_pyramid, raster_release]

@@ -10,11 +10,23 @@ from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource
 from risk_assets.settings import Settings
 from risk_model.input_set import InputSet, local_hourly_input_set
+from risk_model.versions import readers_branch
 
 
 def store_resource(settings: Settings, store: IcechunkStore | None = None) -> IcechunkStore:
-    """``store``, or by default the local repository under ``settings.home``."""
-    return store or LocalIcechunkStore(path=str(settings.store_path))
+    """``store``, or by default the local repository under ``settings.home``.
+
+    With a scenario, the same repository with the scenario's readers' branch
+    (``<branch>-<scenario>``): every scenario's versions and releases live side by side in one
+    repository, each released on its own branch.
+    """
+    store = store or LocalIcechunkStore(path=str(settings.store_path))
+    if settings.scenario is None:
+        return store
+    # A new resource, not ``model_copy``: Dagster builds a run's resources from their
+    # constructor arguments, which a copy would leave at the old branch.
+    fields = {**store.model_dump(), "branch": readers_branch(settings.scenario, store.branch)}
+    return type(store)(**fields)
 
 
 def model_resources(settings: Settings, inputs: InputSet | None = None) -> tuple[ModelParamsResource, InputsResource]:

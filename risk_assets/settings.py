@@ -7,10 +7,11 @@ is called when the definitions are built, never at import.
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from risk_model.overrides import DEFAULT_OVERRIDES_PATH
 from risk_model.params import DEFAULT_PARAMS_PATH
+from risk_model.versions import check_scenario, readers_branch
 
 
 class Settings(BaseModel):
@@ -28,6 +29,9 @@ class Settings(BaseModel):
         The per-region parameter overrides YAML file.
     sensor_interval_s
         Minimum seconds between two ticks of the reconciliation sensor.
+    scenario
+        The scenario built (its own input set, e.g. the 2047 climate), released on its own
+        readers' branch ``main-<scenario>`` beside the others; ``None``: the default, on ``main``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -37,6 +41,22 @@ class Settings(BaseModel):
     params_path: Path = DEFAULT_PARAMS_PATH
     overrides_path: Path = DEFAULT_OVERRIDES_PATH
     sensor_interval_s: int = 30
+    scenario: str | None = None
+
+    @field_validator("scenario")
+    @classmethod
+    def _scenario_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_scenario(value)
+
+    @property
+    def readers_branch(self) -> str:
+        """The branch this scenario is released on: ``main``, or ``main-<scenario>``."""
+        return readers_branch(self.scenario)
+
+    @property
+    def slot(self) -> str:
+        """The grid, and the scenario if one is named: what a scenario's local files are kept under."""
+        return self.grid if self.scenario is None else f"{self.grid}-{self.scenario}"
 
     @property
     def var_dir(self) -> Path:
@@ -51,17 +71,17 @@ class Settings(BaseModel):
     @property
     def wind_shares_path(self) -> Path:
         """Where the wind shares computed from an hourly dataset are written (a GeoTIFF)."""
-        return self.var_dir / "derived" / self.grid / "wind_shares_4km.tif"
+        return self.var_dir / "derived" / self.slot / "wind_shares_4km.tif"
 
     @property
     def inputs_dir(self) -> Path:
-        """Where the synthetic inputs of this grid are generated."""
-        return self.var_dir / "inputs" / self.grid
+        """Where the synthetic inputs of this grid (and scenario) are generated."""
+        return self.var_dir / "inputs" / self.slot
 
 
 def settings_from_env() -> Settings:
     """Settings from ``RISK_HOME`` (default: the current directory), ``RISK_GRID``, ``RISK_PARAMS``,
-    ``RISK_OVERRIDES`` and ``RISK_SENSOR_INTERVAL``."""
+    ``RISK_OVERRIDES``, ``RISK_SENSOR_INTERVAL`` and ``RISK_SCENARIO``."""
     fields: dict[str, object] = {"home": Path(os.environ.get("RISK_HOME", Path.cwd())).resolve()}
     if "RISK_GRID" in os.environ:
         fields["grid"] = os.environ["RISK_GRID"]
@@ -71,4 +91,6 @@ def settings_from_env() -> Settings:
         fields["params_path"] = Path(os.environ["RISK_PARAMS"]).resolve()
     if "RISK_OVERRIDES" in os.environ:
         fields["overrides_path"] = Path(os.environ["RISK_OVERRIDES"]).resolve()
+    if os.environ.get("RISK_SCENARIO"):
+        fields["scenario"] = os.environ["RISK_SCENARIO"]
     return Settings.model_validate(fields)

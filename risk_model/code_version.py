@@ -4,6 +4,10 @@ It is the ``code_version`` of the raster asset and is recorded in every region c
 region committed under another code version is built again.
 """
 
+from typing import Final
+
+from risk_model.digest import digest
+
 # 2: the reference model (gap fill on the source, NaN rules, the reference's blur) and
 #    kernels per latitude band.
 # 3: float32 working arrays and wind shares read one band at a time (issue 12, memory): values
@@ -11,6 +15,32 @@ region committed under another code version is built again.
 #    in their last bits and a score can move at a bin edge; a wind pixel with no-data in some
 #    bands only is now missing wind (GDAL's multi-band warp used to copy the no-data value in).
 MODEL_CODE_VERSION = "3"
+
+#: Bump when a change alters the wind shares computed from the same dataset and percentile
+#: (:mod:`risk_model.wind`).
+WIND_CODE_VERSION: Final = "1"
+
+
+def shares_version(hourly_version: str, percentile: float) -> str:
+    """The version of the shares computed from a dataset version with a percentile.
+
+    It names the shares without computing them: the risk raster's build key holds it, so a new
+    hourly dataset, another percentile or a change of this module's science
+    (:data:`WIND_CODE_VERSION`) is a new build key.
+
+    Parameters
+    ----------
+    hourly_version
+        The hourly dataset's version (checksum or object generation).
+    percentile
+        The FFWI percentile that selects the fire-weather hours.
+
+    Returns
+    -------
+    str
+        ``wind-shares:<12 hex digits>``.
+    """
+    return "wind-shares:" + digest({"hourly": hourly_version, "percentile": percentile, "code": WIND_CODE_VERSION})
 
 
 def git_revision() -> str:

@@ -38,6 +38,7 @@ from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 from scipy import ndimage
 
+from risk_model.errors import BadInputError
 from risk_model.grid import GridSpec
 from risk_model.input_set import FILENAMES, InputSet
 from risk_model.input_set import local_input_set as local_input_set
@@ -255,7 +256,36 @@ def _wind_shares(grid: GridSpec, seed: int) -> tuple[npt.NDArray[np.float32], Af
     return shares.astype(np.float32), transform
 
 
-def generate_inputs(grid: GridSpec, out_dir: Path, seed: int = 0) -> InputSet:
+#: Burn-probability multipliers of the synthetic scenarios, against the default (2011-like)
+#: field. The reference publishes burn probability for the 2011 and the 2047 climate; the
+#: conditional risk and the wind are the same in both. 1.5 is a stand-in that makes the 2047
+#: raster visibly riskier, not a climate projection.
+SYNTHETIC_SCENARIOS = {"2011": 1.0, "2047": 1.5}
+
+
+class UnknownScenarioError(BadInputError, ValueError):
+    """A scenario the synthetic generator has no inputs for."""
+
+
+def scenario_factor(scenario: str | None) -> float:
+    """The burn-probability multiplier of a synthetic ``scenario`` (1 for the default).
+
+    Raises
+    ------
+    UnknownScenarioError
+        If the generator has no such scenario.
+    """
+    if scenario is None:
+        return 1.0
+    if scenario not in SYNTHETIC_SCENARIOS:
+        raise UnknownScenarioError(
+            f"the synthetic inputs have no scenario {scenario!r} (they have {', '.join(sorted(SYNTHETIC_SCENARIOS))}): "
+            "for another scenario, point RISK_INPUTS at its input set"
+        )
+    return SYNTHETIC_SCENARIOS[scenario]
+
+
+def generate_inputs(grid: GridSpec, out_dir: Path, seed: int = 0, scenario: str | None = None) -> InputSet:
     """Write synthetic inputs for ``grid`` into ``out_dir`` and a ``manifest.json``.
 
     Parameters
@@ -266,15 +296,21 @@ def generate_inputs(grid: GridSpec, out_dir: Path, seed: int = 0) -> InputSet:
         Directory to write into; created if missing, files in it are overwritten.
     seed
         Random seed; the same seed gives byte-identical files.
+    scenario
+        A synthetic scenario (:data:`SYNTHETIC_SCENARIOS`): its burn probability is the
+        default's times the scenario's factor (capped at 1); the other inputs are the default's.
 
     Returns
     -------
     InputSet
         Absolute paths of the three rasters.
     """
+    factor = scenario_factor(scenario)
     out_dir.mkdir(parents=True, exist_ok=True)
+    bp, bp_transform = _burn_probability(grid, seed)
+    bp = np.where(bp == NODATA, bp, np.minimum(bp * np.float32(factor), np.float32(1.0))).astype(np.float32)
     layers = {
-        "burn_probability": (*_burn_probability(grid, seed), USFS_CRS),
+        "burn_probability": (bp, bp_transform, USFS_CRS),
         "conditional_risk": (*_conditional_risk(grid, seed), USFS_CRS),
         "wind_direction": (*_wind_shares(grid, seed), "EPSG:4326"),
     }
@@ -287,6 +323,7 @@ def generate_inputs(grid: GridSpec, out_dir: Path, seed: int = 0) -> InputSet:
         "generator": "risk_model.synthetic.generate_inputs",
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
+        "scenario": scenario,
         "grid": grid.name,
         "grid_fingerprint": grid.fingerprint,
         "files": files,
@@ -332,7 +369,7 @@ def write_conus_footprint(grid: GridSpec, out_dir: Path) -> Path:
     return path
 
 
-def ensure_inputs(grid: GridSpec, inputs_dir: Path, force: bool = False) -> InputSet:
+def ensure_inputs(grid: GridSpec, inputs_dir: Path, force: bool = False, scenario: str | None = None) -> InputSet:
     """Generate the synthetic inputs of ``grid`` into ``inputs_dir`` unless they are there already.
 
     They count as there when the manifest names this grid and generator version and every
@@ -344,6 +381,7 @@ def ensure_inputs(grid: GridSpec, inputs_dir: Path, force: bool = False) -> Inpu
         current = (
             manifest.get("grid_fingerprint") == grid.fingerprint
             and manifest.get("generator_version") == GENERATOR_VERSION
+            and manifest.get("scenario") == scenario
             and all(
                 (inputs_dir / entry["file"]).is_file()
                 and hashlib.sha256((inputs_dir / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
@@ -352,4 +390,4 @@ def ensure_inputs(grid: GridSpec, inputs_dir: Path, force: bool = False) -> Inpu
         )
         if current:
             return local_input_set(inputs_dir)
-    return generate_inputs(grid, inputs_dir)
+    return generate_inputs(grid, inputs_dir, scenario=scenario)

@@ -13,11 +13,13 @@ rebuilds its region alone, while the raster version (and so the branch) still ch
 Pure data: the files are read by :mod:`resources.target`.
 """
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from risk_model.digest import digest
+from risk_model.errors import BadInputError
 from risk_model.overrides import RegionOverrides
 from risk_model.params import ModelParams, params_version
 
@@ -45,6 +47,39 @@ class BuildKey(NamedTuple):
 BUILD_BRANCH_PREFIX = "build-"
 #: The branch readers use: the last complete, checked raster version.
 MAIN = "main"
+#: A scenario's name (its input set, e.g. a climate): lower-case letters, digits and ``_``.
+SCENARIO_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
+
+
+class ScenarioNameError(BadInputError, ValueError):
+    """A scenario name that cannot name a branch and a release tag."""
+
+
+def check_scenario(name: str) -> str:
+    """``name`` if it can name a scenario; raises :class:`ScenarioNameError` naming the rule otherwise."""
+    if not SCENARIO_PATTERN.match(name):
+        raise ScenarioNameError(
+            f"scenario {name!r} is not a valid name: use 1-32 lower-case letters, digits and '_', starting with a "
+            "letter or digit (for example 2047 or ssp245_2050)"
+        )
+    return name
+
+
+def readers_branch(scenario: str | None, base: str = MAIN) -> str:
+    """The branch readers of ``scenario`` use: ``base`` itself, or ``<base>-<scenario>``.
+
+    Each scenario (its own input set, so its own raster versions) is released on its own
+    readers' branch, so several scenarios stay published side by side in one repository.
+    """
+    return base if scenario is None else f"{base}-{check_scenario(scenario)}"
+
+
+def scenario_of(readers_branch: str) -> str | None:
+    """The scenario whose readers' branch is ``readers_branch`` (``main-<scenario>``); ``None`` for ``main``."""
+    prefix = f"{MAIN}-"
+    if readers_branch.startswith(prefix) and SCENARIO_PATTERN.match(readers_branch[len(prefix) :]):
+        return readers_branch[len(prefix) :]
+    return None
 
 
 @dataclass(frozen=True)

@@ -48,14 +48,15 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
+# Light, so that deciding a build (the versions alone) does not import xarray or SciPy.
+from risk_model.code_version import WIND_CODE_VERSION as WIND_CODE_VERSION
+from risk_model.code_version import shares_version as shares_version
 from risk_model.digest import digest
 from risk_model.inputs import WIND_BANDS, InputError
 from risk_model.params import ModelParams
 
 FloatArray = npt.NDArray[np.float64]
 
-#: Bump when a change alters the shares computed from the same dataset and percentile.
-WIND_CODE_VERSION: Final = "1"
 #: The 8 "from" directions, in band order (as :func:`risk_model.wind_inputs.read_wind_shares` reads them).
 DIRECTIONS: Final = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
 #: CONUS404 variables the shares are computed from.
@@ -73,28 +74,6 @@ FFWI_SCALE: Final = 0.3002
 
 class HourlyDatasetError(InputError):
     """An hourly dataset that cannot be opened, lacks a variable, or does not fit the grid."""
-
-
-def shares_version(hourly_version: str, percentile: float) -> str:
-    """The version of the shares computed from a dataset version with a percentile.
-
-    It names the shares without computing them: the risk raster's build key holds it, so a new
-    hourly dataset, another percentile or a change of this module's science
-    (:data:`WIND_CODE_VERSION`) is a new build key.
-
-    Parameters
-    ----------
-    hourly_version
-        The hourly dataset's version (checksum or object generation).
-    percentile
-        The FFWI percentile that selects the fire-weather hours.
-
-    Returns
-    -------
-    str
-        ``wind-shares:<12 hex digits>``.
-    """
-    return "wind-shares:" + digest({"hourly": hourly_version, "percentile": percentile, "code": WIND_CODE_VERSION})
 
 
 def wind_params_version(params: ModelParams) -> str:
