@@ -7,10 +7,12 @@ The parameters model and the input set are pure data (``risk_model.params``,
 from collections.abc import Collection
 from pathlib import Path
 
+import rasterio
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from resources.input_versions import input_versions
+from resources.wind_shares import check_shares_location, shares_read_env, stored_shares_version
 from risk_model.checksums import inputs_version
 from risk_model.code_version import MODEL_CODE_VERSION, shares_version
 from risk_model.input_set import InputError, InputSet
@@ -45,7 +47,8 @@ class InputsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic
 
     The wind is either ready-made shares (``wind_direction``) or an hourly dataset
     (``wind_hourly``) whose shares the ``wind_shares`` asset writes to ``wind_shares_path``
-    (a local path) and the region runs read from there.
+    and the region runs read from there: a local GeoTIFF, or an ``s3://`` / ``gs://`` object
+    when the runs are in pods of their own (see :mod:`resources.wind_shares`).
     """
 
     burn_probability: str
@@ -54,7 +57,10 @@ class InputsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic
     wind_hourly: str | None = None
     wind_shares_path: str | None = Field(
         default=None,
-        description="Where the wind_shares asset writes the shares computed from wind_hourly (a local GeoTIFF).",
+        description=(
+            "Where the wind_shares asset writes the shares computed from wind_hourly: an absolute local "
+            "path or an s3:// / gs:// object URL, ending in .tif."
+        ),
     )
     checksum_cache: str | None = Field(
         default=None,
@@ -63,6 +69,20 @@ class InputsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic
             "observation and every region run reads each input whole (minutes for CONUS GeoTIFFs)."
         ),
     )
+
+    @field_validator("wind_shares_path")
+    @classmethod
+    def _shares_location(cls, value: str | None) -> str | None:
+        return None if value is None else check_shares_location(value, "wind_shares_path")
+
+    def gdal_env(self) -> rasterio.Env:
+        """The GDAL configuration to read the rasters under: bucket endpoints, and fresh reads of the
+        computed shares (:func:`resources.wind_shares.shares_read_env`)."""
+        return shares_read_env(self.wind_shares_path if self.wind_hourly is not None else None)
+
+    def stored_shares_version(self) -> str | None:
+        """The version tag of the computed shares where they are; None if there are none (raises ``InputError``)."""
+        return stored_shares_version(self.shares_path())
 
     def input_set(self) -> InputSet:
         """The inputs as configured, as the model's pure-data description (raises ``ValidationError``)."""

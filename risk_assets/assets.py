@@ -49,6 +49,7 @@ from resources.ledger import committed_regions
 from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from resources.template import TemplateMissingError, ensure_template, template_attrs
+from resources.wind_shares import publish_shares
 from risk_assets.deployment import K8S_CONFIG_TAG, REGION_RETRY_POLICY, region_step_k8s_config
 from risk_assets.keys import (
     PARAMS_KEY,
@@ -68,7 +69,7 @@ from risk_model.inputs import InputError
 from risk_model.params import ParamsError, params_version
 from risk_model.preflight import preflight
 from risk_model.wind import WIND_CODE_VERSION, fire_weather_wind_shares, shares_version, wind_params_version
-from risk_model.wind_files import check_shares_current, open_hourly, read_shares_version, write_shares_geotiff
+from risk_model.wind_files import open_hourly, require_shares_version
 
 #: Dagster concurrency pool of the region writers; its limit is set in dagster.yaml.
 WRITER_POOL = "icechunk_writers"
@@ -118,7 +119,8 @@ def _input_source(name: str, grid: GridSpec) -> SourceAsset:
         try:
             # A file that does not fit the grid or cannot be read is refused here: its observation
             # records no new data version, so automation launches no region run for it.
-            validate_input(name, url, grid)
+            with inputs.gdal_env():
+                validate_input(name, url, grid)
             cache = Path(inputs.checksum_cache) if inputs.checksum_cache else None
             version = input_version(url, name=name, cache=cache)
         except InputError as err:
@@ -229,9 +231,12 @@ def build_wind_shares() -> AssetsDefinition:
         """Fire-weather wind-direction shares (8 bands) on the hourly dataset's own grid and CRS.
 
         Computed from ``wind_hourly`` with the FFWI percentile of the parameters (see
-        :mod:`risk_model.wind`) and written as a GeoTIFF to ``wind_shares_path``; the region
-        runs warp it onto the output grid (nearest). Its data version is the shares' version
-        (:func:`risk_model.wind.shares_version`), which is also in every region's build key.
+        :mod:`risk_model.wind`) and written as a GeoTIFF to ``wind_shares_path``: a local file,
+        or an ``s3://`` / ``gs://`` object uploaded whole (:mod:`resources.wind_shares`) that
+        every region pod reads. The region runs warp it onto the output grid (nearest). Its data
+        version is the shares' version (:func:`risk_model.wind.shares_version`), which is also in
+        every region's build key and in the GeoTIFF's tag: shares already current where they are
+        configured are neither recomputed nor uploaded again.
         """
         try:
             url = str(inputs.wind_hourly)
@@ -240,16 +245,17 @@ def build_wind_shares() -> AssetsDefinition:
             cache = Path(inputs.checksum_cache) if inputs.checksum_cache else None
             hourly_version = input_version(url, name="wind_hourly", cache=cache)
             version = shares_version(hourly_version, percentile)
-            on_disk = read_shares_version(path)
+            on_disk = inputs.stored_shares_version()
             if on_disk == version and _latest_data_version(context.instance, WIND_SHARES_KEY) == version:
                 context.log.info(f"wind shares {path} are current ({version}): nothing to do")
                 return
             status = "already on disk"
+            uploaded: str | None = None
             if on_disk != version:
                 with open_hourly(url) as ds:
                     shares = fire_weather_wind_shares(ds, percentile=percentile)
                 tags = {"WIND_HOURLY_VERSION": hourly_version, "FIRE_WEATHER_PERCENTILE": str(percentile)}
-                write_shares_geotiff(shares, Path(path), version=version, tags=tags)
+                uploaded = publish_shares(shares, path, version=version, tags=tags)
                 status = "computed"
         except (InputError, ParamsError) as err:
             raise Failure(description=str(err), allow_retries=False) from err
@@ -262,6 +268,8 @@ def build_wind_shares() -> AssetsDefinition:
                 "hourly": url,
                 "hourly_version": hourly_version,
                 "fire_weather_percentile": percentile,
+                # The uploaded object's ETag or generation: which object the region pods read.
+                **({"object_version": uploaded} if uploaded else {}),
             },
         )
 
@@ -306,7 +314,8 @@ def build_assets(
         run fails at once, commits nothing and launches no region run.
         """
         try:
-            preflight(params.path, params.overrides_path, inputs.input_set(), grid, registry.ids)
+            with inputs.gdal_env():
+                preflight(params.path, params.overrides_path, inputs.input_set(), grid, registry.ids)
         except BadInputError as err:
             raise Failure(description=str(err), allow_retries=False) from err
         try:
@@ -362,48 +371,54 @@ def build_assets(
         ``risk build`` group, a range of them; each region is committed on its own.
         """
         try:
-            target = current_target(params, inputs, registry.ids)
-            version = target.version
-            repo = store.repository()
-            if not branch_exists(repo, version.branch):
-                # Every version starts from the readers' branch, which holds the template and
-                # the last complete version: unchanged regions are carried over, not rebuilt.
-                if template_attrs(repo, store.branch) is None:
-                    raise TemplateMissingError(
-                        f"{store.location()} has no template on {store.branch!r}: "
-                        f"materialize {TEMPLATE_KEY.to_user_string()} first"
+            # GDAL sees the buckets' endpoints, and reads the computed shares afresh.
+            with inputs.gdal_env():
+                target = current_target(params, inputs, registry.ids)
+                version = target.version
+                repo = store.repository()
+                if not branch_exists(repo, version.branch):
+                    # Every version starts from the readers' branch, which holds the template and
+                    # the last complete version: unchanged regions are carried over, not rebuilt.
+                    if template_attrs(repo, store.branch) is None:
+                        raise TemplateMissingError(
+                            f"{store.location()} has no template on {store.branch!r}: "
+                            f"materialize {TEMPLATE_KEY.to_user_string()} first"
+                        )
+                    ensure_branch(repo, version.branch, store.branch)
+                committed = committed_regions(repo, version.branch)
+                checked_inputs = False
+                datasets: RegionDatasets = {}
+                for region_id in context.partition_keys:
+                    region = registry.get(region_id)
+                    key = target.region_key(region.id)
+                    existing = committed.get(region.id)
+                    if existing is not None and existing.key == key:
+                        context.log.info(f"region {region.id} is committed already ({existing.snapshot_id})")
+                        stored = xr.open_zarr(
+                            repo.readonly_session(snapshot_id=existing.snapshot_id).store, consolidated=False
+                        )
+                        ds = cast(xr.Dataset, stored.isel(latitude=region.rows, longitude=region.cols).drop_attrs())
+                    else:
+                        input_set = inputs.raster_inputs()
+                        if not checked_inputs:  # once per run: the same files for every region
+                            if inputs.wind_hourly is not None:
+                                # Shares of another dataset or percentile would be committed under this key.
+                                require_shares_version(
+                                    input_set.wind_shares(),
+                                    inputs.stored_shares_version(),
+                                    target.input_versions["wind_direction"],
+                                )
+                            validate_inputs(input_set, grid)
+                            checked_inputs = True
+                        ds = compute_region(grid, region, input_set, target.region_params(region.id))
+                    ds.attrs.update(
+                        params_version=key.params_version,
+                        inputs_version=key.inputs_version,
+                        code_version=key.code_version,
+                        raster_version=version.id,
+                        branch=version.branch,
                     )
-                ensure_branch(repo, version.branch, store.branch)
-            committed = committed_regions(repo, version.branch)
-            checked_inputs = False
-            datasets: RegionDatasets = {}
-            for region_id in context.partition_keys:
-                region = registry.get(region_id)
-                key = target.region_key(region.id)
-                existing = committed.get(region.id)
-                if existing is not None and existing.key == key:
-                    context.log.info(f"region {region.id} is committed already ({existing.snapshot_id})")
-                    stored = xr.open_zarr(
-                        repo.readonly_session(snapshot_id=existing.snapshot_id).store, consolidated=False
-                    )
-                    ds = cast(xr.Dataset, stored.isel(latitude=region.rows, longitude=region.cols).drop_attrs())
-                else:
-                    input_set = inputs.raster_inputs()
-                    if not checked_inputs:  # once per run: the same files for every region
-                        if inputs.wind_hourly is not None:
-                            # Shares of another dataset or percentile would be committed under this key.
-                            check_shares_current(input_set.wind_shares(), target.input_versions["wind_direction"])
-                        validate_inputs(input_set, grid)
-                        checked_inputs = True
-                    ds = compute_region(grid, region, input_set, target.region_params(region.id))
-                ds.attrs.update(
-                    params_version=key.params_version,
-                    inputs_version=key.inputs_version,
-                    code_version=key.code_version,
-                    raster_version=version.id,
-                    branch=version.branch,
-                )
-                datasets[region.id] = ds
+                    datasets[region.id] = ds
         except RiskError as err:
             # Bad input fails the same way on every attempt, and an unreachable store is not a
             # lost pod: bypass the retry policy (which is for lost spot pods, see

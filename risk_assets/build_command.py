@@ -187,7 +187,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
 
     deployment = deployment_from_env()
     store = store_resource(settings, deployment.store)
-    params, inputs = model_resources(settings, deployment.inputs)
+    params, inputs = model_resources(settings, deployment.inputs, deployment.wind_shares)
     # First, from the commit log alone: with every region built and released there is nothing to
     # run, and nothing heavier than the commit log and Dagster's records is loaded.
     try:

@@ -71,7 +71,10 @@ def source_keys(inputs: InputSet) -> list[AssetKey]:
 
 
 def build_resources(
-    settings: Settings, store: IcechunkStore | None = None, inputs: InputSet | None = None
+    settings: Settings,
+    store: IcechunkStore | None = None,
+    inputs: InputSet | None = None,
+    wind_shares: str | None = None,
 ) -> dict[str, Any]:
     """The resources of one deployment, keyed as the assets expect them.
 
@@ -84,11 +87,13 @@ def build_resources(
         Deployments on object storage pass an ``S3IcechunkStore`` or ``GCSIcechunkStore``.
     inputs
         The inputs; by default the synthetic rasters and hourly wind cube under
-        ``settings.inputs_dir``. With an hourly wind dataset, the shares computed from it are
-        written to ``settings.wind_shares_path``.
+        ``settings.inputs_dir``.
+    wind_shares
+        With an hourly wind dataset, where the shares computed from it are written and read: a
+        local path or an ``s3://`` / ``gs://`` object URL; by default ``settings.wind_shares_path``.
     """
     store = store_resource(settings, store)
-    params, inputs_resource = model_resources(settings, inputs)
+    params, inputs_resource = model_resources(settings, inputs, wind_shares)
     return {
         "store": store,
         "params": params,
@@ -103,18 +108,20 @@ def build_definitions(
     inputs: InputSet | None = None,
     executor: ExecutorDefinition | None = None,
     regions_per_run: int = 1,
+    wind_shares: str | None = None,
 ) -> Definitions:
     """Assets, jobs, resources and executor of one deployment (see :func:`build_resources`).
 
     ``executor`` defaults to the in-process executor (each run is a process of its own);
     production passes ``k8s_job_executor`` (see :mod:`risk_assets.deployment`).
     ``regions_per_run`` caps the regions of one backfill run of the raster (its backfill policy).
+    ``wind_shares`` is where the shares computed from an hourly dataset go (``RISK_WIND_SHARES``).
     """
     registry = load_registry(settings.grid)
     inputs = inputs or local_hourly_input_set(settings.inputs_dir)
     # With an hourly dataset the prepare job also brings the wind shares up to date (a no-op
     # when they are), so every region run finds the shares of its build key.
-    wind_shares = [WIND_SHARES_KEY] if inputs.wind_hourly is not None else []
+    shares_keys = [WIND_SHARES_KEY] if inputs.wind_hourly is not None else []
     build_region = define_asset_job(
         REGION_JOB,
         selection=AssetSelection.assets(RASTER_KEY),
@@ -175,14 +182,14 @@ def build_definitions(
             ),
             define_asset_job(
                 PREPARE_JOB,
-                selection=[*source_keys(inputs), *wind_shares, TEMPLATE_KEY],
+                selection=[*source_keys(inputs), *shares_keys, TEMPLATE_KEY],
                 description=(
                     "Observe parameters, overrides and inputs, bring the wind shares up to date (with an hourly "
                     "dataset) and commit the raster template (idempotent)."
                 ),
             ),
         ],
-        resources=build_resources(settings, store, inputs),
+        resources=build_resources(settings, store, inputs, wind_shares),
         # A region's step runs in its run's own process (see Deployment.executor_def); the writer
         # pool (dagster.yaml) caps how many commit at once across runs.
         executor=executor or in_process_executor,
@@ -198,6 +205,7 @@ def _definitions_from_env() -> Definitions:
         inputs=deployment.inputs,
         executor=deployment.executor_def(),
         regions_per_run=deployment.regions_per_run_or_default,
+        wind_shares=deployment.wind_shares,
     )
 
 

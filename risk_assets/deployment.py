@@ -9,6 +9,11 @@ Everything here is chosen by configuration, never by the name of an environment:
   run launcher or ``risk build`` already gives each run) or ``k8s`` (one Kubernetes Job per step).
 - ``RISK_INPUTS``: a JSON :class:`~risk_model.inputs.InputSet` (``gs://`` URLs in production).
   Unset: the synthetic inputs under the project folder.
+- ``RISK_WIND_SHARES``: where the ``wind_shares`` asset writes the shares it computes from an
+  hourly wind dataset (``RISK_INPUTS``' ``wind_hourly``) and every region run reads them:
+  ``s3://<bucket>/<key>.tif`` or ``gs://<bucket>/<key>.tif`` when steps run in pods of their own, or
+  an absolute local path. Unset: ``var/derived/<grid>/wind_shares_4km.tif`` under the project
+  folder, which only processes on the same machine can read.
 - ``RISK_REGIONS_PER_RUN``: at most this many regions in one run of a backfill (the raster's
   ``BackfillPolicy``) or of ``risk build``. Unset: one under the k8s executor (one pod per region,
   what "backfill missing" in the UI then launches), :data:`LOCAL_REGIONS_PER_RUN` otherwise.
@@ -48,9 +53,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from resources.cloud_stores import GCSIcechunkStore, S3IcechunkStore
 from resources.local_store import LocalIcechunkStore
 from resources.store import IcechunkStore
+from resources.wind_shares import check_shares_location
 from risk_model.errors import BadInputError
 from risk_model.grid import GridSpec
-from risk_model.input_set import InputSet
+from risk_model.input_set import InputError, InputSet
 
 #: Tag key read by dagster-k8s (``dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY``); spelled out here
 #: so that the asset module does not import the Kubernetes client. A test checks they are equal.
@@ -89,7 +95,7 @@ LOCAL_REGIONS_PER_RUN = 16
 
 
 class DeploymentConfigError(BadInputError, ValueError):
-    """A deployment setting (``RISK_STORE``, ``RISK_EXECUTOR``, ``RISK_INPUTS``) that cannot be used."""
+    """A deployment setting (``RISK_STORE``, ``RISK_EXECUTOR``, ``RISK_INPUTS``...) that cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,8 @@ class Deployment(BaseModel):
     store: IcechunkStore | None = None
     executor: Literal["in_process", "k8s"] = "in_process"
     inputs: InputSet | None = None
+    #: Where the shares computed from an hourly wind dataset are; ``None``: under the project folder.
+    wind_shares: str | None = None
     #: ``None``: the executor's default (see :attr:`regions_per_run_or_default`).
     regions_per_run: int | None = Field(default=None, ge=1)
 
@@ -235,7 +243,8 @@ def _json_object(name: str, text: str) -> dict[str, Any]:
 
 
 def deployment_from_env(environ: Mapping[str, str] | None = None) -> Deployment:
-    """The deployment described by ``RISK_STORE``, ``RISK_EXECUTOR``, ``RISK_INPUTS`` and ``RISK_REGIONS_PER_RUN``.
+    """The deployment described by ``RISK_STORE``, ``RISK_EXECUTOR``, ``RISK_INPUTS``, ``RISK_WIND_SHARES``
+    and ``RISK_REGIONS_PER_RUN``.
 
     Parameters
     ----------
@@ -268,4 +277,10 @@ def deployment_from_env(environ: Mapping[str, str] | None = None) -> Deployment:
             inputs = InputSet.model_validate(_json_object("RISK_INPUTS", env["RISK_INPUTS"]))
         except ValidationError as err:
             raise DeploymentConfigError(f"RISK_INPUTS: {err}") from err
-    return Deployment(store=store, executor=executor, inputs=inputs, regions_per_run=per_run)
+    wind_shares = None
+    if env.get("RISK_WIND_SHARES"):
+        try:
+            wind_shares = check_shares_location(env["RISK_WIND_SHARES"], "RISK_WIND_SHARES")
+        except InputError as err:
+            raise DeploymentConfigError(str(err)) from err
+    return Deployment(store=store, executor=executor, inputs=inputs, wind_shares=wind_shares, regions_per_run=per_run)

@@ -29,11 +29,15 @@ def store_resource(settings: Settings, store: IcechunkStore | None = None) -> Ic
     return type(store)(**fields)
 
 
-def model_resources(settings: Settings, inputs: InputSet | None = None) -> tuple[ModelParamsResource, InputsResource]:
+def model_resources(
+    settings: Settings, inputs: InputSet | None = None, wind_shares: str | None = None
+) -> tuple[ModelParamsResource, InputsResource]:
     """The parameters resource and the inputs resource.
 
     By default the synthetic rasters and hourly wind cube under ``settings.inputs_dir``. With an
-    hourly wind dataset, the shares computed from it are written to ``settings.wind_shares_path``.
+    hourly wind dataset, the shares computed from it are written to ``wind_shares`` (a local path
+    or an ``s3://`` / ``gs://`` object URL, ``RISK_WIND_SHARES``), by default to
+    ``settings.wind_shares_path``.
     """
     inputs = inputs or local_hourly_input_set(settings.inputs_dir)
     params = ModelParamsResource(path=str(settings.params_path), overrides_path=str(settings.overrides_path))
@@ -42,6 +46,6 @@ def model_resources(settings: Settings, inputs: InputSet | None = None) -> tuple
         conditional_risk=inputs.conditional_risk,
         wind_direction=inputs.wind_direction,
         wind_hourly=inputs.wind_hourly,
-        wind_shares_path=str(settings.wind_shares_path) if inputs.wind_hourly is not None else None,
+        wind_shares_path=(wind_shares or str(settings.wind_shares_path)) if inputs.wind_hourly is not None else None,
         checksum_cache=str(settings.var_dir / "input-checksums.json"),
     )

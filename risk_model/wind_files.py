@@ -82,34 +82,78 @@ def write_shares_geotiff(shares: xr.DataArray, path: Path, *, version: str, tags
     return str(path)
 
 
+def _is_url(path: str) -> bool:
+    return "://" in path or path.startswith("/vsi")
+
+
 def read_shares_version(path: str) -> str | None:
-    """The version tag of a shares GeoTIFF; None if the file does not exist or has none."""
-    if not Path(path).is_file():
-        return None
-    try:
-        with rasterio.open(path) as src:
-            tags: dict[str, str] = src.tags()
-    except RasterioIOError:
-        return None
-    return tags.get(VERSION_TAG)
+    """The version tag of a shares GeoTIFF; None if it does not exist or has none.
 
-
-def check_shares_current(path: str, expected: str) -> None:
-    """Refuse shares that were not computed from the configured dataset and percentile.
+    ``path`` is a local path, or a URL GDAL reads (``s3://``, ``gs://``, ``/vsis3/``...): with
+    the endpoint and credentials of the GDAL configuration in effect (``rasterio.Env``).
 
     Raises
     ------
     InputError
-        If the file is missing or holds another version: its message says to materialize
-        ``wind_shares`` first.
+        If a URL cannot be read for another reason than its absence (endpoint unreachable,
+        access denied): the message holds GDAL's reason.
     """
-    found = read_shares_version(path)
+    if not _is_url(path):
+        if not Path(path).is_file():
+            return None
+        try:
+            with rasterio.open(path) as src:
+                tags: dict[str, str] = src.tags()
+        except RasterioIOError:
+            return None
+        return tags.get(VERSION_TAG)
+    try:
+        with rasterio.open(path) as src:
+            tags = src.tags()
+    except RasterioIOError as exc:
+        if "does not exist in the file system" in str(exc):
+            return None
+        raise InputError(
+            f"wind shares {path} cannot be read ({exc}): check the bucket, the credentials and "
+            "GDAL's endpoint variables (AWS_S3_ENDPOINT, CPL_GS_ENDPOINT)"
+        ) from exc
+    return tags.get(VERSION_TAG)
+
+
+def require_shares_version(path: str, found: str | None, expected: str) -> None:
+    """Refuse shares that were not computed from the configured dataset and percentile.
+
+    Parameters
+    ----------
+    path
+        Where the shares are (for the message).
+    found
+        Their version tag (:func:`read_shares_version`); None if there are none.
+    expected
+        The version the configured dataset and percentile give.
+
+    Raises
+    ------
+    InputError
+        If ``found`` is not ``expected``: its message says to materialize ``wind_shares`` first.
+    """
     if found != expected:
         held = f"holds {found}" if found else "does not exist or has no version tag"
         raise InputError(
             f"wind shares {path} {held}, but the hourly dataset and percentile configured now give {expected}: "
             "materialize the wind_shares asset first (`risk build` does; or run the prepare_raster job)"
         )
+
+
+def check_shares_current(path: str, expected: str) -> None:
+    """:func:`require_shares_version` of the shares at ``path``, read with :func:`read_shares_version`.
+
+    Raises
+    ------
+    InputError
+        If the shares are missing, hold another version, or cannot be read.
+    """
+    require_shares_version(path, read_shares_version(path), expected)
 
 
 def open_hourly(path: str) -> xr.Dataset:
