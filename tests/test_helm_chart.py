@@ -37,6 +37,8 @@ from _helm import (
 )
 from _services import ROOT, helm_binary
 
+from risk_assets.deployment import deployment_from_env
+
 K8S_VERSION = "1.33"  # GKE regular channel
 CORE_POOL = {"cloud.google.com/gke-nodepool": "core"}
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
@@ -170,6 +172,18 @@ def test_workload_identity_and_no_key_files(manifests: list[dict[str, Any]], env
     assert env["DAGSTER_PG_PASSWORD"] == {
         "secretKeyRef": {"name": "dagster-postgresql-secret", "key": "postgresql-password"}
     }
+
+
+def test_the_code_servers_settings_load_as_a_deployment(manifests: list[dict[str, Any]], environment: str) -> None:
+    """The RISK_* variables the chart renders (which run and step pods inherit) pass the same
+    parser as when the definitions load: store, executor, inputs, and where the computed wind
+    shares go, an object every region pod reads."""
+    project = {"staging": "wildfire-risk-staging", "production": "wildfire-risk-prod"}[environment]
+    [container] = code_server(manifests)["spec"]["template"]["spec"]["containers"]
+    env = {name: value for name, value in container_env(container).items() if isinstance(value, str)}
+    deployment = deployment_from_env(env)
+    assert deployment.executor == "k8s" and deployment.inputs is not None
+    assert deployment.wind_shares == f"gs://{project}-raster/derived/conus-30m/wind_shares_4km.tif"
 
 
 def test_deploy_doc_names_what_the_chart_renders(manifests: list[dict[str, Any]]) -> None:
