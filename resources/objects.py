@@ -113,8 +113,8 @@ def _gcs_bucket(obj: ObjectURL, label: str, doing: str) -> Any:  # the client is
         return storage.Client().bucket(obj.bucket)
     except auth_exceptions.DefaultCredentialsError as exc:
         raise InputError(
-            f"{label} cannot be checked: no Google Cloud credentials ({exc}); set GOOGLE_APPLICATION_CREDENTIALS "
-            f"or run `gcloud auth application-default login`"
+            f"{label} cannot be reached for {doing}: no Google Cloud credentials ({exc}); set "
+            "GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`"
         ) from exc
 
 
