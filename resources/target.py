@@ -6,8 +6,8 @@ The parameters model and the input set are pure data (``risk_model.params``,
 
 from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import rasterio
 from dagster import ConfigurableResource
 from pydantic import Field, field_validator
 
@@ -19,6 +19,9 @@ from risk_model.input_set import InputError, InputSet
 from risk_model.overrides import RegionOverrides, load_overrides
 from risk_model.params import ModelParams, load_params, params_version
 from risk_model.versions import Target
+
+if TYPE_CHECKING:  # loaded where rasters are read: see resources.wind_shares
+    import rasterio
 
 
 class ModelParamsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic only for typing
@@ -75,7 +78,7 @@ class InputsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic
     def _shares_location(cls, value: str | None) -> str | None:
         return None if value is None else check_shares_location(value, "wind_shares_path")
 
-    def gdal_env(self) -> rasterio.Env:
+    def gdal_env(self) -> "rasterio.Env":
         """The GDAL configuration to read the rasters under: bucket endpoints, and fresh reads of the
         computed shares (:func:`resources.wind_shares.shares_read_env`)."""
         return shares_read_env(self.wind_shares_path if self.wind_hourly is not None else None)

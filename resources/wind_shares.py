@@ -9,13 +9,17 @@ tag and the region runs' reads go through GDAL (``/vsis3/``, ``/vsigs/``), confi
 
 import tempfile
 from pathlib import Path, PurePosixPath
-
-import rasterio
-import xarray as xr
+from typing import TYPE_CHECKING
 
 from resources.objects import gdal_endpoint_options, object_version, parse_object_url, put_file
 from risk_model.input_set import InputError
-from risk_model.wind_files import read_shares_version, write_shares_geotiff
+
+# rasterio, xarray and the GeoTIFF code load where rasters are read or written, not at import: the
+# inputs resource (resources.target) imports this module, and the `risk build` decision imports
+# that resource before anything heavy loads (risk_assets.resource_wiring).
+if TYPE_CHECKING:
+    import rasterio
+    import xarray as xr
 
 #: File name endings of a GeoTIFF: the shares location names a file, never a folder or a prefix.
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -49,7 +53,7 @@ def check_shares_location(location: str, label: str = "wind shares location") ->
     return location
 
 
-def shares_read_env(location: str | None) -> rasterio.Env:
+def shares_read_env(location: str | None) -> "rasterio.Env":
     """The GDAL configuration under which the shares at ``location`` (and the other inputs) are read.
 
     The endpoints of :func:`resources.objects.gdal_endpoint_options`; for shares in a bucket, GDAL
@@ -57,6 +61,8 @@ def shares_read_env(location: str | None) -> rasterio.Env:
     that read the old object (a long-lived worker, a test running several jobs) must see the new
     one once it is uploaded. Within one open, GDAL still caches what it read.
     """
+    import rasterio
+
     options = gdal_endpoint_options()
     obj = parse_object_url(location, "wind shares location") if location else None
     if obj is not None:
@@ -75,6 +81,8 @@ def stored_shares_version(location: str) -> str | None:
     InputError
         If the bucket cannot be reached or read, by the client or by GDAL.
     """
+    from risk_model.wind_files import read_shares_version
+
     obj = parse_object_url(location, f"wind shares {location}")
     if obj is None:
         return read_shares_version(location)
@@ -91,7 +99,7 @@ def stored_shares_version(location: str) -> str | None:
     return found
 
 
-def publish_shares(shares: xr.DataArray, location: str, *, version: str, tags: dict[str, str]) -> str | None:
+def publish_shares(shares: "xr.DataArray", location: str, *, version: str, tags: dict[str, str]) -> str | None:
     """Write the shares GeoTIFF (:func:`risk_model.wind_files.write_shares_geotiff`) to ``location``.
 
     A local path is written in place (renamed into place: readers never see half a file). An
@@ -108,6 +116,8 @@ def publish_shares(shares: xr.DataArray, location: str, *, version: str, tags: d
     InputError
         If the object cannot be uploaded.
     """
+    from risk_model.wind_files import write_shares_geotiff
+
     obj = parse_object_url(location, f"wind shares {location}")
     if obj is None:
         write_shares_geotiff(shares, Path(location), version=version, tags=tags)

@@ -344,3 +344,17 @@ def test_gdal_gets_the_endpoints_the_cloud_clients_use(monkeypatch: pytest.Monke
     monkeypatch.setenv("AWS_S3_ENDPOINT", "s3.example.org")
     monkeypatch.setenv("CPL_GS_ENDPOINT", "http://other/")
     assert gdal_endpoint_options() == {}
+
+
+def test_the_build_decision_still_loads_no_raster_library() -> None:
+    """The inputs resource validates the shares location without rasterio or xarray: the `risk build`
+    decision imports it before anything heavy (risk_assets.resource_wiring)."""
+    probe = (
+        "import sys, risk_assets.resource_wiring, risk_assets.deployment; "
+        "print(sorted(m for m in ('rasterio', 'xarray', 'scipy') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
