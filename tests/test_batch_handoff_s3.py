@@ -51,7 +51,7 @@ def _finish(proc: subprocess.Popen[bytes], expect_killed: bool = False) -> list[
     """Wait for a writer; its printed ``region status snapshot`` rows."""
     out, err = proc.communicate(timeout=600)
     if expect_killed:
-        assert proc.returncode == -9, f"the writer was to be killed, it exited {proc.returncode}: {err.decode()[-2000:]}"
+        assert proc.returncode == -9, f"not killed: exited {proc.returncode}: {err.decode()[-2000:]}"
     else:
         assert proc.returncode == 0, f"writer exited {proc.returncode}: {err.decode()[-3000:]}"
     return [line.split() for line in out.decode().splitlines() if line.strip()]
@@ -113,7 +113,7 @@ def test_sixteen_racing_writers_commit_each_region_once_in_batches_and_match_a_s
     a = xr.open_zarr(store.repository().readonly_session(branch="main").store, consolidated=False).load()
     b = xr.open_zarr(sequential.repository().readonly_session(branch="main").store, consolidated=False).load()
     xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
-    print(f"\nbatch race: {writers} writers, {len(rows)} region writes, {n_regions} regions in {len(snapshots)} commits")
+    print(f"\nbatch race: {writers} writers, {len(rows)} writes, {n_regions} regions in {len(snapshots)} commits")
 
 
 @pytest.mark.slow
@@ -199,4 +199,5 @@ def test_a_committer_killed_holding_the_commit_lease_is_replaced_once_the_lease_
     for region_id in (orphan, committer, survivor):
         region = demo_registry.get(region_id)
         window = ds["risk"].isel(latitude=region.rows, longitude=region.cols).values
-        np.testing.assert_array_equal(window, np.full(region.shape, region_value(demo_registry, region_id), window.dtype))
+        expected = np.full(region.shape, region_value(demo_registry, region_id), window.dtype)
+        np.testing.assert_array_equal(window, expected)
