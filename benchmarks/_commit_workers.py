@@ -2,7 +2,10 @@
 
 Every writer writes small regions through the project's own write path: ``write_region`` for
 direct commits (with or without a commit lease), ``write_region_fork`` + ``commit_batch`` for
-batch commits. Each returns one row per region to the parent through a queue.
+batch commits through an in-memory queue to one committer process, and the production path of
+batch commits (``write_region_by_protocol`` with ``commit_protocol="batch"``: pending objects in
+the bucket, whichever writer holds the commit lease commits) for ``handoff``. Each returns one
+row per region to the parent through a queue.
 """
 
 import os
@@ -16,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from resources.batch_commit import RegionFork, commit_batch, write_region_fork
+from resources.batch_handoff import write_region_by_protocol
 from resources.cloud_stores import S3IcechunkStore
 from resources.region_write import write_region
 from risk_model.grid import GridSpec, region_of_chunk
@@ -88,6 +92,36 @@ def direct_writer(protocol: str, store_json: str, grid_json: str, region_ids: li
                 "total_s": total,
                 "rebases": rebases,
                 "batch": 1,
+                "done_at": time.time(),
+            }
+        )
+
+
+def handoff_writer(store_json: str, grid_json: str, region_ids: list[str], start: Any, out: Any) -> None:
+    """Write each region through the production path with ``commit_protocol="batch"``.
+
+    The function the IO manager calls (:func:`~resources.batch_handoff.write_region_by_protocol`):
+    fork, hand-off as a pending object, commit as the lease holder or wait for the region's commit.
+    """
+    store = S3IcechunkStore.model_validate_json(store_json).model_copy(update={"commit_protocol": "batch"})
+    grid = GridSpec.model_validate_json(grid_json)
+    start.wait()
+    for i, region_id in enumerate(region_ids):
+        region, ds, compute_s = region_dataset(grid, region_id, i)
+        began = time.perf_counter()
+        result = write_region_by_protocol(store, grid, region, ds, key=KEY, run_id=f"pid-{os.getpid()}")
+        total = time.perf_counter() - began
+        assert result.commit is not None
+        out.put(
+            {
+                "region": region_id,
+                "status": result.status,
+                "compute_s": compute_s,
+                "write_s": result.seconds_writing,
+                "commit_s": result.seconds_committing,
+                "total_s": total,
+                "rebases": int(result.commit.metadata.get("__icechunk", {}).get("rebase_attempts", 0)),
+                "batch": 0,  # filled in from the ledger by the parent
                 "done_at": time.time(),
             }
         )

@@ -150,6 +150,8 @@ class CommitRound:
     left: list[str] = field(default_factory=list)
     snapshots: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: The commit now holding each pending fork's region for its key, by pending object name.
+    records: dict[str, CommitRecord] = field(default_factory=dict)
 
 
 def hand_off(store: IcechunkStore, pending: PendingFork) -> str:
@@ -251,6 +253,7 @@ def commit_pending(store: IcechunkStore) -> CommitRound:
                 round_.left.append(pending.fork.region)
                 continue
             store.delete_lease_object(pending.name)
+            round_.records[pending.name] = outcome.commit
             if outcome.status == "written" and outcome.commit.metadata.get(FORK_ID) == pending.fork_id:
                 round_.committed.append(pending.fork.region)
             else:
@@ -382,6 +385,7 @@ def _await_commit(
     delay = _FIRST_POLL_S
     rounds = 0
     for _ in range(_MAX_ROUNDS):
+        done: CommitRound | None = None
         with store.commit_lease() as committer:
             if committer:
                 rounds += 1
@@ -394,6 +398,9 @@ def _await_commit(
                     len(done.left),
                     done.seconds,
                 )
+        if done is not None and pending.name in done.records:
+            # This writer's own round committed (or found) its region: no need to read it back.
+            return done.records[pending.name]
         record = _committed(repo, pending.branch, region, key)
         if record is not None:
             # Normally deleted by the committer already; a committer killed before that left it.
