@@ -31,6 +31,7 @@ Usage::
 import argparse
 import json
 import multiprocessing
+import queue
 import statistics
 import sys
 import time
@@ -68,6 +69,20 @@ def bench_grid(side: int) -> GridSpec:
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _collect(out: Any, n: int, procs: list[Any], label: str) -> list[dict[str, Any]]:
+    """``n`` rows from ``out``; fails at once if a process died (instead of waiting for its rows)."""
+    rows: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 1800
+    while len(rows) < n:
+        try:
+            rows.append(out.get(timeout=5))
+        except queue.Empty:
+            dead = [proc.exitcode for proc in procs if proc.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"{label}: {len(rows)} of {n} regions done; exit codes {dead}") from None
+    return rows
 
 
 def run(protocol: str, writers: int, per_writer: int, endpoint: str, grid: GridSpec) -> dict[str, Any]:
@@ -109,7 +124,7 @@ def run(protocol: str, writers: int, per_writer: int, endpoint: str, grid: GridS
         proc.start()
     time.sleep(8 + 0.5 * writers)  # let every process import before the barrier opens
     start.set()
-    rows = [out.get(timeout=1800) for _ in ids]
+    rows = _collect(out, len(ids), procs, f"{protocol} x {writers}")
     # From the first region's start to the last region's commit: a process slow to import (this
     # machine is shared) must not count as commit time.
     wall = max(r["done_at"] for r in rows) - min(r["done_at"] - r["total_s"] for r in rows)
@@ -147,6 +162,7 @@ def run(protocol: str, writers: int, per_writer: int, endpoint: str, grid: GridS
         "total_mean_s": statistics.fmean(r["total_s"] for r in rows),
         "compute_mean_s": statistics.fmean(r["compute_s"] for r in rows),
         "batch_mean": statistics.fmean(r["batch"] for r in rows),
+        "conflict_retries": sum(r.get("conflict_retries", 0) for r in rows),
         "rows": rows,
         "batches": batch_rows,
     }
@@ -201,7 +217,8 @@ def main() -> None:
                 results.append(result)
                 print(
                     f"# {protocol} x {writers}: commit p50 {result['commit_p50_s']:.2f} s, "
-                    f"rebases {result['rebases_mean']:.1f}/{result['rebases_max']}, wall {result['wall_s']:.1f} s",
+                    f"rebases {result['rebases_mean']:.1f}/{result['rebases_max']}, wall {result['wall_s']:.1f} s, "
+                    f"{result['conflict_retries']} regions retried after exhausting their rebases",
                     flush=True,
                 )
     if sizes:
