@@ -236,6 +236,11 @@ class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # gen
         LeaseIOError
             If the lock object cannot be created or read.
         """
+        # Waiters ask often: one read when the lease is held, instead of a refused create and a read.
+        held = self.read_lease_object(leases.COMMIT_LOCK)
+        if held is not None and not leases.Lease.decode(leases.COMMIT_LOCK, held[0]).expired():
+            yield False
+            return
         taken = leases.try_take_lock(self, leases.COMMIT_LOCK, "commit", self.commit_lease_ttl_s)
         if not isinstance(taken, tuple):
             yield False
