@@ -21,7 +21,9 @@ import xarray as xr
 from resources.batch_commit import RegionFork, commit_batch, write_region_fork
 from resources.batch_handoff import write_region_by_protocol
 from resources.cloud_stores import S3IcechunkStore
+from resources.local_store import LocalIcechunkStore
 from resources.region_write import write_region
+from resources.store import IcechunkStore
 from risk_model.errors import CommitConflictError
 from risk_model.grid import GridSpec, region_of_chunk
 from risk_model.schema import DIMS, VARIABLES, coordinates
@@ -63,6 +65,13 @@ class CommitLeaseS3Store(S3IcechunkStore):
             self.delete_lease_object(COMMIT_LEASE)
 
 
+def load_store(store_json: str) -> IcechunkStore:
+    """The store of ``store_json``: a local repository if it has a path, else one on S3."""
+    if '"path"' in store_json:
+        return LocalIcechunkStore.model_validate_json(store_json)
+    return S3IcechunkStore.model_validate_json(store_json)
+
+
 def region_dataset(grid: GridSpec, region_id: str, seed: int) -> tuple[Any, xr.Dataset, float]:
     """A region of random values (the compute stand-in) and the seconds it took to make."""
     started = time.perf_counter()
@@ -76,8 +85,7 @@ def region_dataset(grid: GridSpec, region_id: str, seed: int) -> tuple[Any, xr.D
 
 def direct_writer(protocol: str, store_json: str, grid_json: str, region_ids: list[str], start: Any, out: Any) -> None:
     """Write and commit each region with ``write_region`` (protocol ``direct`` or ``lease``)."""
-    store_cls = CommitLeaseS3Store if protocol == "lease" else S3IcechunkStore
-    store = store_cls.model_validate_json(store_json)
+    store = CommitLeaseS3Store.model_validate_json(store_json) if protocol == "lease" else load_store(store_json)
     grid = GridSpec.model_validate_json(grid_json)
     start.wait()
     for i, region_id in enumerate(region_ids):
@@ -121,7 +129,7 @@ def handoff_writer(store_json: str, grid_json: str, region_ids: list[str], start
     The function the IO manager calls (:func:`~resources.batch_handoff.write_region_by_protocol`):
     fork, hand-off as a pending object, commit as the lease holder or wait for the region's commit.
     """
-    store = S3IcechunkStore.model_validate_json(store_json).model_copy(update={"commit_protocol": "batch"})
+    store = load_store(store_json).model_copy(update={"commit_protocol": "batch"})
     grid = GridSpec.model_validate_json(grid_json)
     start.wait()
     for i, region_id in enumerate(region_ids):
@@ -156,7 +164,7 @@ def batch_writer(
     out: Any,
 ) -> None:
     """Write each region into a fork, hand it to the committer and wait until it is committed."""
-    store = S3IcechunkStore.model_validate_json(store_json)
+    store = load_store(store_json)
     grid = GridSpec.model_validate_json(grid_json)
     start.wait()
     for i, region_id in enumerate(region_ids):
@@ -187,13 +195,13 @@ def batch_writer(
 
 def committer(store_json: str, handoff: Any, receipts: list[Any], n_regions: int, batches: Any) -> None:
     """Commit every fork handed over, in batches of whatever has arrived, until ``n_regions`` are done."""
-    store = S3IcechunkStore.model_validate_json(store_json)
+    store = load_store(store_json)
     # One writer lease for the committer's life (renewed in the background), not one per batch.
     with store.writer_lease():
         _commit_loop(store, handoff, receipts, n_regions, batches)
 
 
-def _commit_loop(store: S3IcechunkStore, handoff: Any, receipts: list[Any], n_regions: int, batches: Any) -> None:
+def _commit_loop(store: IcechunkStore, handoff: Any, receipts: list[Any], n_regions: int, batches: Any) -> None:
     done = 0
     while done < n_regions:
         pending: list[tuple[int, RegionFork]] = [handoff.get(timeout=600)]

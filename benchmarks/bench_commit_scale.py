@@ -34,6 +34,7 @@ import multiprocessing
 import queue
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -47,6 +48,8 @@ from _services import moto_s3, s3_store  # noqa: E402
 
 from resources.batch_commit import commit_batch, write_region_fork  # noqa: E402
 from resources.ledger import committed_regions  # noqa: E402
+from resources.local_store import LocalIcechunkStore  # noqa: E402
+from resources.store import IcechunkStore  # noqa: E402
 from resources.template import ensure_template  # noqa: E402
 from risk_model.grid import GridSpec  # noqa: E402
 
@@ -85,9 +88,14 @@ def _collect(out: Any, n: int, procs: list[Any], label: str) -> list[dict[str, A
     return rows
 
 
-def run(protocol: str, writers: int, per_writer: int, endpoint: str, grid: GridSpec) -> dict[str, Any]:
-    """One measurement: ``writers`` processes under ``protocol`` on a fresh repository."""
-    store = s3_store(endpoint, BUCKET, f"{protocol}-{writers}-{uuid.uuid4().hex[:6]}")
+def run(
+    protocol: str, writers: int, per_writer: int, endpoint: str, grid: GridSpec, local_dir: Path | None = None
+) -> dict[str, Any]:
+    """One measurement: ``writers`` processes under ``protocol`` on a fresh repository (local if ``local_dir``)."""
+    name = f"{protocol}-{writers}-{uuid.uuid4().hex[:6]}"
+    store: IcechunkStore = (
+        s3_store(endpoint, BUCKET, name) if local_dir is None else LocalIcechunkStore(path=str(local_dir / name))
+    )
     ensure_template(store, grid, {})
     ids = [f"y{i // (grid.shape[1] // 64)}_x{i % (grid.shape[1] // 64)}" for i in range(writers * per_writer)]
     blocks = [ids[w * per_writer : (w + 1) * per_writer] for w in range(writers)]
@@ -202,6 +210,9 @@ def main() -> None:
     parser.add_argument("--per-writer", type=int, default=4)
     parser.add_argument("--protocols", nargs="+", default=["direct", "lease", "batch"])
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--storage", choices=["s3", "local"], default="s3", help="the S3 emulator, or a local repository (no lease)"
+    )
     args = parser.parse_args()
     side = 1
     while side * side < max([*args.writers, 1]) * args.per_writer or side * side < max([*args.batch_sizes, 1]):
@@ -213,7 +224,8 @@ def main() -> None:
         sizes = batch_sizes(args.batch_sizes, endpoint, grid)
         for writers in args.writers:
             for protocol in args.protocols:
-                result = run(protocol, writers, args.per_writer, endpoint, grid)
+                local_dir = Path(tempfile.mkdtemp(prefix="commit-scale-")) if args.storage == "local" else None
+                result = run(protocol, writers, args.per_writer, endpoint, grid, local_dir)
                 results.append(result)
                 print(
                     f"# {protocol} x {writers}: commit p50 {result['commit_p50_s']:.2f} s, "
@@ -229,7 +241,8 @@ def main() -> None:
             print(f"| {row['size']} | {row['commit_s']:.2f} | {row['commit_s'] / sizes[0]['commit_s']:.2f} |")
     base = {r["writers"]: r for r in results if r["protocol"] == "direct"}
     print()
-    print(f"{args.per_writer} regions of 64 x 64 px per writer; moto on 127.0.0.1; one fresh repository per row")
+    where = "moto on 127.0.0.1" if args.storage == "s3" else "a local repository"
+    print(f"{args.per_writer} regions of 64 x 64 px per writer; {where}; one fresh repository per row")
     print()
     print(
         "| protocol | writers | commits | rebases mean / max | commit p50 / p95 s | write+commit mean s | wall s "
