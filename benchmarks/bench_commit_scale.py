@@ -15,17 +15,20 @@ contiguous block of regions. Protocols:
   queue: the protocol's ideal, not a deployable path;
 - ``handoff``: the production path (``resources/batch_handoff.py``, what the IO manager calls
   with ``commit_protocol="batch"``): the fork handed over as a pending object in the bucket, and
-  whichever writer takes the commit lease commits every pending fork; the others poll for their
-  region's mark.
+  whichever writer takes the commit lease commits every pending fork; the others poll their
+  pending object, then read their region's commit.
 
-Recorded per region: rebase attempts, commit latency (for ``batch``: from hand-off to commit),
+Direct writers retry a region whose commit exhausted its rebase tries as the IO manager does
+(3 retries, 2 s apart). ``--storage local`` runs the same on a local repository (no ``lease``).
+
+Recorded per region: rebase attempts, commit latency (for ``batch`` and ``handoff``: from hand-off to commit),
 write time, compute-equivalent (making the region's arrays), the batch size; and per batch
 commit its size and latency. ``--json`` writes every row for ``sim_scale.py``'s calibration.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_commit_scale.py [--writers 1 8 16] [--per-writer 4] \
-        [--protocols direct lease batch handoff] [--json var/commit_scale.json]
+        [--protocols direct lease batch handoff] [--storage s3|local] [--json var/commit_scale.json]
 """
 
 import argparse
