@@ -11,11 +11,12 @@ A region writer (:func:`write_region_batched`), holding its writer lease through
    The holder is the committer for one round (:func:`commit_pending`): it lists every pending
    fork, commits them with :func:`~resources.batch_commit.commit_batch` (one commit per branch),
    deletes the pending objects whose region is now committed for their key, and lets the lease go;
-4. reads its region's mark at the branch tip; once the mark holds its build key, it looks up the
-   commit (the snapshot id its Dagster materialization records) and is done: ``written`` if that
-   commit carries its fork's id, ``skipped`` if another writer's fork of the region won. Otherwise
-   it backs off (bounded) and goes back to 3, until :attr:`~resources.store.IcechunkStore.commit_wait_s`
-   has passed: then :class:`CommitWaitTimeoutError`, and the pending fork stays for the next committer.
+4. reads its pending object (one small request). Once it is gone (a committer deletes it only after
+   the region is committed), it reads its region's mark at the branch tip and looks up the commit
+   (the snapshot id its Dagster materialization records): ``written`` if that commit carries its
+   fork's id, ``skipped`` if another writer's fork of the region won. Otherwise it backs off
+   (bounded) and goes back to 3, until :attr:`~resources.store.IcechunkStore.commit_wait_s` has
+   passed: then :class:`CommitWaitTimeoutError`, and the pending fork stays for the next committer.
 
 Per-region guarantees: exactly one commit per (region, build key) comes from the region marks,
 as in :mod:`resources.batch_commit` (a fork of a region already committed for its key is skipped,
