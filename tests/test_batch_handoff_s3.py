@@ -7,6 +7,8 @@ it, and while holding the commit lease. Whatever the kill, each region ends comm
 """
 
 import os
+import random
+import signal
 import subprocess
 import sys
 import time
@@ -201,3 +203,48 @@ def test_a_committer_killed_holding_the_commit_lease_is_replaced_once_the_lease_
         window = ds["risk"].isel(latitude=region.rows, longitude=region.cols).values
         expected = np.full(region.shape, region_value(demo_registry, region_id), window.dtype)
         np.testing.assert_array_equal(window, expected)
+
+
+@pytest.mark.slow
+def test_sixteen_batch_writers_killed_at_random_lose_nothing_and_duplicate_nothing(
+    s3_endpoint: str, demo_registry: RegionRegistry
+) -> None:
+    """``test_s3_chaos.py`` through the batch path: process groups SIGKILLed at random, restarted with their list."""
+    writers, n_regions, kills_wanted = 16, 32, 20
+    # A short commit lease: a committer killed mid-round holds the others back only this long.
+    store = _fresh(s3_endpoint, "chaos.icechunk", demo_registry, commit_lease_ttl_s=5.0)
+    region_ids = demo_registry.ids[:n_regions]
+    lists = [[region_ids[(2 * w + k) % n_regions] for k in range(4)] for w in range(writers)]
+    rng = random.Random(13)
+    procs = {w: _spawn("normal", store, lists[w]) for w in range(writers)}
+    kills = 0
+    deadline = time.monotonic() + 300
+    while kills < kills_wanted and time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.2, 1.0))
+        running = [w for w, p in procs.items() if p.poll() is None]
+        if not running:
+            break
+        victim = rng.choice(running)
+        os.killpg(procs[victim].pid, signal.SIGKILL)
+        procs[victim].wait()
+        kills += 1
+        procs[victim] = _spawn("normal", store, lists[victim])
+    for proc in procs.values():
+        _finish(proc)
+    assert kills > 0, "the writers finished before the first kill: nothing was tested"
+
+    commits = _commits(store)
+    per_region = {r: sum(c.region == r for c in commits) for r in region_ids}
+    assert {r: n for r, n in per_region.items() if n != 1} == {}, "regions lost (0) or duplicated (>1)"
+    # A committer killed between its commit and deleting the pending objects leaves them for the next
+    # round; if no writer hands anything over afterwards they stay, harmless: their regions are committed.
+    left = _pending(store)
+    assert {name.removeprefix(PENDING_PREFIX).split(".")[0] for name in left} <= set(region_ids)
+    ds = xr.open_zarr(store.repository().readonly_session(branch="main").store, consolidated=False)
+    for region_id in region_ids:
+        region = demo_registry.get(region_id)
+        for name, array in ds.isel(latitude=region.rows, longitude=region.cols).load().data_vars.items():
+            expected = np.full(region.shape, region_value(demo_registry, region_id), dtype=array.dtype)
+            np.testing.assert_array_equal(array.values, expected, err_msg=f"{name} of region {region_id}")
+    n_commits = len({c.snapshot_id for c in commits})
+    print(f"\nbatch chaos: {writers} writers, {kills} kills, {n_commits} commits, {len(left)} forks left")
