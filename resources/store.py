@@ -119,7 +119,7 @@ class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # gen
             "How region writers commit. 'batch': a writer writes its region into a fork of a session, "
             "hands the fork over as a pending object beside the repository, and whichever writer holds "
             "the commit lease commits every pending fork in one commit (resources/batch_handoff.py; "
-            "docs/scale.md: no rebases, commit p50 0.1 of direct at 16 writers on the S3 emulator). "
+            "docs/scale.md: no rebases, commit p50 0.31 of direct at 16 writers on the S3 emulator). "
             "'direct': each writer commits its own region, rebasing over the others."
         ),
     )
