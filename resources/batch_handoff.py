@@ -54,7 +54,7 @@ from resources.batch_commit import RegionFork, commit_batch, write_region_fork
 from resources.leases import PENDING_PREFIX
 from resources.ledger import CommitRecord, find_commit, marked_key
 from resources.region_write import WriteResult, write_region
-from resources.store import IcechunkStore, StoreError, icechunk_reason
+from resources.store import IcechunkStore, StoreError, disk_full_error, icechunk_reason
 from risk_model.alignment import check_alignment
 from risk_model.errors import CommitConflictError
 from risk_model.grid import GridSpec, Region
@@ -326,6 +326,8 @@ def write_region_batched(
         If the store could not be reached within its storage retries: retry later.
     LeaseIOError
         If the lease or pending objects could not be written or read: retry later.
+    StoreFullError
+        If the store's disk is full (or over quota): nothing of the region was committed.
     """
     check_alignment(grid, ds, expected=region)
     branch = branch or store.branch
@@ -372,6 +374,12 @@ def write_region_batched(
                 f"({icechunk_reason(err)}). Write the region again once the store is back: a region already "
                 "committed is skipped, not committed twice"
             ) from err
+        except (icechunk.IcechunkError, OSError) as err:
+            # A full disk fails every region the same way: say so once, and never retry it.
+            full = disk_full_error(store, err, f"writing region {region.id}")
+            if full is None:
+                raise
+            raise full from err
     status: Literal["written", "skipped"] = "written" if record.metadata.get(FORK_ID) == fork_id else "skipped"
     return WriteResult(
         status,
