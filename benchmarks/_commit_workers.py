@@ -2,7 +2,10 @@
 
 Every writer writes small regions through the project's own write path: ``write_region`` for
 direct commits (with or without a commit lease), ``write_region_fork`` + ``commit_batch`` for
-batch commits. Each returns one row per region to the parent through a queue.
+batch commits through an in-memory queue to one committer process, and the production path of
+batch commits (``write_region_by_protocol`` with ``commit_protocol="batch"``: pending objects in
+the bucket, whichever writer holds the commit lease commits) for ``handoff``. Each returns one
+row per region to the parent through a queue.
 """
 
 import os
@@ -16,13 +19,21 @@ import numpy as np
 import xarray as xr
 
 from resources.batch_commit import RegionFork, commit_batch, write_region_fork
+from resources.batch_handoff import write_region_by_protocol
 from resources.cloud_stores import S3IcechunkStore
+from resources.local_store import LocalIcechunkStore
 from resources.region_write import write_region
+from resources.store import IcechunkStore
+from risk_model.errors import CommitConflictError
 from risk_model.grid import GridSpec, region_of_chunk
 from risk_model.schema import DIMS, VARIABLES, coordinates
 from risk_model.versions import BuildKey
 
 KEY = BuildKey("bench-params", "bench-inputs", "bench-code")
+#: The IO manager's retry of a region whose commit exhausted its rebase tries (its
+#: ``conflict_retries`` and ``conflict_backoff_seconds`` defaults).
+CONFLICT_RETRIES = 3
+CONFLICT_BACKOFF_S = 2.0
 #: The commit lease's object name, beside the writer leases.
 COMMIT_LEASE = "commit"
 _LEASE_FIRST_WAIT_S = 0.005
@@ -54,6 +65,13 @@ class CommitLeaseS3Store(S3IcechunkStore):
             self.delete_lease_object(COMMIT_LEASE)
 
 
+def load_store(store_json: str) -> IcechunkStore:
+    """The store of ``store_json``: a local repository if it has a path, else one on S3."""
+    if '"path"' in store_json:
+        return LocalIcechunkStore.model_validate_json(store_json)
+    return S3IcechunkStore.model_validate_json(store_json)
+
+
 def region_dataset(grid: GridSpec, region_id: str, seed: int) -> tuple[Any, xr.Dataset, float]:
     """A region of random values (the compute stand-in) and the seconds it took to make."""
     started = time.perf_counter()
@@ -67,14 +85,24 @@ def region_dataset(grid: GridSpec, region_id: str, seed: int) -> tuple[Any, xr.D
 
 def direct_writer(protocol: str, store_json: str, grid_json: str, region_ids: list[str], start: Any, out: Any) -> None:
     """Write and commit each region with ``write_region`` (protocol ``direct`` or ``lease``)."""
-    store_cls = CommitLeaseS3Store if protocol == "lease" else S3IcechunkStore
-    store = store_cls.model_validate_json(store_json)
+    store = CommitLeaseS3Store.model_validate_json(store_json) if protocol == "lease" else load_store(store_json)
     grid = GridSpec.model_validate_json(grid_json)
     start.wait()
     for i, region_id in enumerate(region_ids):
         region, ds, compute_s = region_dataset(grid, region_id, i)
         began = time.perf_counter()
-        result = write_region(store, grid, region, ds, key=KEY, run_id=f"pid-{os.getpid()}")
+        lost_s = 0.0
+        for retry in range(CONFLICT_RETRIES + 1):
+            attempt = time.perf_counter()
+            try:
+                result = write_region(store, grid, region, ds, key=KEY, run_id=f"pid-{os.getpid()}")
+                break
+            except CommitConflictError:
+                # What the IO manager does: a Dagster retry of the step after a short wait.
+                if retry == CONFLICT_RETRIES:
+                    raise
+                time.sleep(CONFLICT_BACKOFF_S)
+                lost_s += time.perf_counter() - attempt
         total = time.perf_counter() - began
         assert result.commit is not None
         rebases = int(result.commit.metadata.get("__icechunk", {}).get("rebase_attempts", 0))
@@ -84,10 +112,42 @@ def direct_writer(protocol: str, store_json: str, grid_json: str, region_ids: li
                 "status": result.status,
                 "compute_s": compute_s,
                 "write_s": result.seconds_writing,
-                "commit_s": result.seconds_committing,
+                # A failed attempt (rebases exhausted) and its retry wait count as commit time.
+                "commit_s": result.seconds_committing + lost_s,
                 "total_s": total,
                 "rebases": rebases,
+                "conflict_retries": retry,
                 "batch": 1,
+                "done_at": time.time(),
+            }
+        )
+
+
+def handoff_writer(store_json: str, grid_json: str, region_ids: list[str], start: Any, out: Any) -> None:
+    """Write each region through the production path with ``commit_protocol="batch"``.
+
+    The function the IO manager calls (:func:`~resources.batch_handoff.write_region_by_protocol`):
+    fork, hand-off as a pending object, commit as the lease holder or wait for the region's commit.
+    """
+    store = load_store(store_json).model_copy(update={"commit_protocol": "batch"})
+    grid = GridSpec.model_validate_json(grid_json)
+    start.wait()
+    for i, region_id in enumerate(region_ids):
+        region, ds, compute_s = region_dataset(grid, region_id, i)
+        began = time.perf_counter()
+        result = write_region_by_protocol(store, grid, region, ds, key=KEY, run_id=f"pid-{os.getpid()}")
+        total = time.perf_counter() - began
+        assert result.commit is not None
+        out.put(
+            {
+                "region": region_id,
+                "status": result.status,
+                "compute_s": compute_s,
+                "write_s": result.seconds_writing,
+                "commit_s": result.seconds_committing,
+                "total_s": total,
+                "rebases": int(result.commit.metadata.get("__icechunk", {}).get("rebase_attempts", 0)),
+                "batch": 0,  # filled in from the ledger by the parent
                 "done_at": time.time(),
             }
         )
@@ -104,7 +164,7 @@ def batch_writer(
     out: Any,
 ) -> None:
     """Write each region into a fork, hand it to the committer and wait until it is committed."""
-    store = S3IcechunkStore.model_validate_json(store_json)
+    store = load_store(store_json)
     grid = GridSpec.model_validate_json(grid_json)
     start.wait()
     for i, region_id in enumerate(region_ids):
@@ -135,13 +195,13 @@ def batch_writer(
 
 def committer(store_json: str, handoff: Any, receipts: list[Any], n_regions: int, batches: Any) -> None:
     """Commit every fork handed over, in batches of whatever has arrived, until ``n_regions`` are done."""
-    store = S3IcechunkStore.model_validate_json(store_json)
+    store = load_store(store_json)
     # One writer lease for the committer's life (renewed in the background), not one per batch.
     with store.writer_lease():
         _commit_loop(store, handoff, receipts, n_regions, batches)
 
 
-def _commit_loop(store: S3IcechunkStore, handoff: Any, receipts: list[Any], n_regions: int, batches: Any) -> None:
+def _commit_loop(store: IcechunkStore, handoff: Any, receipts: list[Any], n_regions: int, batches: Any) -> None:
     done = 0
     while done < n_regions:
         pending: list[tuple[int, RegionFork]] = [handoff.get(timeout=600)]

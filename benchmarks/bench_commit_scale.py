@@ -11,23 +11,33 @@ contiguous block of regions. Protocols:
 - ``lease``: the same, but commits take turns through a create-only commit-lease object;
 - ``batch``: ``write_region_fork`` in the writer, the fork handed to one committer process that
   merges everything that has arrived and commits it with ``commit_batch`` (group commit); the
-  writer waits for its region's commit, holding its writer lease.
+  writer waits for its region's commit, holding its writer lease. The hand-off is an in-memory
+  queue: the protocol's ideal, not a deployable path;
+- ``handoff``: the production path (``resources/batch_handoff.py``, what the IO manager calls
+  with ``commit_protocol="batch"``): the fork handed over as a pending object in the bucket, and
+  whichever writer takes the commit lease commits every pending fork; the others poll their
+  pending object, then read their region's commit.
 
-Recorded per region: rebase attempts, commit latency (for ``batch``: from hand-off to commit),
+Direct writers retry a region whose commit exhausted its rebase tries as the IO manager does
+(3 retries, 2 s apart). ``--storage local`` runs the same on a local repository (no ``lease``).
+
+Recorded per region: rebase attempts, commit latency (for ``batch`` and ``handoff``: from hand-off to commit),
 write time, compute-equivalent (making the region's arrays), the batch size; and per batch
 commit its size and latency. ``--json`` writes every row for ``sim_scale.py``'s calibration.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_commit_scale.py [--writers 1 8 16] [--per-writer 4] \
-        [--protocols direct lease batch] [--json var/commit_scale.json]
+        [--protocols direct lease batch handoff] [--storage s3|local] [--json var/commit_scale.json]
 """
 
 import argparse
 import json
 import multiprocessing
+import queue
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -41,6 +51,8 @@ from _services import moto_s3, s3_store  # noqa: E402
 
 from resources.batch_commit import commit_batch, write_region_fork  # noqa: E402
 from resources.ledger import committed_regions  # noqa: E402
+from resources.local_store import LocalIcechunkStore  # noqa: E402
+from resources.store import IcechunkStore  # noqa: E402
 from resources.template import ensure_template  # noqa: E402
 from risk_model.grid import GridSpec  # noqa: E402
 
@@ -65,9 +77,28 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run(protocol: str, writers: int, per_writer: int, endpoint: str, grid: GridSpec) -> dict[str, Any]:
-    """One measurement: ``writers`` processes under ``protocol`` on a fresh repository."""
-    store = s3_store(endpoint, BUCKET, f"{protocol}-{writers}-{uuid.uuid4().hex[:6]}")
+def _collect(out: Any, n: int, procs: list[Any], label: str) -> list[dict[str, Any]]:
+    """``n`` rows from ``out``; fails at once if a process died (instead of waiting for its rows)."""
+    rows: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 1800
+    while len(rows) < n:
+        try:
+            rows.append(out.get(timeout=5))
+        except queue.Empty:
+            dead = [proc.exitcode for proc in procs if proc.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"{label}: {len(rows)} of {n} regions done; exit codes {dead}") from None
+    return rows
+
+
+def run(
+    protocol: str, writers: int, per_writer: int, endpoint: str, grid: GridSpec, local_dir: Path | None = None
+) -> dict[str, Any]:
+    """One measurement: ``writers`` processes under ``protocol`` on a fresh repository (local if ``local_dir``)."""
+    name = f"{protocol}-{writers}-{uuid.uuid4().hex[:6]}"
+    store: IcechunkStore = (
+        s3_store(endpoint, BUCKET, name) if local_dir is None else LocalIcechunkStore(path=str(local_dir / name))
+    )
     ensure_template(store, grid, {})
     ids = [f"y{i // (grid.shape[1] // 64)}_x{i % (grid.shape[1] // 64)}" for i in range(writers * per_writer)]
     blocks = [ids[w * per_writer : (w + 1) * per_writer] for w in range(writers)]
@@ -90,6 +121,11 @@ def run(protocol: str, writers: int, per_writer: int, endpoint: str, grid: GridS
                     args=(store_json, grid_json, block, w, start, handoff, receipts[w], out),
                 )
             )
+    elif protocol == "handoff":
+        procs.extend(
+            ctx.Process(target=_commit_workers.handoff_writer, args=(store_json, grid_json, block, start, out))
+            for block in blocks
+        )
     else:
         procs.extend(
             ctx.Process(target=_commit_workers.direct_writer, args=(protocol, store_json, grid_json, block, start, out))
@@ -99,7 +135,7 @@ def run(protocol: str, writers: int, per_writer: int, endpoint: str, grid: GridS
         proc.start()
     time.sleep(8 + 0.5 * writers)  # let every process import before the barrier opens
     start.set()
-    rows = [out.get(timeout=1800) for _ in ids]
+    rows = _collect(out, len(ids), procs, f"{protocol} x {writers}")
     # From the first region's start to the last region's commit: a process slow to import (this
     # machine is shared) must not count as commit time.
     wall = max(r["done_at"] for r in rows) - min(r["done_at"] - r["total_s"] for r in rows)
@@ -113,6 +149,13 @@ def run(protocol: str, writers: int, per_writer: int, endpoint: str, grid: GridS
     ledger = committed_regions(store.repository(), store.branch)
     assert sorted(ledger) == sorted(ids), f"{protocol} x {writers}: the ledger lists {len(ledger)} of {len(ids)}"
     assert all(r["status"] == "written" for r in rows)
+    if protocol == "handoff":
+        sizes = {c.snapshot_id: 0 for c in ledger.values()}
+        for record in ledger.values():
+            sizes[record.snapshot_id] += 1
+        for r in rows:
+            r["batch"] = sizes[ledger[r["region"]].snapshot_id]
+        batch_rows = [{"size": size} for size in sizes.values()]
     commit = [r["commit_s"] for r in rows]
     rebases = [r["rebases"] for r in rows]
     return {
@@ -130,6 +173,7 @@ def run(protocol: str, writers: int, per_writer: int, endpoint: str, grid: GridS
         "total_mean_s": statistics.fmean(r["total_s"] for r in rows),
         "compute_mean_s": statistics.fmean(r["compute_s"] for r in rows),
         "batch_mean": statistics.fmean(r["batch"] for r in rows),
+        "conflict_retries": sum(r.get("conflict_retries", 0) for r in rows),
         "rows": rows,
         "batches": batch_rows,
     }
@@ -169,6 +213,9 @@ def main() -> None:
     parser.add_argument("--per-writer", type=int, default=4)
     parser.add_argument("--protocols", nargs="+", default=["direct", "lease", "batch"])
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--storage", choices=["s3", "local"], default="s3", help="the S3 emulator, or a local repository (no lease)"
+    )
     args = parser.parse_args()
     side = 1
     while side * side < max([*args.writers, 1]) * args.per_writer or side * side < max([*args.batch_sizes, 1]):
@@ -180,11 +227,13 @@ def main() -> None:
         sizes = batch_sizes(args.batch_sizes, endpoint, grid)
         for writers in args.writers:
             for protocol in args.protocols:
-                result = run(protocol, writers, args.per_writer, endpoint, grid)
+                local_dir = Path(tempfile.mkdtemp(prefix="commit-scale-")) if args.storage == "local" else None
+                result = run(protocol, writers, args.per_writer, endpoint, grid, local_dir)
                 results.append(result)
                 print(
                     f"# {protocol} x {writers}: commit p50 {result['commit_p50_s']:.2f} s, "
-                    f"rebases {result['rebases_mean']:.1f}/{result['rebases_max']}, wall {result['wall_s']:.1f} s",
+                    f"rebases {result['rebases_mean']:.1f}/{result['rebases_max']}, wall {result['wall_s']:.1f} s, "
+                    f"{result['conflict_retries']} regions retried after exhausting their rebases",
                     flush=True,
                 )
     if sizes:
@@ -195,19 +244,20 @@ def main() -> None:
             print(f"| {row['size']} | {row['commit_s']:.2f} | {row['commit_s'] / sizes[0]['commit_s']:.2f} |")
     base = {r["writers"]: r for r in results if r["protocol"] == "direct"}
     print()
-    print(f"{args.per_writer} regions of 64 x 64 px per writer; moto on 127.0.0.1; one fresh repository per row")
+    where = "moto on 127.0.0.1" if args.storage == "s3" else "a local repository"
+    print(f"{args.per_writer} regions of 64 x 64 px per writer; {where}; one fresh repository per row")
     print()
     print(
         "| protocol | writers | commits | rebases mean / max | commit p50 / p95 s | write+commit mean s | wall s "
-        "| commit p50 vs direct | overhead % of 64 s |"
+        "| commit p50 vs direct | overhead % of 64 s | regions per commit (mean over regions) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = r["commit_p50_s"] / base[r["writers"]]["commit_p50_s"] if r["writers"] in base else float("nan")
         print(
             f"| {r['protocol']} | {r['writers']} | {r['commits']} | {r['rebases_mean']:.1f} / {r['rebases_max']} "
             f"| {r['commit_p50_s']:.2f} / {r['commit_p95_s']:.2f} | {r['total_mean_s']:.2f} | {r['wall_s']:.1f} "
-            f"| {ratio:.2f} | {100 * r['commit_mean_s'] / PRODUCTION_COMPUTE_S:.1f} |"
+            f"| {ratio:.2f} | {100 * r['commit_mean_s'] / PRODUCTION_COMPUTE_S:.1f} | {r['batch_mean']:.1f} |"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

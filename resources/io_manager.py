@@ -4,7 +4,10 @@ The asset returns one ``xarray.Dataset`` per region of its run (a run holds one 
 group of them locally), each carrying its provenance in its attrs
 (build key: ``params_version``, ``inputs_version``, ``code_version``; and the ``branch`` of its
 raster version). The IO manager writes it with ``region="auto"`` into that branch and commits
-with structured metadata; the commit is the last thing a region does. Only commit conflicts
+with structured metadata, with the store's ``commit_protocol``: ``batch`` (hands the region's
+fork to whichever writer holds the commit lease and waits for its commit,
+:mod:`resources.batch_handoff`) or ``direct`` (commits it itself); the commit is the last thing
+a region does. Only commit conflicts
 are retried (as a Dagster retry of the step); every other failure fails the step with the reason.
 """
 
@@ -22,8 +25,8 @@ from dagster import (
 )
 from pydantic import Field
 
+from resources.batch_handoff import write_region_by_protocol
 from resources.region_metadata import quicklook_metadata
-from resources.region_write import write_region
 from resources.store import IcechunkStore
 from risk_model.errors import CommitConflictError, RiskError
 from risk_model.grid import RegionRegistry, load_registry
@@ -60,7 +63,8 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
     def handle_output(self, context: OutputContext, obj: RegionDatasets) -> None:
         """Write and commit each region of the run's partitions, or skip those already committed.
 
-        One commit per region, whatever the number of regions in the run. The materialization
+        Each region is committed once (alone, or in a batch with other writers' regions under the
+        store's ``commit_protocol: "batch"``), whatever the number of regions in the run. The materialization
         of each partition carries its own region's metadata (snapshot, status, picture): what
         the reconciliation sensor compares with the commit log, region by region.
         """
@@ -108,7 +112,7 @@ class IcechunkRegionIOManager(ConfigurableIOManager):
             region = registry.get(region_id)
             key = BuildKey(*(str(obj.attrs[name]) for name in ("params_version", "inputs_version", "code_version")))
             branch = str(obj.attrs["branch"])
-            result = write_region(
+            result = write_region_by_protocol(
                 self.store,
                 registry.grid,
                 region,

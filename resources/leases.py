@@ -8,7 +8,9 @@ consistent listings; this module builds the two-sided check on those alone.
 
 Layout: one object per lease under ``<prefix>.leases/`` (a sibling of the repository's
 prefix, never inside Icechunk's own layout): ``writer-<uuid>`` per writer, ``maintenance``
-for the maintenance lock. Each holds JSON: kind, owner, host, pid, started_at, expires_at.
+for the maintenance lock, ``commit`` for the batch committer's lock. Each holds JSON: kind,
+owner, host, pid, started_at, expires_at. Batch commits also keep the forks handed over to the
+committer there, under ``pending/`` (:mod:`resources.batch_handoff`).
 
 Protocol:
 
@@ -54,6 +56,10 @@ log = logging.getLogger(__name__)
 
 WRITER_PREFIX = "writer-"
 MAINTENANCE_LOCK = "maintenance"
+#: The batch committer's lock (see :mod:`resources.batch_handoff`).
+COMMIT_LOCK = "commit"
+#: Names of the forks handed over to the batch committer start with this.
+PENDING_PREFIX = "pending/"
 
 # Backoff of a writer waiting for maintenance, and of maintenance draining writers: short first
 # (maintenance of a small repository takes seconds), capped so waiters notice a release soon.
@@ -340,36 +346,73 @@ def writer_lease(objects: LeaseObjects, *, ttl_s: float, wait_s: float) -> Itera
             log.warning("could not delete writer lease %s (it expires in %.0f s): %s", lease.name, ttl_s, err)
 
 
-def _take_lock(objects: LeaseObjects, ttl_s: float) -> tuple[Lease, str]:
-    """Create the maintenance lock, or replace it if it expired; refuse if another holds it."""
+def try_take_lock(objects: LeaseObjects, name: str, kind: str, ttl_s: float) -> tuple[Lease, str] | Lease | None:
+    """Create lock object ``name``, or replace it if its holder's lease expired.
+
+    Parameters
+    ----------
+    objects
+        The store.
+    name, kind
+        The lock object's name under the lease prefix, and the kind recorded in it.
+    ttl_s
+        Lifetime of the lock without renewal.
+
+    Returns
+    -------
+    tuple[Lease, str] | Lease | None
+        ``(lock, version)`` if taken; the holder's :class:`Lease` if another holds it unexpired;
+        ``None`` if it kept changing hands while we looked (try again later).
+    """
     for _ in range(3):  # a lock released or replaced between our steps: look again, a few times
-        lease = Lease.new(MAINTENANCE_LOCK, "maintenance", ttl_s)
-        version = objects.create_lease_object(MAINTENANCE_LOCK, lease.encode())
+        lease = Lease.new(name, kind, ttl_s)
+        version = objects.create_lease_object(name, lease.encode())
         if version is not None:
             return lease, version
-        found = _read(objects, MAINTENANCE_LOCK)
+        found = _read(objects, name)
         if found is None:
             continue
         holder, current = found
         if not holder.expired():
-            raise WritersActiveError(
-                f"refusing maintenance: another maintenance holds the lock at {objects.lease_location()} "
-                f"({holder.describe()}). Wait for it to finish; nothing was changed"
-            )
-        version = objects.replace_lease_object(MAINTENANCE_LOCK, lease.encode(), current)
+            return holder
+        version = objects.replace_lease_object(name, lease.encode(), current)
         if version is not None:
-            log.warning("took over the expired maintenance lock %s", holder.describe())
+            log.warning("took over the expired lock %s", holder.describe())
             return lease, version
-    raise WritersActiveError(
-        f"refusing maintenance: the lock at {objects.lease_location()} kept changing hands; nothing was changed"
-    )
+    return None
+
+
+def release_lock(objects: LeaseObjects, name: str, owner: str) -> None:
+    """Delete lock object ``name`` if ``owner`` still holds it (after ours expired, another may have taken it)."""
+    found = _read(objects, name)
+    if found is not None and found[0].owner == owner:
+        objects.delete_lease_object(name)
+
+
+@contextmanager
+def renewed(objects: LeaseObjects, lease: Lease, version: str, ttl_s: float) -> Iterator[Lease]:
+    """Renew ``lease`` (taken with :func:`try_take_lock`) every third of ``ttl_s`` for the duration."""
+    with _Renewal(objects, lease, version, ttl_s):
+        yield lease
+
+
+def _take_lock(objects: LeaseObjects, ttl_s: float) -> tuple[Lease, str]:
+    """Create the maintenance lock, or replace it if it expired; refuse if another holds it."""
+    taken = try_take_lock(objects, MAINTENANCE_LOCK, "maintenance", ttl_s)
+    if isinstance(taken, Lease):
+        raise WritersActiveError(
+            f"refusing maintenance: another maintenance holds the lock at {objects.lease_location()} "
+            f"({taken.describe()}). Wait for it to finish; nothing was changed"
+        )
+    if taken is None:
+        raise WritersActiveError(
+            f"refusing maintenance: the lock at {objects.lease_location()} kept changing hands; nothing was changed"
+        )
+    return taken
 
 
 def _release_lock(objects: LeaseObjects, owner: str) -> None:
-    found = _read(objects, MAINTENANCE_LOCK)
-    # Only our own: after ours expired, another maintenance may have taken it over.
-    if found is not None and found[0].owner == owner:
-        objects.delete_lease_object(MAINTENANCE_LOCK)
+    release_lock(objects, MAINTENANCE_LOCK, owner)
 
 
 def _drain(objects: LeaseObjects, wait_s: float) -> None:

@@ -1,12 +1,17 @@
 """The repository on the local filesystem: the local default's store."""
 
+import errno
 import fcntl
+import hashlib
 import os
+import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import icechunk
 from pydantic import Field
@@ -41,6 +46,14 @@ class LocalIcechunkStore(IcechunkStore):
     """
 
     path: str = Field(description="Directory of the repository.")
+    # Measured in docs/scale.md (section 2, local filesystem): see there why this default.
+    commit_protocol: Literal["batch", "direct"] = Field(
+        default="direct",
+        description=(
+            "How region writers commit ('batch' or 'direct', see IcechunkStore.commit_protocol). On local "
+            "disk commits already take turns through a file lock and cost milliseconds."
+        ),
+    )
 
     def storage(self) -> icechunk.Storage:
         """Local filesystem storage at :attr:`path`."""
@@ -193,3 +206,121 @@ class LocalIcechunkStore(IcechunkStore):
     def live_writer_leases(self) -> list[Lease]:
         """None: while maintenance holds the exclusive lock, no writer can hold a lease."""
         return []
+
+    # Objects beside the repository for batch commits (resources.batch_handoff): the pending
+    # forks. Files under `<repo>.leases/`, with the same create-only and replace-if-unchanged
+    # semantics as the object stores' conditional writes.
+
+    @property
+    def lease_dir(self) -> Path:
+        """The folder of the lease objects: beside the repository, never part of it."""
+        repo = Path(self.path).resolve()
+        return repo.with_name(repo.name + ".leases")
+
+    def lease_location(self) -> str:
+        """The folder of the lease objects."""
+        return f"{self.lease_dir}/"
+
+    def _object_path(self, name: str) -> Path:
+        path = (self.lease_dir / name).resolve()
+        if self.lease_dir.resolve() not in path.parents:
+            raise ValueError(f"lease object name {name!r} leaves {self.lease_dir}")
+        return path
+
+    @staticmethod
+    def _version(data: bytes) -> str:
+        # Content-addressed versions: every body this code writes differs (times, uuids).
+        return hashlib.sha256(data).hexdigest()[:24]
+
+    def _staged(self, target: Path, data: bytes) -> Path:
+        """``data`` in a temporary file next to ``target``: linked or renamed into place whole."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_name(f".tmp-{uuid.uuid4().hex}")
+        staged.write_bytes(data)
+        return staged
+
+    def create_lease_object(self, name: str, data: bytes) -> str | None:
+        """Create the file only if absent (a hard link of a complete temporary file: atomic)."""
+        target = self._object_path(name)
+        staged = self._staged(target, data)
+        try:
+            os.link(staged, target)
+        except FileExistsError:
+            return None
+        finally:
+            staged.unlink()
+        return self._version(data)
+
+    def read_lease_object(self, name: str) -> tuple[bytes, str] | None:
+        """The file's bytes and version, or ``None`` if absent."""
+        try:
+            data = self._object_path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, self._version(data)
+
+    def replace_lease_object(self, name: str, data: bytes, version: str) -> str | None:
+        """Overwrite the file if still at ``version``, under a lock that every replace and delete takes."""
+        target = self._object_path(name)
+        with _flock(self.lease_dir / ".replace-lock", fcntl.LOCK_EX):
+            current = self.read_lease_object(name)
+            if current is None or current[1] != version:
+                return None
+            os.replace(self._staged(target, data), target)
+        return self._version(data)
+
+    def delete_lease_object(self, name: str) -> None:
+        """Delete the file (no error if absent)."""
+        with _flock(self.lease_dir / ".replace-lock", fcntl.LOCK_EX):
+            self._object_path(name).unlink(missing_ok=True)
+
+    def list_lease_objects(self) -> list[str]:
+        """The names of the lease objects (temporary files left out)."""
+        if not self.lease_dir.is_dir():
+            return []
+        return sorted(
+            str(path.relative_to(self.lease_dir))
+            for path in self.lease_dir.rglob("*")
+            if path.is_file() and not path.name.startswith(".")
+        )
+
+    def writer_alive(self, lease_name: str | None, host: str, pid: int) -> bool:
+        """Whether process ``pid`` on ``host`` still runs: a local writer's lease (a file lock) dies with it.
+
+        A writer on another host (a shared network folder) is presumed alive.
+        """
+        if host != socket.gethostname():
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # it exists, under another user
+        return True
+
+    @property
+    def committer_lock_path(self) -> Path:
+        """The batch committer's lock file: beside the repository."""
+        repo = Path(self.path).resolve()
+        return repo.with_name(repo.name + ".committer-lock")
+
+    @contextmanager
+    def commit_lease(self) -> Iterator[bool]:
+        """Try once to take an exclusive ``flock`` on :attr:`committer_lock_path`; yields whether taken.
+
+        The kernel drops it when its holder dies: no expiry to wait for after a killed committer.
+        """
+        self.committer_lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.committer_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)

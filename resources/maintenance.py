@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import icechunk
 
+from resources.batch_handoff import pending_since
 from resources.expiry_plan import (
     SurvivingHistory,
     differences,
@@ -360,6 +361,9 @@ def maintain(
             gc_cutoff = min(
                 [expire_older_than, started_at - gc_margin]
                 + [lease.started_at - gc_margin for lease in store.live_writer_leases()]
+                # A fork handed to the batch committer is referenced by no snapshot until its
+                # commit, and its writer may be gone: keep everything written since it began.
+                + [since - gc_margin for since in pending_since(store)]
             )
         gc = None
         if gc_cutoff is not None:
