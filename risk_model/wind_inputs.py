@@ -20,6 +20,7 @@ from risk_model.inputs import (
     expanded_window,
     on_grid,
     open_raster,
+    read_env,
     read_on_grid,
     read_source_window,
     read_window,
@@ -170,7 +171,7 @@ class WindShareBands:
         self._rows, self._cols = expanded_window(grid, rows, cols, halo)
         self._nearest: NearestIndex | None = None
         try:
-            with open_raster(path) as src:
+            with read_env(), open_raster(path) as src:
                 if src.count != WIND_BANDS:
                     raise wind_band_count_error(path, src.count)
                 if resampling == "nearest" and src.crs is not None and not on_grid(src, grid):
@@ -196,7 +197,7 @@ class WindShareBands:
             raise IndexError(f"wind share band {index} out of range 0-{WIND_BANDS - 1}")
         grid, rows, cols = self._grid, self._rows, self._cols
         try:
-            with open_raster(self._path) as src:
+            with read_env(), open_raster(self._path) as src:
                 if self._nearest is not None:
                     return self._nearest.gather(src, index + 1, self._dtype)
                 if on_grid(src, grid):
