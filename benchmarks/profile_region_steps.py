@@ -88,8 +88,10 @@ def main() -> None:
         params = ModelParams()
         halo = window_halo(grid, rows, params)
         steps = Steps()
-        print(f"window {rows.stop - rows.start + 2 * halo} x {cols.stop - cols.start + 2 * halo} px; "
-              f"RSS at start {_status('VmRSS'):.0f} MiB")
+        print(
+            f"window {rows.stop - rows.start + 2 * halo} x {cols.stop - cols.start + 2 * halo} px; "
+            f"RSS at start {_status('VmRSS'):.0f} MiB"
+        )
         cr = steps.run(
             "read_conditional_risk",
             lambda: read_conditional_risk(inputs.conditional_risk, grid, rows, cols, halo).astype(
@@ -120,9 +122,11 @@ def main() -> None:
         )
         bands_cpu = sum(row[1] for row in steps.rows[start:-1])
         total = sum(row[1] for row in steps.rows if not row[0].startswith("  "))
-        print(f"\nwind share reads together: {bands_cpu:.2f} s CPU; model without them: "
-              f"{steps.rows[-1][1] - bands_cpu:.2f} s; all steps: {total:.2f} s CPU; "
-              f"peak of the process {max(row[2] for row in steps.rows):.0f} MiB")
+        print(
+            f"\nwind share reads together: {bands_cpu:.2f} s CPU; model without them: "
+            f"{steps.rows[-1][1] - bands_cpu:.2f} s; all steps: {total:.2f} s CPU; "
+            f"peak of the process {max(row[2] for row in steps.rows):.0f} MiB"
+        )
 
 
 if __name__ == "__main__":
