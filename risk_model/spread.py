@@ -46,12 +46,23 @@ def _spread_rows(values: Floats, out: Floats, rows: slice, kernel: FloatArray, c
     cells = int(np.count_nonzero(footprint))
     ones = footprint.astype(np.float32 if cells <= _FLOAT32_COUNT_CELLS else np.float64)
     half = kernel.shape[0] // 2  # an output row depends on the rows within half a kernel height
-    n = values.shape[0]
+    half_width = kernel.shape[1] // 2
+    n, width = values.shape
     for start in range(rows.start, rows.stop, _STRIP_ROWS):
         stop = min(start + _STRIP_ROWS, rows.stop)
         lo, hi = max(0, start - half), min(n, stop + half)
         inner = slice(start - lo, stop - lo)
-        block = values[lo:hi].astype(np.float64, copy=False)
+        # Only the columns within half a kernel width of a burning pixel can be reached: the
+        # strip is convolved over those (ocean, lakes, non-burnable land at its sides cost
+        # nothing) and the rest of its row is 0, exactly what the whole strip would give there.
+        burning = np.flatnonzero(values[lo:hi].any(axis=0))
+        if burning.size == 0:
+            out[start:stop] = 0.0
+            continue
+        c0, c1 = max(0, int(burning[0]) - half_width), min(width, int(burning[-1]) + half_width + 1)
+        out[start:stop, :c0] = 0.0
+        out[start:stop, c1:] = 0.0
+        block = values[lo:hi, c0:c1].astype(np.float64, copy=False)
         numerator = oaconvolve(block, kernel, mode="same")[inner]
         counts = np.rint(oaconvolve((block > 0).astype(ones.dtype), ones, mode="same")[inner])
         reached = (counts > 0) & (numerator >= clip)
@@ -61,7 +72,7 @@ def _spread_rows(values: Floats, out: Floats, rows: slice, kernel: FloatArray, c
         numerator *= cells
         np.maximum(numerator, 0.0, out=numerator)
         numerator[~reached] = 0.0
-        out[start:stop] = numerator
+        out[start:stop, c0:c1] = numerator
 
 
 def spread_bands(values: Floats, segments: Sequence[tuple[slice, FloatArray]], iterations: int, clip: float) -> Floats:
