@@ -12,8 +12,9 @@ region committed under another code version is built again.
 #    bands only is now missing wind (GDAL's multi-band warp used to copy the no-data value in).
 # 4: the spread convolves each strip with one FFT (fftconvolve, not overlap-add), only over the
 #    columns a burning pixel reaches (issue 12, CPU): other FFT sizes, so float64 sums move by
-#    rounding (~1e-15) and a stored float32 pixel can change in its last bit; a band's own no-data value masks it in every warped read (band
-#    1's value was applied to all bands of a source that declares one per band).
+#    rounding (~1e-15) and a stored float32 pixel can change in its last bit; a band's own no-data
+#    value masks it in every warped read (band 1's value was applied to all bands of a source that
+#    declares one per band).
 MODEL_CODE_VERSION = "4"
 
 
