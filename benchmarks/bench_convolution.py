@@ -1,8 +1,8 @@
 """Which convolution should the spread step use? Measure the candidates in one run.
 
 Candidates: :func:`scipy.ndimage.convolve` (direct, the reference), :func:`scipy.signal.fftconvolve`
-and :func:`scipy.signal.oaconvolve` (overlap-add FFT), whole or by strips of 512 rows (what the
-model does), and ``oaconvolve`` in float32. Each is timed on the real spread kernels of the
+and :func:`scipy.signal.oaconvolve` (overlap-add FFT), whole or by strips of 512 rows (the model
+uses ``fftconvolve`` by strips), and ``oaconvolve`` in float32. Each is timed on the real spread kernels of the
 model (default parameters, pixel size of the demo grid's latitude) applied to a realistic
 burn-probability field (smooth, 0-0.1, with non-burnable holes), and checked against
 ``ndimage.convolve`` to 1e-9; the peak memory of each call is traced (numpy's and scipy's
@@ -33,14 +33,16 @@ Convolve = Callable[[np.ndarray, np.ndarray], np.ndarray]
 STRIP_ROWS = 512
 
 
-def by_strips(values: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """``oaconvolve`` over strips of :data:`STRIP_ROWS` rows, each read with half a kernel of overlap."""
+def by_strips(
+    values: np.ndarray, kernel: np.ndarray, convolve: Callable[..., np.ndarray] = signal.oaconvolve
+) -> np.ndarray:
+    """``convolve`` over strips of :data:`STRIP_ROWS` rows, each read with half a kernel of overlap."""
     half, n = kernel.shape[0] // 2, values.shape[0]
     out = np.empty_like(values)
     for start in range(0, n, STRIP_ROWS):
         stop = min(start + STRIP_ROWS, n)
         lo, hi = max(0, start - half), min(n, stop + half)
-        out[start:stop] = signal.oaconvolve(values[lo:hi], kernel, mode="same")[start - lo : stop - lo]
+        out[start:stop] = convolve(values[lo:hi], kernel, mode="same")[start - lo : stop - lo]
     return out
 
 
@@ -49,6 +51,8 @@ CANDIDATES: dict[str, Convolve] = {
     "signal.fftconvolve": lambda a, k: signal.fftconvolve(a, k, mode="same"),
     "signal.oaconvolve": lambda a, k: signal.oaconvolve(a, k, mode="same"),
     f"oaconvolve {STRIP_ROWS}-row strips": by_strips,
+    # What the model does since 2026-12-02: one FFT per strip (docs/benchmarks.md, issue 12).
+    f"fftconvolve {STRIP_ROWS}-row strips": partial(by_strips, convolve=signal.fftconvolve),
     "oaconvolve float32": lambda a, k: signal.oaconvolve(a.astype(np.float32), k.astype(np.float32), mode="same"),
 }
 

@@ -191,7 +191,8 @@ def main() -> None:
                 result = run_child(code, spec, tmp / f"{label}.json")
                 results[label].append(result)
                 print(
-                    f"{label:9s} ({code}): compute {result['compute_cpu_s']:.1f} s CPU "
+                    f"{label:9s} ({code}, load average {os.getloadavg()[0]:.1f}): "
+                    f"compute {result['compute_cpu_s']:.1f} s CPU "
                     f"({result['compute_wall_s']:.1f} s wall), peak RSS {result['peak_rss_after_compute_mb']:.0f} MiB "
                     f"(process: {result['process_cpu_s']:.1f} s CPU, {result['process_peak_rss_mb']:.0f} MiB)",
                     flush=True,

@@ -66,10 +66,14 @@ K8S_CONFIG_TAG = "dagster-k8s/config"
 #: it (``NoSchedule``) so that only pods tolerating it, the region steps, land there.
 SPOT_NODE_LABEL = "cloud.google.com/gke-spot"
 
-#: Peak resident memory per output pixel of one region step, in bytes. Measured: a 6000 x 4500
-#: production region (27 Mpx) peaked at ~6.1 GB, i.e. 226 bytes per pixel (the input windows with
-#: their halo, the float64 intermediates of the convolution and the encoded output together).
-PEAK_BYTES_PER_PIXEL = 226
+#: Peak resident memory per output pixel of one region step, in bytes. Measured on 2026-12-02 by
+#: ``benchmarks/bench_region_memory.py`` (docs/benchmarks.md, "One production region"): a 6000 x 4500
+#: production region (27 Mpx, computed over its 6130 x 4630 window) peaked at 1,360-1,375 MiB of
+#: RSS, interpreter and imports included, i.e. 54 bytes per pixel at most (float32 working arrays, the
+#: wind shares one band at a time, the spread's strip temporaries). It was 226 (a 6.1 GB peak) with float64
+#: arrays and all 8 share bands held. The benchmark stops before the write: the headroom and the
+#: base below cover writing the region (a contiguous copy of one variable's chunk, ~100 MiB).
+PEAK_BYTES_PER_PIXEL = 54
 #: Margin on the measured peak: inputs differ between regions and a memory overrun is an OOM kill.
 MEMORY_HEADROOM = 1.25
 #: Python, Dagster, xarray and Icechunk loaded before any pixel: the floor for tiny regions.

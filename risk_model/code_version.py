@@ -14,7 +14,12 @@ from risk_model.digest import digest
 #    move by float32 rounding (<= 1e-5 relative, ~1e-7 measured), so stored float32 pixels change
 #    in their last bits and a score can move at a bin edge; a wind pixel with no-data in some
 #    bands only is now missing wind (GDAL's multi-band warp used to copy the no-data value in).
-MODEL_CODE_VERSION = "3"
+# 4: the spread convolves each strip with one FFT (fftconvolve, not overlap-add), only over the
+#    columns a burning pixel reaches (issue 12, CPU): other FFT sizes, so float64 sums move by
+#    rounding (~1e-15) and a stored float32 pixel can change in its last bit; a band's own no-data
+#    value masks it in every warped read (band 1's value was applied to all bands of a source that
+#    declares one per band).
+MODEL_CODE_VERSION = "4"
 
 #: Bump when a change alters the wind shares computed from the same dataset and percentile
 #: (:mod:`risk_model.wind`).

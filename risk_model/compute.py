@@ -208,8 +208,12 @@ def compute_window(
         If an input cannot be read or the wind raster does not have 8 bands.
     """
     halo = halo_pixels(params, pixel_size_m) if pixel_size_m is not None else window_halo(grid, rows, params)
-    # Each input is read in float64 and narrowed at once, so only one float64 array is alive.
-    conditional_risk = read_conditional_risk(inputs.conditional_risk, grid, rows, cols, halo).astype(dtype, copy=False)
+    # Both rasters are warped straight into the working dtype (no float64 window is held): the
+    # conditional risk is float32 as published, burn probability is gap-filled in float64 at
+    # its source resolution and rounded once as it is warped.
+    conditional_risk = read_conditional_risk(
+        inputs.conditional_risk, grid, rows, cols, halo, dtype=np.dtype(dtype).name
+    )
     inner = (slice(halo, -halo or None), slice(halo, -halo or None))
     if not np.isfinite(conditional_risk[inner]).any():
         return None  # all ocean: skip reading the other inputs
@@ -221,7 +225,8 @@ def compute_window(
         halo,
         params.burn_probability_resampling,
         gap_fill_window_px=params.gap_fill_window_px,
-    ).astype(dtype, copy=False)
+        dtype=np.dtype(dtype).name,
+    )
     # Read band by band as the model asks for them, never all 8 at once.
     wind = WindShareBands(
         inputs.wind_shares(), grid, rows, cols, halo, params.wind_resampling, dtype=np.dtype(dtype).name

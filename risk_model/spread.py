@@ -11,9 +11,10 @@ FloatArray = npt.NDArray[np.float64]
 Floats = npt.NDArray[np.floating[Any]]
 
 
-# Rows per strip of the spread's convolutions. scipy's oaconvolve holds about 6 times its input
-# in temporaries: 1.2 GB for a whole production window (6130 x 4630 px) in float64, ~130 MB
-# for 512 rows. Each strip recomputes a kernel height of overlap (11-37 rows at 30 m), ~5 %.
+# Rows per strip of the spread's convolutions. scipy's FFT convolutions hold several times their
+# input in temporaries (oaconvolve about 6 times): 1.2 GB for a whole production window
+# (6130 x 4630 px) in float64, ~130 MB for 512 rows. Each strip recomputes a kernel height of
+# overlap (11-37 rows at 30 m), ~5 %.
 # Measured by benchmarks/bench_convolution.py --production.
 _STRIP_ROWS = 512
 
@@ -26,34 +27,49 @@ _FLOAT32_COUNT_CELLS = 2**16
 def _spread_rows(values: Floats, out: Floats, rows: slice, kernel: FloatArray, clip: float) -> None:
     """One round of the spread for ``rows`` of ``values``, written to the same rows of ``out``.
 
-    The numerator ``conv(A, w)`` is an overlap-add FFT convolution in float64 whatever the
+    The numerator ``conv(A, w)`` is an FFT convolution in float64 whatever the
     working dtype: a float32 FFT's error is about 1e-7 of the largest value in reach of the
     transform, which is 1e-4 relative to the small means next to a weak fire. The denominator
     ``conv(A > 0, w)`` is ``k / cells`` for an integer count ``k`` of burning pixels in reach,
     so it is counted exactly: an FFT of the binary footprint, rounded to the nearest integer.
 
-    Overlap-add FFT convolution (:func:`scipy.signal.oaconvolve`) was chosen by
-    ``benchmarks/bench_convolution.py``: 3.5x faster than :func:`scipy.ndimage.convolve` on a
-    production window and 4x on 1500 x 1500 px, agreeing with it to ~2e-16. Kernels have odd
-    sides, so ``mode="same"`` is centred exactly as ``ndimage.convolve`` is, with zeros
-    outside the array.
+    FFT convolution was chosen by ``benchmarks/bench_convolution.py``: overlap-add
+    (:func:`scipy.signal.oaconvolve`) was 3.5x faster than :func:`scipy.ndimage.convolve` on a
+    whole production window, agreeing with it to ~2e-16. On the strips convolved here (512 rows
+    plus a kernel's height) one FFT of the strip (:func:`scipy.signal.fftconvolve`) is faster
+    still: 1.3-2.2x oaconvolve's speed on one core (docs/benchmarks.md, issue 12), agreeing
+    with it to ~2e-15 of the largest value; its float32 count is within 1e-4 of the integer for
+    the model's kernels and within 0.04 for a 65,536-cell kernel, far from the 0.5 that rounding
+    tolerates. Kernels have odd sides, so ``mode="same"`` is centred exactly as
+    ``ndimage.convolve`` is, with zeros outside the array.
     """
     # Imported here: scipy.signal takes about a second to import, which every process that
     # imports the model (the CLI, a rerun with nothing to compute) would pay for nothing.
-    from scipy.signal import oaconvolve
+    from scipy.signal import fftconvolve
 
     footprint = kernel > 0
     cells = int(np.count_nonzero(footprint))
     ones = footprint.astype(np.float32 if cells <= _FLOAT32_COUNT_CELLS else np.float64)
     half = kernel.shape[0] // 2  # an output row depends on the rows within half a kernel height
-    n = values.shape[0]
+    half_width = kernel.shape[1] // 2
+    n, width = values.shape
     for start in range(rows.start, rows.stop, _STRIP_ROWS):
         stop = min(start + _STRIP_ROWS, rows.stop)
         lo, hi = max(0, start - half), min(n, stop + half)
         inner = slice(start - lo, stop - lo)
-        block = values[lo:hi].astype(np.float64, copy=False)
-        numerator = oaconvolve(block, kernel, mode="same")[inner]
-        counts = np.rint(oaconvolve((block > 0).astype(ones.dtype), ones, mode="same")[inner])
+        # Only the columns within half a kernel width of a burning pixel can be reached: the
+        # strip is convolved over those (ocean, lakes, non-burnable land at its sides cost
+        # nothing) and the rest of its row is 0, exactly what the whole strip would give there.
+        burning = np.flatnonzero(values[lo:hi].any(axis=0))
+        if burning.size == 0:
+            out[start:stop] = 0.0
+            continue
+        c0, c1 = max(0, int(burning[0]) - half_width), min(width, int(burning[-1]) + half_width + 1)
+        out[start:stop, :c0] = 0.0
+        out[start:stop, c1:] = 0.0
+        block = values[lo:hi, c0:c1].astype(np.float64, copy=False)
+        numerator = fftconvolve(block, kernel, mode="same")[inner]
+        counts = np.rint(fftconvolve((block > 0).astype(ones.dtype), ones, mode="same")[inner])
         reached = (counts > 0) & (numerator >= clip)
         # numerator / (counts / cells), in place; FFT noise may leave a mean of positive
         # values a hair below 0: clip it.
@@ -61,7 +77,7 @@ def _spread_rows(values: Floats, out: Floats, rows: slice, kernel: FloatArray, c
         numerator *= cells
         np.maximum(numerator, 0.0, out=numerator)
         numerator[~reached] = 0.0
-        out[start:stop] = numerator
+        out[start:stop, c0:c1] = numerator
 
 
 def spread_bands(values: Floats, segments: Sequence[tuple[slice, FloatArray]], iterations: int, clip: float) -> Floats:

@@ -12,10 +12,20 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from rasterio.warp import transform as transform_points
 
+from risk_model import inputs as inputs_module
 from risk_model.compute import compute_region
 from risk_model.grid import GridSpec, load_grid, region_of_chunk
 from risk_model.input_checks import validate_input, validate_inputs
-from risk_model.inputs import InputError, InputSet, on_grid, read_burn_probability, read_conditional_risk, read_window
+from risk_model.inputs import (
+    InputError,
+    InputSet,
+    on_grid,
+    open_raster,
+    read_burn_probability,
+    read_conditional_risk,
+    read_window,
+    reproject_to_grid,
+)
 from risk_model.params import ModelParams
 from risk_model.science import gap_fill
 from risk_model.synthetic import FILENAMES, GENERATOR_VERSION, ensure_inputs, generate_inputs
@@ -241,12 +251,115 @@ def test_wind_share_bands_one_at_a_time_are_the_shares_read_at_once(tmp_path: Pa
     with pytest.raises(IndexError):
         bands[8]
     # No-data in one band only is NaN in that band (so the model treats the pixel as without
-    # wind). GDAL's multi-band warp, which read_wind_shares uses, would instead copy the no-data
-    # value (-1) into that band wherever another band has data.
+    # wind), in both readers. A single multi-band GDAL warp (with rasterio's
+    # UNIFIED_SRC_NODATA=YES) would instead copy the no-data value (-1) into that band wherever
+    # another band has data: each band is warped on its own.
     shares[2, 2, 2] = -1.0
     path = write_tif(tmp_path / "wind_hole.tif", shares, transform, "EPSG:4326", nodata=-1.0)
     holes = [np.isnan(WindShareBands(path, GRID, *FULL, halo=2)[i]) for i in range(8)]
     assert holes[2].sum() > holes[3].sum() and np.array_equal(holes[3], holes[0])
+    at_once = read_wind_shares(path, GRID, *FULL, halo=2)
+    assert np.array_equal(np.isnan(at_once[2]), holes[2]) and not (at_once == -1.0).any()
+
+
+def write_vrt(path: Path, tif: str, nodata: list[float]) -> str:
+    """A VRT over the bands of ``tif`` (which declares no no-data) with one no-data value per band."""
+    with rasterio.open(tif) as src:
+        gt = ", ".join(repr(v) for v in src.transform.to_gdal())
+        wkt, width, height = src.crs.to_wkt(), src.width, src.height
+    bands = "".join(
+        f'<VRTRasterBand dataType="Float32" band="{i}"><NoDataValue>{value!r}</NoDataValue>'
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{tif}</SourceFilename><SourceBand>{i}</SourceBand>'
+        "</SimpleSource></VRTRasterBand>"
+        for i, value in enumerate(nodata, start=1)
+    )
+    path.write_text(
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{wkt}</SRS>'
+        f"<GeoTransform>{gt}</GeoTransform>{bands}</VRTDataset>"
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize("aligned", [False, True], ids=["warped", "on-grid"])
+def test_each_band_is_masked_by_its_own_nodata(tmp_path: Path, aligned: bool) -> None:
+    """A source whose bands declare different no-data values: each value masks its own band only.
+
+    Band 1 marks no-data with -1, band 2 with -2 (and holds -1 as a value). Before each band was
+    warped on its own, a warp masked every band with band 1's value: band 2's -2 came out as data
+    and its -1 as no-data.
+    """
+    rng = np.random.default_rng(3)
+    if aligned:
+        values = rng.random((8, 46, 56))
+        transform = Affine(0.001, 0, -120.003, 0, -0.001, 38.043)
+    else:
+        values = rng.random((8, 4, 4))
+        transform = Affine(0.02, 0, -120.02, 0, -0.02, 38.06)
+    values[0, 1, 1] = -1.0  # band 1: no-data
+    values[1, 1, 1] = -1.0  # band 2: a value
+    values[1, 2, 2] = -2.0  # band 2: no-data
+    tif = write_tif(tmp_path / "bands.tif", values, transform, "EPSG:4326", nodata=None)
+    path = write_vrt(tmp_path / "bands.vrt", tif, [-1.0, -2.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0])
+    with rasterio.open(path) as src:
+        assert src.nodatavals[:2] == (-1.0, -2.0) and on_grid(src, GRID) == aligned
+    out = read_window(path, GRID, *FULL, halo=2)
+    assert not np.isin(out, [-2.0]).any()  # every band-2 no-data pixel is NaN
+    assert not np.isnan(out[0]).all() and np.isnan(out[0]).any()
+    assert np.isnan(out[1]).any() and (out[1] == np.float32(-1.0)).any()  # -1 is data in band 2
+    assert not (out[0] == -1.0).any()
+    # Band 2's holes are where its own -2 lies, not where band 1's -1 does.
+    assert not np.array_equal(np.isnan(out[0]), np.isnan(out[1]))
+    # The one-band-at-a-time reader (nearest: gathered through one warped pixel mapping) agrees.
+    bands = WindShareBands(path, GRID, *FULL, halo=2, dtype="float64")
+    for i in range(2):
+        np.testing.assert_array_equal(bands[i], out[i])
+
+
+def test_nearest_gather_gives_the_pixels_of_a_per_band_warp(tmp_path: Path) -> None:
+    """WindShareBands' nearest gather equals GDAL's nearest warp of each band, no-data and edges included."""
+    rng = np.random.default_rng(4)
+    shares = rng.random((8, 4, 5))
+    shares[3, 1, 2] = -1.0  # a hole in one band
+    shares[:, 0, 0] = -1.0  # a pixel without shares
+    # A source that ends at 38.006 N: the window (from 37.997 N) reaches past its southern edge.
+    transform = Affine(0.013, 0, -120.007, 0, -0.009, 38.042)
+    path = write_tif(tmp_path / "wind.tif", shares, transform, "EPSG:4326", nodata=-1.0)
+    bands = WindShareBands(path, GRID, *FULL, halo=3)
+    rows, cols = slice(-3, 43), slice(-3, 53)
+    with open_raster(path) as src:
+        assert not on_grid(src, GRID)
+        for i in range(8):
+            warped = reproject_to_grid(src, GRID, rows, cols, "nearest", indexes=[i + 1], dtype="float32")[0]
+            np.testing.assert_array_equal(bands[i], warped)
+            assert bands[i].flags.c_contiguous
+    assert np.isnan(bands[3]).sum() > np.isnan(bands[0]).sum() > 0
+    assert np.isnan(bands[0][:8]).all() and np.isfinite(bands[0][10:]).any()  # south of the source
+
+
+def test_a_window_warped_in_strips_equals_one_whole_window_warp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The strips (here of 7 rows) give exactly the pixels of one reproject call over the window."""
+    path, _ = albers_source(tmp_path)
+    monkeypatch.setattr(inputs_module, "_WARP_STRIP_ROWS", 7)
+    for resampling in ("nearest", "bilinear"):
+        out = read_window(path, GRID, *FULL, halo=1, resampling=resampling, dtype="float32")
+        assert out.dtype == np.float32 and out.flags.c_contiguous
+        west, _, _, north = GRID.bounds(slice(-1, 41), slice(-1, 51))
+        whole = np.full((42, 52), np.nan, dtype=np.float32)
+        with rasterio.open(path) as src:
+            reproject(
+                source=rasterio.band(src, 1),
+                destination=whole,
+                src_nodata=src.nodata,
+                dst_transform=Affine(0.001, 0, west, 0, -0.001, north),
+                dst_crs=GRID.crs,
+                dst_nodata=np.nan,
+                resampling=Resampling[resampling],
+                tolerance=0.0,
+            )
+        np.testing.assert_array_equal(out, whole[::-1])
+        assert np.isnan(out).any() and np.isfinite(out).any()
 
 
 # validate_inputs, on real synthetic inputs with one file swapped for a broken one.

@@ -331,6 +331,31 @@ def test_spread_by_hand() -> None:
     np.testing.assert_allclose(spread(a, box, 1, clip=0.15), [[0.0, 0.45, 0.6, 0.6, 0.0]], atol=1e-15)
 
 
+def _direct_spread(values: np.ndarray, kernel: np.ndarray, iterations: int, clip: float) -> np.ndarray:
+    """The spread by direct convolution (:func:`scipy.ndimage.convolve`), the definition without FFTs."""
+    for _ in range(iterations):
+        numerator = ndimage.convolve(values, kernel, mode="constant")
+        counts = np.rint(ndimage.convolve((values > 0).astype(np.float64), (kernel > 0) * 1.0, mode="constant"))
+        reached = (counts > 0) & (numerator >= clip)
+        values = np.where(reached, numerator / np.where(reached, counts, 1) * np.count_nonzero(kernel), 0.0)
+    return values
+
+
+def test_spread_convolves_only_the_columns_a_fire_reaches() -> None:
+    """Burning pixels in a middle band of columns, none in the first strip's rows: the result is the
+    direct convolution's, 0 beyond the kernel's reach (the part the spread no longer convolves)."""
+    rng = np.random.default_rng(7)
+    values = np.zeros((700, 300))  # two strips of rows (512 + 188)
+    values[560:690, 120:170] = rng.random((130, 50)) * (rng.random((130, 50)) > 0.4)
+    kernel = spread_kernels(PARAMS, (30.0, 30.0))["NE"]
+    result = spread(values, kernel, 3, clip=PARAMS.spread_clip)
+    expected = _direct_spread(values, kernel, 3, PARAMS.spread_clip)
+    np.testing.assert_allclose(result, expected, rtol=1e-9, atol=1e-15)
+    reach = 3 * (kernel.shape[1] // 2)
+    assert (result[:, : 120 - reach] == 0).all() and (result[:, 170 + reach :] == 0).all()
+    assert (result[:400] == 0).all() and (result[:, 120:170] > 0).any()
+
+
 def _row_case(shares_w: float, shares_e: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """3 x 7 window at 300 m pixels: one burning pixel (0.04) in the middle; W and E winds only.
 
