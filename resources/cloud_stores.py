@@ -120,6 +120,7 @@ class S3IcechunkStore(IcechunkStore):
     def _lease_call(self, name: str, method: str, **kwargs: Any) -> Any:
         """The S3 client's ``method`` on lease object ``name``; ``None`` if a condition failed or it is absent."""
         from botocore.exceptions import BotoCoreError, ClientError
+        from urllib3.exceptions import HTTPError as URLLib3Error
 
         try:
             answer = getattr(self._client(), method)(Bucket=self.bucket, Key=self._lease_key(name), **kwargs)
@@ -130,7 +131,9 @@ class S3IcechunkStore(IcechunkStore):
             if err.response.get("Error", {}).get("Code") in _S3_LOST_RACE_CODES:
                 return None
             raise LeaseIOError(f"{method} of {self.lease_location()}{name} failed: {err}") from err
-        except BotoCoreError as err:
+        except (BotoCoreError, URLLib3Error) as err:
+            # urllib3's: a connection reset while botocore reads an answer's body reaches us
+            # unwrapped once its retries are spent (seen in the store-outage test).
             raise LeaseIOError(f"{method} of {self.lease_location()}{name} failed: {err}") from err
 
     def create_lease_object(self, name: str, data: bytes) -> str | None:
@@ -155,12 +158,13 @@ class S3IcechunkStore(IcechunkStore):
     def list_lease_objects(self) -> list[str]:
         """``ListObjectsV2`` under the lease prefix, all pages."""
         from botocore.exceptions import BotoCoreError, ClientError
+        from urllib3.exceptions import HTTPError as URLLib3Error
 
         prefix = self._lease_key("")
         try:
             pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
             return [str(item["Key"])[len(prefix) :] for page in pages for item in page.get("Contents", [])]
-        except (BotoCoreError, ClientError) as err:
+        except (BotoCoreError, ClientError, URLLib3Error) as err:
             raise LeaseIOError(f"listing {self.lease_location()} failed: {err}") from err
 
 

@@ -134,6 +134,7 @@ def object_version(obj: ObjectURL, label: str) -> str | None:
     try:
         import boto3  # noqa: F401  # only to give a clear error when it is missing
         from botocore.exceptions import BotoCoreError, ClientError
+        from urllib3.exceptions import HTTPError as URLLib3Error
     except ImportError as exc:
         raise InputError(f"{label}: reading s3:// objects needs boto3: install it ({exc})") from exc
     try:
@@ -145,7 +146,7 @@ def object_version(obj: ObjectURL, label: str) -> str | None:
         if code == "NoSuchBucket":
             raise InputError(f"{label}: bucket {obj.bucket!r} does not exist: check the bucket and key") from exc
         raise InputError(f"{label} cannot be checked ({exc}): check that the credentials may read the bucket") from exc
-    except BotoCoreError as exc:  # no credentials, endpoint unreachable...
+    except (BotoCoreError, URLLib3Error) as exc:  # no credentials, endpoint unreachable, connection reset
         raise InputError(
             f"{label} cannot be checked ({exc}): check the AWS credentials and endpoint (AWS_ENDPOINT_URL)"
         ) from exc
@@ -199,6 +200,7 @@ def put_file(path: Path, obj: ObjectURL, label: str, *, content_type: str = "app
             raise InputError(f"{label} cannot be written ({exc}): check the endpoint (STORAGE_EMULATOR_HOST)") from exc
         return f"gcs-generation:{blob.generation}"
     from botocore.exceptions import BotoCoreError, ClientError
+    from urllib3.exceptions import HTTPError as URLLib3Error
 
     try:
         with path.open("rb") as body:
@@ -207,7 +209,7 @@ def put_file(path: Path, obj: ObjectURL, label: str, *, content_type: str = "app
         raise InputError(
             f"{label} cannot be written ({exc}): check the bucket name and that the credentials may write it"
         ) from exc
-    except BotoCoreError as exc:
+    except (BotoCoreError, URLLib3Error) as exc:
         raise InputError(
             f"{label} cannot be written ({exc}): check the AWS credentials and endpoint (AWS_ENDPOINT_URL)"
         ) from exc
