@@ -13,6 +13,12 @@ Pure Python, seeded, discrete-event. Three commit protocols, as measured by
 - ``batch``: one committer; whenever it is idle it commits every fork handed over so far in
   one commit costing ``T(k) = a + b k`` (least squares on the measured batch commits), and each
   region's writer waits for its batch.
+- ``handoff``: batch commits as production runs them (``resources/batch_handoff.py``): a writer
+  puts its fork as a pending object (:data:`HANDOFF_PUT_S`), whoever holds the commit lease
+  commits every pending fork in one round costing ``T(k)`` plus the lease and reading and
+  deleting the pending objects (:data:`ROUND_LEASE_S`, :data:`ROUND_PER_FORK_S`), and the other
+  writers learn that their region landed at their next poll of their pending object (0.2 s,
+  doubling to 1 s).
 
 Validation (``--validate``): the bench's own setting (N writers x R regions, each region's
 non-commit time as measured) is simulated and compared with the measured commit p50 and
@@ -48,6 +54,27 @@ PRODUCTION_COMPUTE_S = 64.0
 PRODUCTION_REGION_MB = 351.0
 #: write_region's measured bandwidth, encode + write + commit (docs/benchmarks.md, same-run ratio).
 WRITE_MB_PER_S = 37.0
+
+
+#: Hand-off costs, from the profile of one committer round alone on the emulator (14 forks:
+#: lease 0.06 s, reading the pending objects 0.14 s, deleting them 0.12 s; docs/scale.md section 2).
+ROUND_LEASE_S = 0.06
+ROUND_PER_FORK_S = (0.14 + 0.12) / 14
+#: One pending-object PUT: half of taking the lease (a read and a conditional write), same profile.
+HANDOFF_PUT_S = 0.03
+#: A waiter's polls of its pending object: the first after 0.2 s, doubling up to 1 s apart.
+POLL_FIRST_S, POLL_MAX_S = 0.2, 1.0
+
+
+def _discovered(handed_at: float, landed_at: float) -> float:
+    """When a waiter that handed its fork over at ``handed_at`` sees the round that landed at ``landed_at``."""
+    t, step = handed_at, POLL_FIRST_S
+    for _ in range(100_000):  # bounded: a wait of hours at 1 s per poll
+        t += step
+        if t >= landed_at:
+            return t
+        step = min(2 * step, POLL_MAX_S)
+    raise RuntimeError("a waiter polled for too long")
 
 
 @dataclass(frozen=True)
@@ -203,9 +230,23 @@ class Committer:
         elif self.protocol == "lease":
             self.lease_queue.append(lambda t: self._leased(t, done))
             self._next_lease(now)
+        elif self.protocol == "handoff":
+            handed = now + HANDOFF_PUT_S * self.cal.slowdown(self.load)
+            self.push(handed, lambda t: self._handed(t, done))
         else:
             self.pending.append((now, done))
             self._next_batch(now)
+
+    def _handed(self, now: float, done: Callable[[float, int], None]) -> None:
+        # The writer that finds the lease free commits the round with its own fork in it; the
+        # others see their fork committed at their next poll.
+        leader = not self.batch_busy
+
+        def seen(t: float, rebases: int) -> None:
+            self.push(t if leader else _discovered(now, t), lambda t2: done(t2, rebases))
+
+        self.pending.append((now, seen))
+        self._next_batch(now)
 
     def _attempt(self, now: float, base: int, rebases: int, done: Callable[[float, int], None]) -> None:
         cost = self.cal.flush(self.load)
@@ -246,7 +287,10 @@ class Committer:
                 done(t, 0)
             self._next_batch(t)
 
-        self.push(now + self.cal.batch(len(batch), self.load), land)
+        cost = self.cal.batch(len(batch), self.load)
+        if self.protocol == "handoff":
+            cost += (ROUND_LEASE_S + ROUND_PER_FORK_S * len(batch)) * self.cal.slowdown(self.load)
+        self.push(now + cost, land)
 
 
 def simulate_bench(protocol: str, writers: int, cal: Calibration, seed: int) -> Outcome:
@@ -421,7 +465,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for pods in (16, args.pods):
         regions = args.regions if pods == args.pods else 4 * pods
-        for proto in ("free", "direct", "lease", "batch"):
+        for proto in ("free", "direct", "lease", "batch", "handoff"):
             prod = Production(
                 regions, pods, args.pod_start, preempt_per_hour=args.preempt_per_hour, compute_sigma=args.compute_sigma
             )
