@@ -60,8 +60,3 @@ def demo_target(demo_inputs: InputSet, demo_registry: RegionRegistry) -> Target:
     """What the demo raster is built from with the default parameters and the demo inputs."""
     return default_target(demo_inputs, demo_registry)
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first: with xdist workers the suite then ends on short tests, not on one
-    long end-to-end test running alone while the other workers idle (longest first)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
