@@ -59,4 +59,3 @@ def demo_store(tmp_path: Path, demo_registry: RegionRegistry) -> LocalIcechunkSt
 def demo_target(demo_inputs: InputSet, demo_registry: RegionRegistry) -> Target:
     """What the demo raster is built from with the default parameters and the demo inputs."""
     return default_target(demo_inputs, demo_registry)
-
