@@ -38,9 +38,12 @@ def working_branch(repo: icechunk.Repository, store: IcechunkStore, version: Ras
     (see :func:`resources.template.ensure_readers_branch`): main's regions are another
     scenario's, built for other inputs, so none of them counts for this version's build keys.
     """
-    if branch_exists(repo, version.branch):
-        return version.branch
-    return store.branch if branch_exists(repo, store.branch) else MAIN
+    return version.branch if branch_exists(repo, version.branch) else made_or_main(repo, store.branch)
+
+
+def made_or_main(repo: icechunk.Repository, branch: str) -> str:
+    """``branch``, or ``main`` for a scenario's readers' branch not made yet (it will start there)."""
+    return branch if branch == MAIN or branch_exists(repo, branch) else MAIN
 
 
 def is_released(repo: icechunk.Repository, readers_branch: str, version: RasterVersion) -> bool:

@@ -6,7 +6,7 @@ from typing import Any
 import icechunk
 import zarr
 
-from resources.branches import branch_exists
+from resources.branches import branch_exists, made_or_main
 from resources.ledger import REGION_MARKS
 from resources.store import IcechunkStore
 from risk_model.errors import BadInputError
@@ -27,7 +27,7 @@ def template_attrs(repo: icechunk.Repository, branch: str) -> dict[str, Any] | N
     Read from the branch tip (one small read), not by walking the history. A scenario's readers'
     branch that is not made yet reads as ``main``, where it will start (:func:`ensure_readers_branch`).
     """
-    session = repo.readonly_session(branch=_made_or_main(repo, branch))
+    session = repo.readonly_session(branch=made_or_main(repo, branch))
     try:
         group = zarr.open_group(session.store, mode="r")
     except FileNotFoundError:
@@ -147,9 +147,4 @@ def _existing_template(store: IcechunkStore, repo: icechunk.Repository, grid: Gr
             f"{grid.fingerprint}): use another store path for grid {grid.name!r}, or build grid "
             f"{existing.get('grid')!r} on this one"
         )
-    return repo.lookup_branch(_made_or_main(repo, store.branch))
-
-
-def _made_or_main(repo: icechunk.Repository, branch: str) -> str:
-    """``branch``, or ``main`` for a scenario's readers' branch not made yet (it will start there)."""
-    return branch if branch == MAIN or branch_exists(repo, branch) else MAIN
+    return repo.lookup_branch(made_or_main(repo, store.branch))
