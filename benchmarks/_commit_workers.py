@@ -10,6 +10,7 @@ row per region to the parent through a queue.
 
 import os
 import queue
+import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,9 +73,30 @@ def load_store(store_json: str) -> IcechunkStore:
     return S3IcechunkStore.model_validate_json(store_json)
 
 
+#: ``bench_commit_scale.py --compute-s S --jitter J`` sets this: each region's compute takes
+#: ``S * uniform(1 - J, 1 + J)`` seconds, spent asleep. A pod computes on CPUs of its own; the
+#: sleep stands for that (it takes no CPU from the emulator or the other writers on this 2-core
+#: machine), so only the write and commit path competes here, as on a cluster.
+COMPUTE_ENV = "RISK_BENCH_COMPUTE"
+
+
+def _simulated_compute(region_id: str) -> None:
+    spec = os.environ.get(COMPUTE_ENV)
+    if not spec:
+        return
+    seconds, jitter = (float(part) for part in spec.split(","))
+    rng = random.Random(f"{region_id}-{seconds}-{jitter}")  # the same durations in every run
+    time.sleep(seconds * rng.uniform(1 - jitter, 1 + jitter))
+
+
 def region_dataset(grid: GridSpec, region_id: str, seed: int) -> tuple[Any, xr.Dataset, float]:
-    """A region of random values (the compute stand-in) and the seconds it took to make."""
+    """A region of random values (the compute stand-in) and the seconds it took to make.
+
+    With ``RISK_BENCH_COMPUTE`` set (``"<seconds>,<jitter>"``), the region's compute also takes
+    that long, asleep (see :data:`COMPUTE_ENV`).
+    """
     started = time.perf_counter()
+    _simulated_compute(region_id)
     iy, ix = (int(part[1:]) for part in region_id.split("_"))
     region = region_of_chunk(grid, iy, ix)
     rng = np.random.default_rng(seed)
