@@ -21,10 +21,10 @@ from dagster import (
 )
 from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
 
-from risk_assets.assets import DATA_VERSION_TAG
 from risk_assets.definitions import PREPARE_JOB, REGION_JOB, build_definitions
 from risk_assets.keys import RASTER_KEY, WIND_SHARES_KEY, input_key
 from risk_assets.settings import Settings
+from risk_assets.sources import DATA_VERSION_TAG
 from risk_model.grid import RegionRegistry
 from risk_model.inputs import InputSet
 from risk_model.params import DEFAULT_PARAMS_PATH
