@@ -27,7 +27,7 @@ from resources.target import InputsResource, ModelParamsResource
 from risk_assets.keys import PARAMS_KEY, REGION_PARAMS_KEY, WIND_PARAMS_KEY, input_key
 from risk_model.grid import GridSpec, RegionRegistry
 from risk_model.input_checks import validate_input
-from risk_model.inputs import InputError
+from risk_model.input_set import InputError
 from risk_model.params import ParamsError, params_version
 from risk_model.wind import wind_params_version
 

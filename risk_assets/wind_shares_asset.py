@@ -26,7 +26,7 @@ from resources.target import InputsResource, ModelParamsResource
 from resources.wind_shares import publish_shares
 from risk_assets.keys import WIND_PARAMS_KEY, WIND_SHARES_KEY, input_key
 from risk_assets.sources import DATA_VERSION_TAG
-from risk_model.inputs import InputError
+from risk_model.input_set import InputError
 from risk_model.params import ParamsError
 from risk_model.wind import WIND_CODE_VERSION, fire_weather_wind_shares, shares_version
 from risk_model.wind_files import open_hourly

@@ -30,7 +30,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from risk_model.grid import GridSpec
-from risk_model.inputs import WIND_BANDS, InputError, InputSet
+from risk_model.input_set import InputError, InputSet
+from risk_model.inputs import WIND_BANDS
 from risk_model.raster_windows import grid_crs, open_raster
 from risk_model.wind_files import check_hourly_dataset
 

@@ -11,13 +11,7 @@ import numpy as np
 from rasterio.errors import RasterioIOError
 
 from risk_model.grid import GridSpec
-
-# The pure descriptions live in a module of their own, light to import (no rasterio, no SciPy):
-# the `risk build` decision reads them before anything heavy is loaded.
-from risk_model.input_set import FILENAMES as FILENAMES
-from risk_model.input_set import InputError as InputError
-from risk_model.input_set import InputSet as InputSet
-from risk_model.input_set import local_input_set as local_input_set
+from risk_model.input_set import InputError
 from risk_model.raster_windows import (
     SOURCE_MARGIN_PX,
     FloatArray,

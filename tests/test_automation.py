@@ -26,7 +26,7 @@ import risk_assets.assets as assets_module
 from risk_assets.definitions import PREPARE_JOB, build_definitions
 from risk_assets.settings import Settings
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.params import DEFAULT_PARAMS_PATH
 
 KEY = AssetKey("risk_raster")

@@ -16,13 +16,8 @@ from risk_model import raster_windows
 from risk_model.compute import compute_region
 from risk_model.grid import GridSpec, load_grid, region_of_chunk
 from risk_model.input_checks import validate_input, validate_inputs
-from risk_model.inputs import (
-    InputError,
-    InputSet,
-    read_burn_probability,
-    read_conditional_risk,
-    read_window,
-)
+from risk_model.input_set import InputError, InputSet
+from risk_model.inputs import read_burn_probability, read_conditional_risk, read_window
 from risk_model.params import ModelParams
 from risk_model.raster_windows import on_grid, open_raster, reproject_to_grid
 from risk_model.science import gap_fill

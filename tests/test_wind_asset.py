@@ -26,7 +26,7 @@ from risk_assets.keys import RASTER_KEY, WIND_SHARES_KEY, input_key
 from risk_assets.settings import Settings
 from risk_assets.sources import DATA_VERSION_TAG
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.params import DEFAULT_PARAMS_PATH
 from risk_model.synthetic_wind import generate_hourly_cube
 from risk_model.wind import VERSION_TAG, fire_weather_wind_shares

@@ -38,7 +38,7 @@ from risk_assets.settings import Settings
 from risk_assets.sources import DATA_VERSION_TAG
 from risk_model.compute import compute_region
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.params import DEFAULT_PARAMS_PATH
 from risk_model.schema import VARIABLES
 from risk_model.synthetic_wind import generate_hourly_cube
