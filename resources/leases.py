@@ -10,7 +10,7 @@ Layout: one object per lease under ``<prefix>.leases/`` (a sibling of the reposi
 prefix, never inside Icechunk's own layout): ``writer-<uuid>`` per writer, ``maintenance``
 for the maintenance lock, ``commit`` for the batch committer's lock. Each holds JSON: kind,
 owner, host, pid, started_at, expires_at. Batch commits also keep the forks handed over to the
-committer there, under ``pending/`` (:mod:`resources.batch_handoff`).
+committer there, under ``pending/`` (:mod:`resources.pending_forks`).
 
 Protocol:
 
