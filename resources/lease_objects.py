@@ -30,7 +30,6 @@ from risk_model.errors import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
-
 # Reads whose start time or expiry cannot be parsed: treated as held by a live writer forever,
 # so a damaged lease blocks maintenance (naming the object) instead of being silently ignored.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -256,6 +255,6 @@ def release_lock(objects: LeaseObjects, name: str, owner: str) -> None:
 
 @contextmanager
 def renewed(objects: LeaseObjects, lease: Lease, version: str, ttl_s: float) -> Iterator[Lease]:
-    """Renew ``lease`` (taken with :func:`try_take_lock`) every third of ``ttl_s`` for the duration."""
+    """Renew ``lease`` (a writer lease, or a lock from :func:`try_take_lock`) every third of ``ttl_s``."""
     with _Renewal(objects, lease, version, ttl_s):
         yield lease
