@@ -41,7 +41,7 @@ from risk_assets.keys import RASTER_KEY
 from risk_assets.settings import Settings
 from risk_model.compute import compute_region
 from risk_model.grid import load_registry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.params import load_params, params_version
 from risk_model.synthetic import generate_inputs
 from risk_model.versions import BuildKey

@@ -26,8 +26,9 @@ from affine import Affine
 
 from risk_model.compute import compute_region, window_halo
 from risk_model.grid import load_grid, load_registry
-from risk_model.inputs import on_grid, read_conditional_risk, read_window
+from risk_model.inputs import read_conditional_risk, read_window
 from risk_model.params import ModelParams
+from risk_model.raster_windows import on_grid
 from risk_model.synthetic import NODATA, generate_inputs
 
 

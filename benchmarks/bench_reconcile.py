@@ -32,9 +32,9 @@ from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_senso
 from resources.ledger import REGION_KIND
 from resources.local_store import LocalIcechunkStore
 from resources.target import ModelParamsResource, current_target
-from risk_assets.assets import region_partitions
 from risk_assets.reconcile import RECORDS_PAGE
 from risk_assets.sensors import build_reconciliation_sensor
+from risk_assets.sources import region_partitions
 from risk_model.overrides import DEFAULT_OVERRIDES_PATH
 from risk_model.params import DEFAULT_PARAMS_PATH
 from risk_model.versions import BuildKey

@@ -81,7 +81,7 @@ def child(spec_path: Path) -> None:
     start = resource.getrusage(resource.RUSAGE_SELF)
     from risk_model.compute import compute_region
     from risk_model.grid import GridSpec, Region
-    from risk_model.inputs import InputSet
+    from risk_model.input_set import InputSet
     from risk_model.params import ModelParams
 
     spec = json.loads(spec_path.read_text())

@@ -36,7 +36,7 @@ from resources.objects import gdal_endpoint_options  # noqa: E402
 from resources.wind_shares import publish_shares, shares_read_env, stored_shares_version  # noqa: E402
 from risk_model.compute import compute_region, window_halo  # noqa: E402
 from risk_model.grid import Region, load_registry  # noqa: E402
-from risk_model.inputs import InputSet  # noqa: E402
+from risk_model.input_set import InputSet  # noqa: E402
 from risk_model.params import ModelParams  # noqa: E402
 from risk_model.synthetic import generate_inputs  # noqa: E402
 from risk_model.synthetic_wind import generate_hourly_cube  # noqa: E402

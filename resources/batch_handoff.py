@@ -6,11 +6,13 @@ A region writer (:func:`write_region_batched`), holding its writer lease through
 1. writes its region's chunks and mark into a fork of a session (:func:`write_region_fork`);
 2. hands the fork over: a create-only object ``pending/<region>.<uuid>`` beside the repository,
    on the same object layer as the writer leases (:mod:`resources.leases`: local folder, S3,
-   GCS), holding the pickled :class:`PendingFork` (about 2 kB: the chunks are already stored);
+   GCS), holding the pickled :class:`~resources.pending_forks.PendingFork` (about 2 kB: the
+   chunks are already stored; :mod:`resources.pending_forks`);
 3. tries, without waiting, to take the commit lease (:meth:`~resources.store.IcechunkStore.commit_lease`).
-   The holder is the committer for one round (:func:`commit_pending`): it lists every pending
-   fork, commits them with :func:`~resources.batch_commit.commit_batch` (one commit per branch),
-   deletes the pending objects whose region is now committed for their key, and lets the lease go;
+   The holder is the committer for one round (:func:`~resources.commit_round.commit_pending`):
+   it lists every pending fork, commits them with :func:`~resources.batch_commit.commit_batch`
+   (one commit per branch), deletes the pending objects whose region is now committed for their
+   key, and lets the lease go;
 4. reads its pending object (one small request). Once it is gone (a committer deletes it only after
    the region is committed), it reads its region's mark at the branch tip and looks up the commit
    (the snapshot id its Dagster materialization records): ``written`` if that commit carries its
@@ -28,8 +30,9 @@ commits once.
 
 Garbage collection: a pending fork's chunks are referenced by no snapshot until its commit.
 While its writer lives, the writer lease keeps maintenance out. Once the writer is gone,
-maintenance keeps its GC cut-off older than every pending fork's writing (:func:`pending_since`,
-used by :func:`~resources.maintenance.maintain`); and a committer drops, without committing it, a
+maintenance keeps its GC cut-off older than every pending fork's writing
+(:func:`~resources.pending_forks.pending_since`, used by :func:`~resources.maintenance.maintain`);
+and a committer drops, without committing it, a
 pending fork whose writer lease is gone and that is older than the writer lease TTL (its chunks
 may have been collected by a maintenance that predates this rule, or on another deployment's
 clock): its region stays missing, and the missing-region sensor or a backfill rebuilds it.
@@ -37,22 +40,24 @@ clock): its region stays missing, and the missing-region sensor or a backfill re
 
 import logging
 import os
-import pickle
 import random
 import socket
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal
 
 import icechunk
 import xarray as xr
 
-from resources.batch_commit import RegionFork, commit_batch, write_region_fork
-from resources.leases import PENDING_PREFIX
+from resources.batch_commit import write_region_fork
+from resources.commit_round import CommitRound, commit_pending
 from resources.ledger import CommitRecord, find_commit, marked_key
+from resources.pending_forks import FORK_ID, hand_off
+
+# Also reachable here under its old module: pending objects handed over before it moved to
+# resources.pending_forks name resources.batch_handoff.PendingFork in their pickle.
+from resources.pending_forks import PendingFork as PendingFork
 from resources.region_write import WriteResult, write_region
 from resources.store import IcechunkStore, StoreError, disk_full_error, icechunk_reason
 from risk_model.alignment import check_alignment
@@ -62,16 +67,11 @@ from risk_model.versions import BuildKey
 
 log = logging.getLogger(__name__)
 
-#: The provenance field naming the fork a region was committed from: tells a writer whether the
-#: commit of its region is its own (``written``) or another writer's (``skipped``).
-FORK_ID = "fork_id"
 # A waiting writer polls its region's mark and the commit lease: first soon (a batch commit
 # takes a fraction of a second alone), then less often so that many waiters do not load the store
 # (docs/scale.md: waiters polling every 5-100 ms made a commit lease the slowest protocol).
 _FIRST_POLL_S = 0.2
 _MAX_POLL_S = 1.0
-#: Threads reading and deleting pending objects in a committer round.
-_IO_THREADS = 8
 # A hard bound on loop iterations besides the deadline (which is the real bound).
 _MAX_ROUNDS = 100_000
 
@@ -82,202 +82,6 @@ class CommitWaitTimeoutError(CommitConflictError):
     Nothing is lost: the pending fork stays for the next committer, and a rerun of the region
     either finds it committed or hands it over again.
     """
-
-
-@dataclass(frozen=True)
-class PendingFork:
-    """A region's fork as handed over to the committer: the object ``pending/<region>.<fork_id>``.
-
-    Attributes
-    ----------
-    fork
-        The region's fork (:func:`~resources.batch_commit.write_region_fork`).
-    branch
-        The branch to commit it to.
-    fork_id
-        A random id, also in the region's commit metadata (:data:`FORK_ID`).
-    writer_lease
-        The name of its writer's lease object (``None`` on stores whose lease is no object).
-    host, pid
-        Where its writer runs.
-    written_since
-        When its writer started writing its chunks: garbage collection must keep objects
-        from then on while the fork is pending.
-    handed_at
-        When it was handed over.
-    """
-
-    fork: RegionFork
-    branch: str
-    fork_id: str
-    writer_lease: str | None
-    host: str
-    pid: int
-    written_since: datetime
-    handed_at: datetime
-
-    @property
-    def name(self) -> str:
-        """Its object's name under the lease prefix."""
-        return f"{PENDING_PREFIX}{self.fork.region}.{self.fork_id}"
-
-    def encode(self) -> bytes:
-        """The object's body."""
-        return pickle.dumps(self)
-
-    @classmethod
-    def decode(cls, data: bytes) -> "PendingFork":
-        """Read an object's body back.
-
-        Raises
-        ------
-        ValueError
-            If the body is not a pending fork written by this code.
-        """
-        try:
-            pending = pickle.loads(data)
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError) as err:
-            raise ValueError(f"not a pending fork ({type(err).__name__}: {err})") from err
-        if not isinstance(pending, cls):
-            raise ValueError(f"not a pending fork but a {type(pending).__name__}")
-        return pending
-
-
-@dataclass
-class CommitRound:
-    """What one committer round (:func:`commit_pending`) did."""
-
-    committed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)
-    left: list[str] = field(default_factory=list)
-    snapshots: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    #: The commit now holding each pending fork's region for its key, by pending object name.
-    records: dict[str, CommitRecord] = field(default_factory=dict)
-
-
-def hand_off(store: IcechunkStore, pending: PendingFork) -> str:
-    """Store ``pending`` as its create-only object; its name.
-
-    Raises
-    ------
-    LeaseIOError
-        If the object cannot be written.
-    """
-    data = pending.encode()
-    if store.create_lease_object(pending.name, data) is None:
-        # The name holds a fresh uuid: it exists only if this very create landed and the client
-        # retried it after losing the answer. Ours, then.
-        found = store.read_lease_object(pending.name)
-        if found is None or found[0] != data:
-            raise StoreError(f"pending fork {pending.name} already exists at {store.lease_location()}")
-    return pending.name
-
-
-def _pending(store: IcechunkStore, round_: CommitRound) -> list[PendingFork]:
-    """Every readable pending fork; unreadable objects are logged and left alone."""
-    names = [name for name in store.list_lease_objects() if name.startswith(PENDING_PREFIX)]
-    # Small objects, one request each: read them side by side (a batch of 400 would otherwise
-    # wait on 400 round trips).
-    with ThreadPoolExecutor(max_workers=_IO_THREADS) as pool:
-        bodies = list(pool.map(store.read_lease_object, names))
-    found: list[PendingFork] = []
-    for name, body in zip(names, bodies, strict=True):
-        if body is None:
-            continue  # committed and deleted by another committer since the listing
-        try:
-            found.append(PendingFork.decode(body[0]))
-        except ValueError as err:
-            log.error("pending object %s%s is unreadable (%s): delete it by hand", store.lease_location(), name, err)
-            round_.unreadable.append(name)
-    return found
-
-
-def _stale(store: IcechunkStore, pending: PendingFork, now: datetime) -> bool:
-    """Whether ``pending``'s writer lease is gone and it is older than the writer lease TTL."""
-    if now - pending.handed_at <= timedelta(seconds=store.writer_lease_ttl_s):
-        return False
-    return not store.writer_alive(pending.writer_lease, pending.host, pending.pid)
-
-
-def commit_pending(store: IcechunkStore) -> CommitRound:
-    """One committer round: commit every pending fork, one batch commit per branch, and delete them.
-
-    Call it only while holding :meth:`~resources.store.IcechunkStore.commit_lease` (correctness
-    does not depend on it, the load on the store does). A pending fork is deleted once its region
-    is committed for its key (by this batch or an earlier commit); a stale one (see the module) is
-    deleted without being committed; a fork of a batch that could not be committed stays.
-
-    Returns
-    -------
-    CommitRound
-        Regions committed, skipped (already committed), dropped (stale), left pending.
-
-    Raises
-    ------
-    LeaseIOError
-        If the pending objects cannot be listed, read or deleted.
-    StoreError
-        If the repository cannot be opened.
-    """
-    started = time.perf_counter()
-    round_ = CommitRound()
-    now = datetime.now(UTC)
-    by_branch: dict[str, list[PendingFork]] = {}
-    for pending in _pending(store, round_):
-        if _stale(store, pending, now):
-            log.warning(
-                "dropping pending fork %s without committing it: its writer (host %s, pid %d) is gone and it was "
-                "handed over at %s, longer ago than the writer lease TTL, so its chunks may have been garbage "
-                "collected; region %s stays missing and is rebuilt by the next build of missing regions",
-                pending.name,
-                pending.host,
-                pending.pid,
-                pending.handed_at.isoformat(timespec="seconds"),
-                pending.fork.region,
-            )
-            store.delete_lease_object(pending.name)
-            round_.dropped.append(pending.fork.region)
-            continue
-        by_branch.setdefault(pending.branch, []).append(pending)
-    for branch, forks in sorted(by_branch.items()):
-        try:
-            result = commit_batch(store, [pending.fork for pending in forks], branch=branch)
-        except CommitConflictError as err:
-            # Left pending: the next round (this writer's or another's) tries again.
-            log.warning("batch of %d regions on %s not committed this round: %s", len(forks), branch, err)
-            round_.left.extend(pending.fork.region for pending in forks)
-            continue
-        if result.snapshot_id is not None:
-            round_.snapshots.append(result.snapshot_id)
-        done: list[PendingFork] = []
-        for pending in forks:
-            outcome = result.outcomes.get(pending.fork.region)
-            if outcome is None or outcome.commit is None or outcome.commit.key != pending.fork.key:
-                # Another fork of the region for another key went first: commit this one next round.
-                round_.left.append(pending.fork.region)
-                continue
-            done.append(pending)
-            round_.records[pending.name] = outcome.commit
-            ours = outcome.status == "written" and outcome.commit.metadata.get(FORK_ID) == pending.fork_id
-            (round_.committed if ours else round_.skipped).append(pending.fork.region)
-        with ThreadPoolExecutor(max_workers=_IO_THREADS) as pool:
-            list(pool.map(store.delete_lease_object, [pending.name for pending in done]))
-    round_.seconds = time.perf_counter() - started
-    return round_
-
-
-def pending_since(store: IcechunkStore) -> list[datetime]:
-    """When each pending fork's writer started writing its chunks: GC must keep objects from then on.
-
-    Raises
-    ------
-    LeaseIOError
-        If the pending objects cannot be listed or read.
-    """
-    return [pending.written_since for pending in _pending(store, CommitRound())]
 
 
 def _committed(repo: icechunk.Repository, branch: str, region: Region, key: BuildKey) -> CommitRecord | None:

@@ -12,7 +12,7 @@ from typing import Any
 import icechunk
 from pydantic import Field
 
-from resources.leases import LeaseIOError
+from resources.lease_objects import LeaseIOError
 from resources.store import IcechunkStore
 
 # Answers of a conditional S3 request that lost (412, 409) or found nothing (404): not failures.
@@ -107,7 +107,7 @@ class S3IcechunkStore(IcechunkStore):
             raise FileNotFoundError(f"s3://{self.bucket}/{self._release_key(tag, name)}") from err
         return bytes(body.read())
 
-    # Lease objects (resources.leases), with the same conditional writes Icechunk commits with.
+    # Lease objects (resources.lease_objects), with the same conditional writes Icechunk commits with.
 
     def _lease_key(self, name: str) -> str:
         # A sibling of the repository's prefix: Icechunk's layout under the prefix stays its own.
@@ -210,7 +210,7 @@ class GCSIcechunkStore(IcechunkStore):
         """``gs://bucket/prefix``."""
         return f"gs://{self.bucket}/{self.prefix}"
 
-    # Lease objects (resources.leases): generation preconditions are GCS's conditional writes.
+    # Lease objects (resources.lease_objects): generation preconditions are GCS's conditional writes.
 
     def _lease_key(self, name: str) -> str:
         # A sibling of the repository's prefix: Icechunk's layout under the prefix stays its own.

@@ -10,7 +10,7 @@ Layout: one object per lease under ``<prefix>.leases/`` (a sibling of the reposi
 prefix, never inside Icechunk's own layout): ``writer-<uuid>`` per writer, ``maintenance``
 for the maintenance lock, ``commit`` for the batch committer's lock. Each holds JSON: kind,
 owner, host, pid, started_at, expires_at. Batch commits also keep the forks handed over to the
-committer there, under ``pending/`` (:mod:`resources.batch_handoff`).
+committer there, under ``pending/`` (:mod:`resources.pending_forks`).
 
 Protocol:
 
@@ -29,27 +29,24 @@ reading the other's. If the writer's create comes first, maintenance's later lis
 the lease and refuses; otherwise maintenance's create precedes the writer's read, and the
 writer backs off. Both may back off at once; neither can proceed unseen.
 
-A holder that dies stops renewing: a background thread renews every lease and lock every
-third of its TTL (Icechunk releases the GIL during commits and garbage collection, so it
-keeps running through them), so a lease outlives its holder by at most its TTL, and a long
-write or a long collection never loses its lease while its process lives. Expiry times are
-written and compared in UTC by different machines: keep their clocks synchronised (NTP);
-the TTLs are minutes, so seconds of skew do not matter.
+The lease objects themselves (their JSON, the object operations a store provides, their renewal
+while held, taking and releasing a lock) are :mod:`resources.lease_objects`.
 """
 
-import json
 import logging
-import os
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from datetime import UTC, datetime
 
+# Lease, try_take_lock, release_lock and renewed are also re-exported for resources/store.py,
+# which reaches them as ``leases.<name>``.
+from resources.lease_objects import Lease as Lease
+from resources.lease_objects import LeaseIOError, LeaseObjects, read_lease
+from resources.lease_objects import release_lock as release_lock
+from resources.lease_objects import renewed as renewed
+from resources.lease_objects import try_take_lock as try_take_lock
 from risk_model.errors import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -67,10 +64,6 @@ _FIRST_BACKOFF_S = 0.25
 _MAX_BACKOFF_S = 2.0
 # A hard bound on loop iterations besides the deadlines (which are the real bound).
 _MAX_ROUNDS = 100_000
-# Reads whose start time or expiry cannot be parsed: treated as held by a live writer forever,
-# so a damaged lease blocks maintenance (naming the object) instead of being silently ignored.
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NEVER = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class WritersActiveError(StoreUnavailableError):
@@ -81,183 +74,10 @@ class MaintenanceActiveError(StoreUnavailableError):
     """A writer gave up waiting: maintenance held the repository's lock for too long. Retry later."""
 
 
-class LeaseIOError(StoreUnavailableError):
-    """A lease object could not be created, read, replaced, deleted or listed."""
-
-
-@dataclass(frozen=True)
-class Lease:
-    """One lease object's content.
-
-    Attributes
-    ----------
-    name
-        The object's name under the lease prefix (``writer-<uuid>`` or ``maintenance``).
-    kind
-        ``"writer"`` or ``"maintenance"`` (``"unreadable"`` for an object that is not a lease).
-    owner
-        A random id of the holder, so a holder recognises its own lock.
-    host, pid
-        Where the holder runs, for messages.
-    started_at
-        When the holder took it (UTC).
-    expires_at
-        After this (UTC) the lease no longer counts: its holder is presumed dead.
-    """
-
-    name: str
-    kind: str
-    owner: str
-    host: str
-    pid: int
-    started_at: datetime
-    expires_at: datetime
-
-    @classmethod
-    def new(cls, name: str, kind: str, ttl_s: float) -> "Lease":
-        """A lease held by this process from now for ``ttl_s`` seconds."""
-        now = datetime.now(UTC)
-        return cls(name, kind, uuid.uuid4().hex, socket.gethostname(), os.getpid(), now, now + timedelta(seconds=ttl_s))
-
-    def renewed(self, ttl_s: float) -> "Lease":
-        """The same lease, expiring ``ttl_s`` seconds from now."""
-        return replace(self, expires_at=datetime.now(UTC) + timedelta(seconds=ttl_s))
-
-    def expired(self, now: datetime | None = None) -> bool:
-        """Whether the lease no longer counts at ``now`` (default: now)."""
-        return (now or datetime.now(UTC)) >= self.expires_at
-
-    def encode(self) -> bytes:
-        """The object's JSON body."""
-        return json.dumps(
-            {
-                "kind": self.kind,
-                "owner": self.owner,
-                "host": self.host,
-                "pid": self.pid,
-                "started_at": self.started_at.isoformat(),
-                "expires_at": self.expires_at.isoformat(),
-            }
-        ).encode()
-
-    @classmethod
-    def decode(cls, name: str, data: bytes) -> "Lease":
-        """Parse an object's body; one that does not parse counts as a live lease that never expires."""
-        try:
-            raw = json.loads(data)
-            return cls(
-                name,
-                str(raw["kind"]),
-                str(raw["owner"]),
-                str(raw["host"]),
-                int(raw["pid"]),
-                datetime.fromisoformat(raw["started_at"]).astimezone(UTC),
-                datetime.fromisoformat(raw["expires_at"]).astimezone(UTC),
-            )
-        except (ValueError, KeyError, TypeError):
-            return cls(name, "unreadable", "", "?", -1, _EPOCH, _NEVER)
-
-    def describe(self) -> str:
-        """One line for messages."""
-        if self.kind == "unreadable":
-            return f"{self.name} (not a lease this code wrote: delete it if no writer is running)"
-        return (
-            f"{self.name} (host {self.host}, pid {self.pid}, since {self.started_at.isoformat(timespec='seconds')}, "
-            f"expires {self.expires_at.isoformat(timespec='seconds')})"
-        )
-
-
-class LeaseObjects(Protocol):
-    """The object operations the protocol needs, on the objects under a store's lease prefix.
-
-    Implemented by :class:`~resources.cloud_stores.S3IcechunkStore` and
-    :class:`~resources.cloud_stores.GCSIcechunkStore`. Every method raises :class:`LeaseIOError` when
-    the store cannot be reached.
-    """
-
-    def lease_location(self) -> str:
-        """The lease prefix's address, for messages."""
-        ...
-
-    def create_lease_object(self, name: str, data: bytes) -> str | None:
-        """Create ``name`` only if it does not exist; its version, or ``None`` if it existed."""
-        ...
-
-    def read_lease_object(self, name: str) -> tuple[bytes, str] | None:
-        """The body and version of ``name``, or ``None`` if it does not exist."""
-        ...
-
-    def replace_lease_object(self, name: str, data: bytes, version: str) -> str | None:
-        """Overwrite ``name`` only if it is still at ``version``; the new version, or ``None``."""
-        ...
-
-    def delete_lease_object(self, name: str) -> None:
-        """Delete ``name``; no error if it does not exist."""
-        ...
-
-    def list_lease_objects(self) -> list[str]:
-        """The names of all objects under the lease prefix."""
-        ...
-
-
-class _Renewal:
-    """Renews a lease object every third of its TTL on a daemon thread, until stopped.
-
-    Renewal is a conditional replace, so a lease that someone else removed or took over
-    (after it had expired) is not silently recreated: the holder is told, once, in the log.
-    """
-
-    def __init__(self, objects: LeaseObjects, lease: Lease, version: str, ttl_s: float) -> None:
-        self.lease = lease
-        self._objects = objects
-        self._version = version
-        self._ttl_s = ttl_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"renew {lease.name}", daemon=True)
-
-    def __enter__(self) -> "_Renewal":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        # Bounded by the stop event: the holder sets it when it lets the lease go.
-        while not self._stop.wait(self._ttl_s / 3):
-            renewed = self.lease.renewed(self._ttl_s)
-            try:
-                version = self._objects.replace_lease_object(self.lease.name, renewed.encode(), self._version)
-                if version is None:
-                    # A renewal may have succeeded with its answer lost: adopt it if it is still ours.
-                    current = self._objects.read_lease_object(self.lease.name)
-                    if current is not None and Lease.decode(self.lease.name, current[0]).owner == self.lease.owner:
-                        self._version = current[1]
-                        continue
-                    log.error(
-                        "lease %s at %s was removed or taken over after it expired: this process is no longer "
-                        "protected from maintenance",
-                        self.lease.name,
-                        self._objects.lease_location(),
-                    )
-                    return
-            except LeaseIOError as err:
-                # Transient: the lease is still valid until it expires; try again next period.
-                log.warning("could not renew lease %s: %s", self.lease.name, err)
-                continue
-            self.lease, self._version = renewed, version
-
-
-def _read(objects: LeaseObjects, name: str) -> tuple[Lease, str] | None:
-    found = objects.read_lease_object(name)
-    return None if found is None else (Lease.decode(name, found[0]), found[1])
-
-
 def _writer_leases(objects: LeaseObjects) -> list[Lease]:
     names = [name for name in objects.list_lease_objects() if name.startswith(WRITER_PREFIX)]
     # A lease that vanished between the listing and the read was released meanwhile: skip it.
-    found = [lease for name in names if (lease := _read(objects, name)) is not None]
+    found = [lease for name in names if (lease := read_lease(objects, name)) is not None]
     return sorted((lease for lease, _ in found), key=lambda lease: lease.started_at)
 
 
@@ -316,7 +136,7 @@ def writer_lease(objects: LeaseObjects, *, ttl_s: float, wait_s: float) -> Itera
             if found is None or found[0] != lease.encode():
                 raise LeaseIOError(f"lease object {lease.name} already exists at {objects.lease_location()}")
             version = found[1]
-        lock = _read(objects, MAINTENANCE_LOCK)
+        lock = read_lease(objects, MAINTENANCE_LOCK)
         if lock is None or lock[0].expired():
             break
         # Withdraw first, then wait: a lease left while waiting would block maintenance forever.
@@ -333,7 +153,7 @@ def writer_lease(objects: LeaseObjects, *, ttl_s: float, wait_s: float) -> Itera
     else:
         raise MaintenanceActiveError(f"gave up taking a writer lease at {objects.lease_location()}")
     try:
-        with _Renewal(objects, lease, version, ttl_s):
+        with renewed(objects, lease, version, ttl_s):
             yield lease
     finally:
         try:
@@ -344,56 +164,6 @@ def writer_lease(objects: LeaseObjects, *, ttl_s: float, wait_s: float) -> Itera
             # renewal. Raising here would report a committed region as failed (an outage test
             # saw exactly that).
             log.warning("could not delete writer lease %s (it expires in %.0f s): %s", lease.name, ttl_s, err)
-
-
-def try_take_lock(objects: LeaseObjects, name: str, kind: str, ttl_s: float) -> tuple[Lease, str] | Lease | None:
-    """Create lock object ``name``, or replace it if its holder's lease expired.
-
-    Parameters
-    ----------
-    objects
-        The store.
-    name, kind
-        The lock object's name under the lease prefix, and the kind recorded in it.
-    ttl_s
-        Lifetime of the lock without renewal.
-
-    Returns
-    -------
-    tuple[Lease, str] | Lease | None
-        ``(lock, version)`` if taken; the holder's :class:`Lease` if another holds it unexpired;
-        ``None`` if it kept changing hands while we looked (try again later).
-    """
-    for _ in range(3):  # a lock released or replaced between our steps: look again, a few times
-        lease = Lease.new(name, kind, ttl_s)
-        version = objects.create_lease_object(name, lease.encode())
-        if version is not None:
-            return lease, version
-        found = _read(objects, name)
-        if found is None:
-            continue
-        holder, current = found
-        if not holder.expired():
-            return holder
-        version = objects.replace_lease_object(name, lease.encode(), current)
-        if version is not None:
-            log.warning("took over the expired lock %s", holder.describe())
-            return lease, version
-    return None
-
-
-def release_lock(objects: LeaseObjects, name: str, owner: str) -> None:
-    """Delete lock object ``name`` if ``owner`` still holds it (after ours expired, another may have taken it)."""
-    found = _read(objects, name)
-    if found is not None and found[0].owner == owner:
-        objects.delete_lease_object(name)
-
-
-@contextmanager
-def renewed(objects: LeaseObjects, lease: Lease, version: str, ttl_s: float) -> Iterator[Lease]:
-    """Renew ``lease`` (taken with :func:`try_take_lock`) every third of ``ttl_s`` for the duration."""
-    with _Renewal(objects, lease, version, ttl_s):
-        yield lease
 
 
 def _take_lock(objects: LeaseObjects, ttl_s: float) -> tuple[Lease, str]:
@@ -476,7 +246,7 @@ def maintenance_lock(objects: LeaseObjects, *, ttl_s: float, wait_for_writers_s:
     """
     lease, version = _take_lock(objects, ttl_s)
     try:
-        with _Renewal(objects, lease, version, ttl_s):
+        with renewed(objects, lease, version, ttl_s):
             _drain(objects, wait_for_writers_s)
             yield lease
     finally:

@@ -16,7 +16,8 @@ from typing import Literal
 import icechunk
 from pydantic import Field
 
-from resources.leases import Lease, WritersActiveError
+from resources.lease_objects import Lease
+from resources.leases import WritersActiveError
 from resources.store import IcechunkStore, StoreLocationError
 
 

@@ -35,7 +35,6 @@ from typing import Any, cast
 
 import icechunk
 
-from resources.batch_handoff import pending_since
 from resources.expiry_plan import (
     SurvivingHistory,
     differences,
@@ -46,6 +45,7 @@ from resources.expiry_plan import (
     refs_of,
 )
 from resources.ledger import LEDGER_KEY, committed_regions, ledger_table
+from resources.pending_forks import pending_since
 from resources.store import IcechunkStore
 from risk_model.errors import RiskError, StoreUnavailableError
 from risk_model.versions import BUILD_BRANCH_PREFIX, MAIN, scenario_of

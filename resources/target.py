@@ -1,7 +1,7 @@
 """Resources that read the model's parameters, overrides and input rasters.
 
 The parameters model and the input set are pure data (``risk_model.params``,
-``risk_model.inputs``); these resources are where files get opened.
+``risk_model.input_set``); these resources are where files get opened.
 """
 
 from collections.abc import Collection

@@ -1,5 +1,7 @@
-"""The assets: parameters and inputs, the raster template, the region-partitioned risk raster,
-its pyramid and its release.
+"""The assets of one grid: its sources, the raster template and the region-partitioned risk raster.
+
+The observable sources are :mod:`risk_assets.sources`, the ``wind_shares`` asset is
+:mod:`risk_assets.wind_shares_asset`, the pyramid and the release are :mod:`risk_assets.release_assets`.
 
 Lineage in the asset graph::
 
@@ -15,265 +17,51 @@ the ``wind_shares`` asset, computed from it::
     wind_params ───────┴─> wind_shares ─> risk_raster
 """
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import cast
 
 import xarray as xr
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
-    AssetRecordsFilter,
     AssetsDefinition,
     AssetSelection,
     AutomationCondition,
     BackfillPolicy,
-    DagsterInstance,
     DataVersion,
-    DataVersionsByPartition,
     Failure,
     MaterializeResult,
     MetadataValue,
-    ObserveResult,
-    OpExecutionContext,
     SourceAsset,
-    StaticPartitionsDefinition,
     asset,
-    observable_source_asset,
 )
 
 from resources.branches import branch_exists, ensure_branch
-from resources.input_versions import input_version
 from resources.io_manager import RegionDatasets
 from resources.ledger import committed_regions
 from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from resources.template import TemplateMissingError, ensure_template, template_attrs
-from resources.wind_shares import publish_shares
 from risk_assets.deployment import K8S_CONFIG_TAG, REGION_RETRY_POLICY, region_step_k8s_config
 from risk_assets.keys import (
     PARAMS_KEY,
     RASTER_KEY,
     REGION_PARAMS_KEY,
     TEMPLATE_KEY,
-    WIND_PARAMS_KEY,
     WIND_SHARES_KEY,
     input_key,
 )
+from risk_assets.sources import READY_MADE_ROLES, build_sources, region_partitions
+from risk_assets.wind_shares_asset import build_wind_shares
 from risk_model.code_version import MODEL_CODE_VERSION
 from risk_model.compute import compute_region
 from risk_model.errors import BadInputError, RiskError
-from risk_model.grid import GridSpec, RegionRegistry
-from risk_model.input_checks import validate_input, validate_inputs
-from risk_model.inputs import InputError
-from risk_model.params import ParamsError, params_version
+from risk_model.grid import RegionRegistry
+from risk_model.input_checks import validate_inputs
 from risk_model.preflight import preflight
-from risk_model.wind import WIND_CODE_VERSION, fire_weather_wind_shares, shares_version, wind_params_version
-from risk_model.wind_files import open_hourly, require_shares_version
+from risk_model.wind_files import require_shares_version
 
 #: Dagster concurrency pool of the region writers; its limit is set in dagster.yaml.
 WRITER_POOL = "icechunk_writers"
 IO_MANAGER_KEY = "icechunk_io_manager"
-#: The tag under which Dagster stores an observation's data version (its value is not exported
-#: publicly; test_automation checks that observations carry it).
-DATA_VERSION_TAG = "dagster/data_version"
-#: Observation records fetched per call (Dagster caps one fetch at 10,000).
-OBSERVATIONS_PAGE = 10_000
-#: The inputs of a set with ready-made wind shares (``InputSet.roles``).
-READY_MADE_ROLES = ("burn_probability", "conditional_risk", "wind_direction")
-
-
-def latest_observed_versions(instance: DagsterInstance, key: AssetKey) -> dict[str, str]:
-    """The data version last observed for each partition of the source ``key``."""
-    latest: dict[str, str] = {}
-    cursor: str | None = None
-    for _ in range(1_000_000):  # bounded: pages of 10,000 observations
-        page = instance.fetch_observations(
-            AssetRecordsFilter(asset_key=key), limit=OBSERVATIONS_PAGE, cursor=cursor, ascending=True
-        )
-        for record in page.records:
-            observation = record.asset_observation
-            if observation is not None and observation.partition is not None:
-                version = observation.tags.get(DATA_VERSION_TAG)
-                if version is not None:
-                    latest[observation.partition] = version
-        if not page.has_more:
-            break
-        cursor = page.cursor
-    return latest
-
-
-def region_partitions(registry: RegionRegistry) -> StaticPartitionsDefinition:
-    """One static partition per region that holds data."""
-    return StaticPartitionsDefinition(registry.ids)
-
-
-def _input_source(name: str, grid: GridSpec) -> SourceAsset:
-    @observable_source_asset(
-        key=input_key(name),
-        group_name="inputs",
-        description=f"The {name.replace('_', ' ')} input raster; data version: its checksum or object generation.",
-    )
-    def observe(inputs: InputsResource) -> ObserveResult:
-        url = str(getattr(inputs, name))
-        try:
-            # A file that does not fit the grid or cannot be read is refused here: its observation
-            # records no new data version, so automation launches no region run for it.
-            with inputs.gdal_env():
-                validate_input(name, url, grid)
-            cache = Path(inputs.checksum_cache) if inputs.checksum_cache else None
-            version = input_version(url, name=name, cache=cache)
-        except InputError as err:
-            raise Failure(description=str(err), allow_retries=False) from err
-        return ObserveResult(data_version=DataVersion(version), metadata={"url": url, "version": version})
-
-    return observe
-
-
-def build_sources(registry: RegionRegistry, roles: tuple[str, ...] = READY_MADE_ROLES) -> list[SourceAsset]:
-    """Observable sources: global parameters, per-region overrides and the three inputs
-    (``roles``, see ``InputSet.roles``); with an hourly wind dataset also ``wind_params``.
-
-    Observable sources, not materialized assets: re-observing an unchanged file yields the
-    same data version and triggers nothing downstream, while re-materializing an identical
-    value would make eager automation rebuild every region (measured).
-    """
-
-    @observable_source_asset(key=PARAMS_KEY, group_name="model")
-    def model_params(params: ModelParamsResource) -> ObserveResult:
-        """Global model parameters read from the YAML file; the data version is a hash of their content."""
-        try:
-            values = params.load()
-        except ParamsError as err:
-            raise Failure(description=str(err), allow_retries=False) from err
-        version = params_version(values)
-        return ObserveResult(
-            data_version=DataVersion(version),
-            metadata={
-                "params_version": version,
-                "path": params.path,
-                "params": MetadataValue.json(values.model_dump(mode="json")),
-            },
-        )
-
-    @observable_source_asset(key=REGION_PARAMS_KEY, group_name="model", partitions_def=region_partitions(registry))
-    def region_params(context: OpExecutionContext, params: ModelParamsResource) -> DataVersionsByPartition:
-        """Per-region parameter overrides; each region's data version is a hash of its override.
-
-        A changed override changes only its region's data version, so automation rebuilds only
-        that region. Only regions whose version differs from the last one observed are recorded
-        (all of them the first time): re-recording 10,000 unchanged versions every few minutes
-        would fill the event log with nothing.
-        """
-        try:
-            overrides = params.overrides(registry.ids)
-        except ParamsError as err:
-            raise Failure(description=str(err), allow_retries=False) from err
-        observed = latest_observed_versions(context.instance, REGION_PARAMS_KEY)
-        current = {rid: overrides.region_version(rid) for rid in registry.ids}
-        changed = {rid: DataVersion(v) for rid, v in current.items() if observed.get(rid) != v}
-        context.log.info(f"{len(changed)} of {len(current)} regions' overrides changed since the last observation")
-        return DataVersionsByPartition(changed)
-
-    @observable_source_asset(key=WIND_PARAMS_KEY, group_name="inputs")
-    def wind_params(params: ModelParamsResource) -> ObserveResult:
-        """The parameters the wind shares depend on (the FFWI percentile); data version: their hash.
-
-        Its own source, not ``model_params``: a change of any other parameter must not
-        recompute the shares (and through them request every region a second time).
-        """
-        try:
-            values = params.load()
-        except ParamsError as err:
-            raise Failure(description=str(err), allow_retries=False) from err
-        version = wind_params_version(values)
-        return ObserveResult(
-            data_version=DataVersion(version),
-            metadata={"fire_weather_percentile": values.fire_weather_percentile, "version": version},
-        )
-
-    hourly = [wind_params] if "wind_hourly" in roles else []
-    return [
-        model_params,
-        region_params,
-        *(_input_source(name, registry.grid) for name in roles),
-        *hourly,
-    ]
-
-
-def _latest_data_version(instance: DagsterInstance, key: AssetKey) -> str | None:
-    """The data version of the latest materialization of ``key``; None if there is none."""
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        return None
-    return event.asset_materialization.tags.get(DATA_VERSION_TAG) if event.asset_materialization.tags else None
-
-
-def build_wind_shares() -> AssetsDefinition:
-    """The ``wind_shares`` asset: the 8-band shares computed from the hourly dataset."""
-
-    @asset(
-        key=WIND_SHARES_KEY,
-        group_name="inputs",
-        deps=[input_key("wind_hourly"), WIND_PARAMS_KEY],
-        code_version=WIND_CODE_VERSION,
-        # A new hourly dataset or percentile (a new observed data version) recomputes the
-        # shares; their new materialization then requests every region of the raster.
-        automation_condition=AutomationCondition.eager(),
-        # No materialization when the shares on disk are the current ones and recorded: the
-        # prepare job runs this every time, and a re-materialization of identical shares would
-        # make eager automation rebuild every region (measured for parameters, FIELD-NOTES).
-        output_required=False,
-    )
-    def wind_shares(
-        context: AssetExecutionContext, params: ModelParamsResource, inputs: InputsResource
-    ) -> Iterator[MaterializeResult]:  # type: ignore[type-arg]
-        """Fire-weather wind-direction shares (8 bands) on the hourly dataset's own grid and CRS.
-
-        Computed from ``wind_hourly`` with the FFWI percentile of the parameters (see
-        :mod:`risk_model.wind`) and written as a GeoTIFF to ``wind_shares_path``: a local file,
-        or an ``s3://`` / ``gs://`` object uploaded whole (:mod:`resources.wind_shares`) that
-        every region pod reads. The region runs warp it onto the output grid (nearest). Its data
-        version is the shares' version (:func:`risk_model.wind.shares_version`), which is also in
-        every region's build key and in the GeoTIFF's tag: shares already current where they are
-        configured are neither recomputed nor uploaded again.
-        """
-        try:
-            url = str(inputs.wind_hourly)
-            path = inputs.shares_path()
-            percentile = params.load().fire_weather_percentile
-            cache = Path(inputs.checksum_cache) if inputs.checksum_cache else None
-            hourly_version = input_version(url, name="wind_hourly", cache=cache)
-            version = shares_version(hourly_version, percentile)
-            on_disk = inputs.stored_shares_version()
-            if on_disk == version and _latest_data_version(context.instance, WIND_SHARES_KEY) == version:
-                context.log.info(f"wind shares {path} are current ({version}): nothing to do")
-                return
-            status = "already on disk"
-            uploaded: str | None = None
-            if on_disk != version:
-                with open_hourly(url) as ds:
-                    shares = fire_weather_wind_shares(ds, percentile=percentile)
-                tags = {"WIND_HOURLY_VERSION": hourly_version, "FIRE_WEATHER_PERCENTILE": str(percentile)}
-                uploaded = publish_shares(shares, path, version=version, tags=tags)
-                status = "computed"
-        except (InputError, ParamsError) as err:
-            raise Failure(description=str(err), allow_retries=False) from err
-        yield MaterializeResult(
-            data_version=DataVersion(version),
-            metadata={
-                "status": status,
-                "path": path,
-                "version": version,
-                "hourly": url,
-                "hourly_version": hourly_version,
-                "fire_weather_percentile": percentile,
-                # The uploaded object's ETag or generation: which object the region pods read.
-                **({"object_version": uploaded} if uploaded else {}),
-            },
-        )
-
-    return wind_shares
 
 
 def build_assets(

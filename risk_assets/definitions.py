@@ -23,7 +23,7 @@ from dagster import (
 from resources.io_manager import IcechunkRegionIOManager
 from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
-from risk_assets.assets import IO_MANAGER_KEY, build_assets, region_partitions
+from risk_assets.assets import IO_MANAGER_KEY, build_assets
 from risk_assets.deployment import deployment_from_env
 from risk_assets.keys import (
     INPUT_NAMES,
@@ -43,6 +43,7 @@ from risk_assets.release_assets import build_release_assets
 from risk_assets.resource_wiring import model_resources, store_resource
 from risk_assets.sensors import build_reconciliation_sensor
 from risk_assets.settings import Settings, settings_from_env
+from risk_assets.sources import region_partitions
 from risk_assets.status import build_checks
 from risk_model.grid import RegionRegistry, load_registry
 from risk_model.input_set import InputSet, local_hourly_input_set

@@ -7,7 +7,7 @@ Everything here is chosen by configuration, never by the name of an environment:
   Unset: the local repository under the project folder.
 - ``RISK_EXECUTOR``: ``in_process`` (default: a run's steps in the run's own process, which the
   run launcher or ``risk build`` already gives each run) or ``k8s`` (one Kubernetes Job per step).
-- ``RISK_INPUTS``: a JSON :class:`~risk_model.inputs.InputSet` (``gs://`` URLs in production).
+- ``RISK_INPUTS``: a JSON :class:`~risk_model.input_set.InputSet` (``gs://`` URLs in production).
   Unset: the synthetic inputs under the project folder.
 - ``RISK_WIND_SHARES``: where the ``wind_shares`` asset writes the shares it computes from an
   hourly wind dataset (``RISK_INPUTS``' ``wind_hourly``) and every region run reads them:

@@ -20,7 +20,8 @@ from rasterio.crs import CRS
 
 from risk_model import schema
 from risk_model.grid import GridSpec, Region
-from risk_model.inputs import InputSet, read_burn_probability, read_conditional_risk
+from risk_model.input_set import InputSet
+from risk_model.inputs import read_burn_probability, read_conditional_risk
 from risk_model.kernels import RowBand, halo_pixels
 from risk_model.params import ModelParams
 from risk_model.science import RiskArrays, wind_informed_risk
@@ -204,7 +205,7 @@ def compute_window(
 
     Raises
     ------
-    risk_model.inputs.InputError
+    risk_model.input_set.InputError
         If an input cannot be read or the wind raster does not have 8 bands.
     """
     halo = halo_pixels(params, pixel_size_m) if pixel_size_m is not None else window_halo(grid, rows, params)
@@ -270,7 +271,7 @@ def compute_region(
 
     Raises
     ------
-    risk_model.inputs.InputError
+    risk_model.input_set.InputError
         If an input cannot be read.
     """
     arrays = compute_window(grid, region.rows, region.cols, inputs, params, pixel_size_m)

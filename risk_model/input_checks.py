@@ -30,7 +30,9 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from risk_model.grid import GridSpec
-from risk_model.inputs import WIND_BANDS, InputError, InputSet, grid_crs, open_raster
+from risk_model.input_set import InputError, InputSet
+from risk_model.inputs import WIND_BANDS
+from risk_model.raster_windows import grid_crs, open_raster
 from risk_model.wind_files import check_hourly_dataset
 
 #: The input roles, in the order they are checked, and their band counts.

@@ -109,7 +109,7 @@ def compute_region_ids(grid: GridSpec, inputs: InputSet | Sequence[str]) -> list
     grid
         The output grid.
     inputs
-        An :class:`~risk_model.inputs.InputSet`, whose burn-probability and conditional-risk
+        An :class:`~risk_model.input_set.InputSet`, whose burn-probability and conditional-risk
         footprints are combined (the wind shares cover land and sea alike, so they are not a
         footprint), or explicit footprint rasters.
 
@@ -120,7 +120,7 @@ def compute_region_ids(grid: GridSpec, inputs: InputSet | Sequence[str]) -> list
 
     Raises
     ------
-    risk_model.inputs.InputError
+    risk_model.input_set.InputError
         If a source cannot be opened.
     """
     paths = [inputs.burn_probability, inputs.conditional_risk] if isinstance(inputs, InputSet) else list(inputs)

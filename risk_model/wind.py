@@ -52,7 +52,8 @@ import xarray as xr
 from risk_model.code_version import WIND_CODE_VERSION as WIND_CODE_VERSION
 from risk_model.code_version import shares_version as shares_version
 from risk_model.digest import digest
-from risk_model.inputs import WIND_BANDS, InputError
+from risk_model.input_set import InputError
+from risk_model.inputs import WIND_BANDS
 from risk_model.params import ModelParams
 
 FloatArray = npt.NDArray[np.float64]

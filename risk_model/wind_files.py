@@ -14,7 +14,8 @@ from rasterio.errors import CRSError, RasterioIOError
 from rasterio.warp import transform_bounds
 
 from risk_model.grid import GridSpec
-from risk_model.inputs import WIND_BANDS, InputError
+from risk_model.input_set import InputError
+from risk_model.inputs import WIND_BANDS
 from risk_model.wind import DIRECTIONS, VERSION_TAG, FloatArray, HourlyDatasetError, check_variables, dataset_crs_wkt
 
 

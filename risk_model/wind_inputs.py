@@ -1,6 +1,6 @@
 """Reading the 8 wind-direction share bands over a region's window: all at once, or one band at a time.
 
-The reading machinery (windowed reads, warps) is :mod:`risk_model.inputs`.
+The reading machinery (windowed reads, warps) is :mod:`risk_model.raster_windows`.
 """
 
 from typing import Any
@@ -12,8 +12,8 @@ from rasterio.io import DatasetReader
 
 from risk_model.grid import GridSpec
 from risk_model.input_set import InputError
-from risk_model.inputs import (
-    WIND_BANDS,
+from risk_model.inputs import WIND_BANDS, read_window
+from risk_model.raster_windows import (
     FloatArray,
     Floats,
     ResamplingName,
@@ -23,7 +23,6 @@ from risk_model.inputs import (
     read_env,
     read_on_grid,
     read_source_window,
-    read_window,
     reproject_to_grid,
     source_window,
     warp_into,
@@ -40,7 +39,7 @@ class NearestIndex:
     GDAL's nearest warp of a band copies, to each output pixel, the value of the source pixel
     under its centre (no-data stays no-data). Which pixel that is depends only on the two
     grids, not on the band: so the source's pixel *numbers* are warped once (nearest, exact
-    transformer, the same strips as :func:`risk_model.inputs.warp_into` uses for any band) and
+    transformer, the same strips as :func:`risk_model.raster_windows.warp_into` uses for any band) and
     each band is then a gather of its values by those numbers, which gives the pixels of a
     per-band warp at a fraction of its cost (a production window's exact transformer costs
     ~1 s per band; the gather ~0.1 s). ``tests/test_inputs.py`` checks the equality.

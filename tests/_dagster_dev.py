@@ -21,8 +21,7 @@ from resources.ledger import committed_regions
 from resources.local_store import LocalIcechunkStore
 from risk_assets.settings import Settings
 from risk_model.grid import load_registry
-from risk_model.input_set import local_input_set
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet, local_input_set
 from risk_model.versions import Target
 
 if TYPE_CHECKING:

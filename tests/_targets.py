@@ -2,7 +2,7 @@
 
 from resources.target import InputsResource, ModelParamsResource, current_target
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.overrides import DEFAULT_OVERRIDES_PATH
 from risk_model.params import DEFAULT_PARAMS_PATH
 from risk_model.versions import Target

@@ -12,7 +12,7 @@ from resources.region_write import WriteResult, write_region
 from resources.store import IcechunkStore
 from risk_model.compute import compute_region
 from risk_model.grid import load_registry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.versions import BuildKey
 
 

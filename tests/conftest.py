@@ -8,7 +8,7 @@ from _targets import default_target
 from resources.local_store import LocalIcechunkStore
 from resources.template import ensure_template
 from risk_model.grid import GridSpec, RegionRegistry, load_grid, load_registry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.synthetic import generate_inputs
 from risk_model.versions import Target
 

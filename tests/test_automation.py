@@ -26,7 +26,7 @@ import risk_assets.assets as assets_module
 from risk_assets.definitions import PREPARE_JOB, build_definitions
 from risk_assets.settings import Settings
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.params import DEFAULT_PARAMS_PATH
 
 KEY = AssetKey("risk_raster")
@@ -200,8 +200,8 @@ def test_a_change_over_every_region_is_one_backfill_request(
 def test_only_changed_overrides_are_recorded_and_a_removed_one_rebuilds_its_region(
     built: tuple[Definitions, DagsterInstance, Automation], overrides_file: Path, demo_registry: RegionRegistry
 ) -> None:
-    from risk_assets.assets import latest_observed_versions
     from risk_assets.keys import REGION_PARAMS_KEY
+    from risk_assets.sources import latest_observed_versions
 
     defs, instance, automation = built
     key = REGION_PARAMS_KEY

@@ -21,8 +21,7 @@ from dagster import DagsterInstance
 from resources.release import latest_release, read_manifest
 from risk_assets.definitions import PREPARE_JOB, build_definitions
 from risk_model.grid import load_registry
-from risk_model.input_set import local_input_set
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet, local_input_set
 from risk_model.synthetic import generate_inputs
 
 

@@ -26,8 +26,7 @@ from risk_assets.assets import build_assets
 from risk_assets.definitions import PREPARE_JOB, VERIFY_JOB, build_definitions, build_resources
 from risk_model.code_version import MODEL_CODE_VERSION
 from risk_model.grid import RegionRegistry
-from risk_model.input_set import local_input_set
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet, local_input_set
 
 KEY = AssetKey("risk_raster")
 

@@ -37,7 +37,7 @@ from risk_assets.definitions import PREPARE_JOB, build_definitions
 from risk_assets.runs import failure_reasons, user_reason
 from risk_assets.settings import Settings
 from risk_model.grid import DATA_DIR, load_grid, load_registry, regions_file
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.synthetic import generate_inputs
 
 #: Every case runs the real CLI in a subprocess (seconds each): the full suite's, not the edit loop's.

@@ -15,10 +15,12 @@ import pytest
 from _chaos_worker import KEY, region_data
 
 from resources.batch_commit import write_region_fork
-from resources.batch_handoff import FORK_ID, PendingFork, commit_pending, hand_off, pending_since, write_region_batched
+from resources.batch_handoff import write_region_batched
+from resources.commit_round import commit_pending
 from resources.leases import PENDING_PREFIX
 from resources.ledger import committed_regions
 from resources.local_store import LocalIcechunkStore
+from resources.pending_forks import FORK_ID, PendingFork, hand_off, pending_since
 from risk_model.grid import RegionRegistry
 
 
@@ -76,6 +78,21 @@ def test_a_round_commits_live_forks_and_drops_stale_ones_of_dead_writers(
     assert len(done.snapshots) == 1, "one commit for the batch"
     assert sorted(committed_regions(store.repository(), "main")) == sorted(demo_registry.ids[:2])
     assert store.list_lease_objects() == [], f"{live}, {young} committed and {stale} dropped: all deleted"
+
+
+def test_a_fork_handed_over_under_its_old_module_name_is_still_committed(
+    demo_store: LocalIcechunkStore, demo_registry: RegionRegistry
+) -> None:
+    # Pending objects handed over before PendingFork moved out of resources.batch_handoff name that
+    # module in their pickle (the two names have the same length, so the pickle stays well formed).
+    pending = _pending(demo_store, demo_registry, 0, os.getpid(), timedelta(0))
+    old = pending.encode().replace(b"resources.pending_forks", b"resources.batch_handoff")
+    assert b"resources.batch_handoff" in old and b"resources.pending_forks" not in old
+    demo_store.create_lease_object(pending.name, old)
+
+    done = commit_pending(demo_store)
+    assert (done.committed, done.unreadable) == ([demo_registry.ids[0]], [])
+    assert demo_store.list_lease_objects() == []
 
 
 def test_a_local_writer_through_the_batch_path_writes_then_skips(

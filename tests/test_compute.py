@@ -21,7 +21,8 @@ from risk_model.compute import (
     window_halo,
 )
 from risk_model.grid import GridSpec, load_grid, region_of_chunk
-from risk_model.inputs import InputSet, read_burn_probability
+from risk_model.input_set import InputSet
+from risk_model.inputs import read_burn_probability
 from risk_model.kernels import RowBand, halo_pixels
 from risk_model.params import ModelParams
 from risk_model.science import RiskArrays

@@ -20,7 +20,7 @@ from risk_assets.definitions import build_resources, defs
 from risk_assets.runs import failure_reasons
 from risk_assets.settings import Settings
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 
 
 @pytest.fixture

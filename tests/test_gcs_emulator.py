@@ -43,7 +43,7 @@ from resources.release import MANIFEST, commit_pyramid, read_manifest, release
 from resources.store import StoreError
 from resources.template import ensure_template
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputError, InputSet
+from risk_model.input_set import InputError, InputSet
 
 BUCKET = "risk-gcs-test"
 # The exact answer of fake-gcs-server 1.54 to object_store's object PUT (see the module docstring).

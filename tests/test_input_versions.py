@@ -17,7 +17,7 @@ from google.cloud import storage
 
 from resources.input_versions import input_version, input_versions
 from risk_model.checksums import HASH_BLOCK_BYTES, inputs_version
-from risk_model.inputs import InputError, InputSet
+from risk_model.input_set import InputError, InputSet
 
 ROLES = ("burn_probability", "conditional_risk", "wind_direction")
 BUCKET = "risk-inputs"

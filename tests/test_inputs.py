@@ -12,21 +12,14 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from rasterio.warp import transform as transform_points
 
-from risk_model import inputs as inputs_module
+from risk_model import raster_windows
 from risk_model.compute import compute_region
 from risk_model.grid import GridSpec, load_grid, region_of_chunk
 from risk_model.input_checks import validate_input, validate_inputs
-from risk_model.inputs import (
-    InputError,
-    InputSet,
-    on_grid,
-    open_raster,
-    read_burn_probability,
-    read_conditional_risk,
-    read_window,
-    reproject_to_grid,
-)
+from risk_model.input_set import InputError, InputSet
+from risk_model.inputs import read_burn_probability, read_conditional_risk, read_window
 from risk_model.params import ModelParams
+from risk_model.raster_windows import on_grid, open_raster, reproject_to_grid
 from risk_model.science import gap_fill
 from risk_model.synthetic import FILENAMES, GENERATOR_VERSION, ensure_inputs, generate_inputs
 from risk_model.wind_inputs import WindShareBands, read_wind_shares
@@ -341,7 +334,7 @@ def test_a_window_warped_in_strips_equals_one_whole_window_warp(
 ) -> None:
     """The strips (here of 7 rows) give exactly the pixels of one reproject call over the window."""
     path, _ = albers_source(tmp_path)
-    monkeypatch.setattr(inputs_module, "_WARP_STRIP_ROWS", 7)
+    monkeypatch.setattr(raster_windows, "_WARP_STRIP_ROWS", 7)
     for resampling in ("nearest", "bilinear"):
         out = read_window(path, GRID, *FULL, halo=1, resampling=resampling, dtype="float32")
         assert out.dtype == np.float32 and out.flags.c_contiguous

@@ -30,8 +30,8 @@ from dagster import (
 from resources.cloud_stores import S3IcechunkStore
 from resources.ledger import iter_region_commits
 from resources.region_write import write_region
-from risk_assets.assets import region_partitions
 from risk_assets.sensors import build_reconciliation_sensor
+from risk_assets.sources import region_partitions
 from risk_model.grid import RegionRegistry
 from risk_model.schema import DIMS, VARIABLES, coordinates
 

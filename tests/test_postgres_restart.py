@@ -35,10 +35,10 @@ from dagster import (
 
 from resources.cloud_stores import S3IcechunkStore
 from resources.ledger import iter_region_commits
-from risk_assets.assets import region_partitions
 from risk_assets.sensors import build_reconciliation_sensor
+from risk_assets.sources import region_partitions
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 
 BUCKET = "risk-pg-restart"
 #: Regions built during the restart: two rounds of the three workers.

@@ -26,7 +26,7 @@ from risk_assets.assets import build_assets
 from risk_assets.definitions import build_resources
 from risk_assets.settings import Settings
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.quicklook import MAX_SIDE, SCORE_COLOURS, downsample_scores, quicklook_png, region_stats, score_rgba
 from risk_model.schema import DIMS, SCORE_NODATA, coordinates
 

@@ -12,7 +12,8 @@ from rasterio.warp import transform as transform_points
 
 from risk_model import region_list
 from risk_model.grid import DATA_DIR, GridSpec, UnknownRegionError, load_grid, load_registry, regions_file
-from risk_model.inputs import InputSet, read_window
+from risk_model.input_set import InputSet
+from risk_model.inputs import read_window
 from risk_model.region_list import REFERENCE_SOURCE_PREFIX, compute_region_ids, is_reference_list, write_region_list
 from risk_model.synthetic import generate_inputs, write_conus_footprint
 

@@ -27,7 +27,7 @@ from resources.release import commit_pyramid, latest_release, read_manifest, rel
 from resources.template import ensure_template
 from risk_assets.settings import Settings
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.schema import DIMS, VARIABLES, coordinates
 from risk_model.versions import Target
 

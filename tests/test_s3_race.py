@@ -25,7 +25,7 @@ from resources.local_store import LocalIcechunkStore
 from resources.store import StoreError
 from resources.template import ensure_template
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 
 BUCKET = "risk-test"
 

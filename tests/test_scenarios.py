@@ -23,7 +23,7 @@ from resources.template import ensure_template
 from risk_assets.resource_wiring import store_resource
 from risk_assets.settings import Settings
 from risk_model.grid import GridSpec, RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.schema import DIMS, VARIABLES, coordinates
 from risk_model.synthetic import NODATA, UnknownScenarioError, generate_inputs
 from risk_model.versions import MAIN, ScenarioNameError, Target, readers_branch, scenario_of

@@ -15,7 +15,8 @@ from scipy import ndimage, signal
 
 from risk_model.compute import compute_window, pixel_size_at
 from risk_model.grid import GridSpec, load_grid
-from risk_model.inputs import InputSet, read_burn_probability, read_window
+from risk_model.input_set import InputSet
+from risk_model.inputs import read_burn_probability, read_window
 from risk_model.kernels import DIRECTIONS, gaussian_weights, spread_kernels
 from risk_model.params import ModelParams
 from risk_model.schema import SCORE_NODATA

@@ -31,12 +31,12 @@ from dagster import (
 from resources.branches import ensure_branch
 from resources.local_store import LocalIcechunkStore
 from resources.region_write import write_region
-from risk_assets.assets import region_partitions
 from risk_assets.reconcile import CommitEntry, ReconcileState, RecordEntry, reconcile
 from risk_assets.sensors import build_reconciliation_sensor
+from risk_assets.sources import region_partitions
 from risk_assets.status import REGION_CHECK
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.schema import DIMS, VARIABLES, coordinates
 from risk_model.versions import BuildKey, Target
 

@@ -16,8 +16,7 @@ from dagster import DagsterInstance, materialize
 from risk_assets.assets import build_assets
 from risk_assets.definitions import build_resources
 from risk_model.grid import RegionRegistry
-from risk_model.input_set import local_input_set
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet, local_input_set
 
 REGION = "y0_x1"  # on the coast: the picture holds land and transparent ocean
 

@@ -14,7 +14,7 @@ import rasterio
 import xarray as xr
 
 from risk_model.grid import load_grid
-from risk_model.inputs import InputError, InputSet
+from risk_model.input_set import InputError, InputSet
 from risk_model.synthetic_wind import CONUS404_PROJ, generate_hourly_cube, hourly_cube
 from risk_model.wind import (
     DIRECTIONS,

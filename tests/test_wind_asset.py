@@ -21,12 +21,12 @@ from dagster import (
 )
 from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
 
-from risk_assets.assets import DATA_VERSION_TAG
 from risk_assets.definitions import PREPARE_JOB, REGION_JOB, build_definitions
 from risk_assets.keys import RASTER_KEY, WIND_SHARES_KEY, input_key
 from risk_assets.settings import Settings
+from risk_assets.sources import DATA_VERSION_TAG
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.params import DEFAULT_PARAMS_PATH
 from risk_model.synthetic_wind import generate_hourly_cube
 from risk_model.wind import VERSION_TAG, fire_weather_wind_shares

@@ -31,14 +31,14 @@ from resources.objects import gdal_endpoint_options
 from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from resources.wind_shares import stored_shares_version
-from risk_assets.assets import DATA_VERSION_TAG
 from risk_assets.definitions import PREPARE_JOB, REGION_JOB, build_definitions
 from risk_assets.deployment import DeploymentConfigError, deployment_from_env
 from risk_assets.keys import WIND_SHARES_KEY
 from risk_assets.settings import Settings
+from risk_assets.sources import DATA_VERSION_TAG
 from risk_model.compute import compute_region
 from risk_model.grid import RegionRegistry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.params import DEFAULT_PARAMS_PATH
 from risk_model.schema import VARIABLES
 from risk_model.synthetic_wind import generate_hourly_cube
