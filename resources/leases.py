@@ -40,13 +40,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-# Lease, try_take_lock, release_lock and renewed are also re-exported for resources/store.py,
-# which reaches them as ``leases.<name>``.
-from resources.lease_objects import Lease as Lease
-from resources.lease_objects import LeaseIOError, LeaseObjects, read_lease
-from resources.lease_objects import release_lock as release_lock
-from resources.lease_objects import renewed as renewed
-from resources.lease_objects import try_take_lock as try_take_lock
+from resources.lease_objects import Lease, LeaseIOError, LeaseObjects, read_lease, release_lock, renewed, try_take_lock
 from risk_model.errors import StoreUnavailableError
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ import icechunk
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from resources import leases
-from resources.leases import Lease
+from resources import lease_objects, leases
+from resources.lease_objects import Lease
 from resources.leases import MaintenanceActiveError as MaintenanceActiveError
 from resources.leases import WritersActiveError as WritersActiveError
 from risk_model.errors import BadInputError, StoreUnavailableError
@@ -238,19 +238,19 @@ class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # gen
         """
         # Waiters ask often: one read when the lease is held, instead of a refused create and a read.
         held = self.read_lease_object(leases.COMMIT_LOCK)
-        if held is not None and not leases.Lease.decode(leases.COMMIT_LOCK, held[0]).expired():
+        if held is not None and not Lease.decode(leases.COMMIT_LOCK, held[0]).expired():
             yield False
             return
-        taken = leases.try_take_lock(self, leases.COMMIT_LOCK, "commit", self.commit_lease_ttl_s)
+        taken = lease_objects.try_take_lock(self, leases.COMMIT_LOCK, "commit", self.commit_lease_ttl_s)
         if not isinstance(taken, tuple):
             yield False
             return
         lease, version = taken
         try:
-            with leases.renewed(self, lease, version, self.commit_lease_ttl_s):
+            with lease_objects.renewed(self, lease, version, self.commit_lease_ttl_s):
                 yield True
         finally:
-            leases.release_lock(self, leases.COMMIT_LOCK, lease.owner)
+            lease_objects.release_lock(self, leases.COMMIT_LOCK, lease.owner)
 
     @contextmanager
     def maintenance_lock(self, wait_for_writers_s: float = 0.0) -> Iterator[None]:
@@ -284,7 +284,7 @@ class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # gen
         """
         return leases.live_writer_leases(self)
 
-    # The object operations of resources.leases.LeaseObjects. Object stores implement them;
+    # The object operations of resources.lease_objects.LeaseObjects. Object stores implement them;
     # local stores lock with flock instead and never call them.
 
     def lease_location(self) -> str:
