@@ -107,6 +107,14 @@ def main() -> None:
         "expiry, as the history_maintenance sensor does; 0: never",
     )
     parser.add_argument("--keep-hours", type=float, default=0.0, help="maintenance keeps snapshots this recent")
+    parser.add_argument(
+        "--filler-regions",
+        type=int,
+        default=0,
+        help="the filler commits cycle over this many region ids, as rebuilds of a grid's regions do (conus-30m "
+        "has 405); 0: a new region id per commit. A maintenance checkpoint carries the ledger table of every "
+        "region, and the repository file lists it",
+    )
     args = parser.parse_args()
     side = 1
     while side * side < (args.commits // args.step + 1) * args.repeat + 1:
@@ -149,7 +157,7 @@ def main() -> None:
                     f"filler {filler}",
                     metadata={
                         "kind": REGION_KIND,
-                        "region": f"filler_{filler}",
+                        "region": f"filler_{filler % args.filler_regions if args.filler_regions else filler}",
                         "params_version": "old",
                         "inputs_version": "old",
                         "code_version": "old",
@@ -204,6 +212,7 @@ def main() -> None:
             if args.expire_every
             else "no maintenance"
         )
+        + f"; filler regions: {args.filler_regions or 'one per commit'}"
     )
     print()
     print(

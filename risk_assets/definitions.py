@@ -38,7 +38,7 @@ from risk_assets.keys import (
     WIND_SHARES_KEY,
     input_key,
 )
-from risk_assets.maintenance_job import build_maintenance_job
+from risk_assets.maintenance_job import build_history_sensor, build_maintenance_job
 from risk_assets.release_assets import build_release_assets
 from risk_assets.resource_wiring import model_resources, store_resource
 from risk_assets.sensors import build_reconciliation_sensor
@@ -137,6 +137,11 @@ def build_definitions(
             "Check the complete version, build its pyramid, tag it with a manifest and pictures, and promote main."
         ),
     )
+    # Expire and collect garbage without losing the ledger; refuses while writers run.
+    maintenance = build_maintenance_job(
+        writer_job_names=[REGION_JOB, RELEASE_JOB, PREPARE_JOB],
+        writer_asset_keys=[RASTER_KEY, TEMPLATE_KEY, PYRAMID_KEY, RELEASE_KEY],
+    )
     return Definitions(
         assets=[
             *build_assets(registry, inputs.roles, regions_per_run),
@@ -155,6 +160,10 @@ def build_definitions(
                 emit_backfills=True,
                 run_tags=REGION_RUN_TAG,
             ),
+            # Bounded history: expiry whenever enough commits piled up since the last one.
+            build_history_sensor(
+                maintenance, threshold=settings.history_threshold, keep_hours=settings.history_keep_hours
+            ),
         ],
         schedules=[
             ScheduleDefinition(
@@ -171,11 +180,7 @@ def build_definitions(
         jobs=[
             build_region,
             release_raster,
-            # Expire and collect garbage without losing the ledger; refuses while writers run.
-            build_maintenance_job(
-                writer_job_names=[REGION_JOB, RELEASE_JOB, PREPARE_JOB],
-                writer_asset_keys=[RASTER_KEY, TEMPLATE_KEY, PYRAMID_KEY, RELEASE_KEY],
-            ),
+            maintenance,
             define_asset_job(
                 VERIFY_JOB,
                 selection=AssetSelection.assets(STATUS_KEY),

@@ -7,7 +7,7 @@ is called when the definitions are built, never at import.
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from risk_model.overrides import DEFAULT_OVERRIDES_PATH
 from risk_model.params import DEFAULT_PARAMS_PATH
@@ -32,6 +32,12 @@ class Settings(BaseModel):
     scenario
         The scenario built (its own input set, e.g. the 2047 climate), released on its own
         readers' branch ``main-<scenario>`` beside the others; ``None``: the default, on ``main``.
+    history_threshold
+        Snapshots added since the last expiry at which the ``history_maintenance`` sensor
+        requests maintenance (``RISK_HISTORY_COMMITS``).
+    history_keep_hours
+        The automatic maintenance expires snapshots older than this; 0 keeps only branch and tag
+        tips and the ledger (``RISK_HISTORY_KEEP_HOURS``).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -42,6 +48,11 @@ class Settings(BaseModel):
     overrides_path: Path = DEFAULT_OVERRIDES_PATH
     sensor_interval_s: int = 30
     scenario: str | None = None
+    # 500: commits then list at most a few hundred snapshots (docs/scale.md section 4), and
+    # the sensor counts them in the one repository file a session reads anyway (1,000 updates).
+    history_threshold: int = Field(default=500, ge=1)
+    # 0: a build of thousands of regions within hours would otherwise keep them all listed.
+    history_keep_hours: float = Field(default=0.0, ge=0)
 
     @field_validator("scenario")
     @classmethod
@@ -81,7 +92,8 @@ class Settings(BaseModel):
 
 def settings_from_env() -> Settings:
     """Settings from ``RISK_HOME`` (default: the current directory), ``RISK_GRID``, ``RISK_PARAMS``,
-    ``RISK_OVERRIDES``, ``RISK_SENSOR_INTERVAL`` and ``RISK_SCENARIO``."""
+    ``RISK_OVERRIDES``, ``RISK_SENSOR_INTERVAL``, ``RISK_SCENARIO``, ``RISK_HISTORY_COMMITS`` and
+    ``RISK_HISTORY_KEEP_HOURS`` (the last two validated as numbers by pydantic, which names the field)."""
     fields: dict[str, object] = {"home": Path(os.environ.get("RISK_HOME", Path.cwd())).resolve()}
     if "RISK_GRID" in os.environ:
         fields["grid"] = os.environ["RISK_GRID"]
@@ -93,4 +105,8 @@ def settings_from_env() -> Settings:
         fields["overrides_path"] = Path(os.environ["RISK_OVERRIDES"]).resolve()
     if os.environ.get("RISK_SCENARIO"):
         fields["scenario"] = os.environ["RISK_SCENARIO"]
+    if "RISK_HISTORY_COMMITS" in os.environ:
+        fields["history_threshold"] = os.environ["RISK_HISTORY_COMMITS"]
+    if "RISK_HISTORY_KEEP_HOURS" in os.environ:
+        fields["history_keep_hours"] = os.environ["RISK_HISTORY_KEEP_HOURS"]
     return Settings.model_validate(fields)
