@@ -23,6 +23,7 @@ from dagster import (
 )
 from pydantic import ValidationError
 
+from resources.batch_commit import commit_batch, write_region_fork
 from resources.history import HistorySinceExpiry, history_since_expiry
 from resources.ledger import committed_regions
 from resources.local_store import LocalIcechunkStore
@@ -45,17 +46,20 @@ KEY = BuildKey("params", "inputs", "code")
 WRITER_JOB = "build_region"
 
 
-def _write(store: LocalIcechunkStore, registry: RegionRegistry, index: int) -> None:
-    region_id = registry.ids[index % len(registry.ids)]
-    region = registry.get(region_id)
+def _data(registry: RegionRegistry, index: int) -> xr.Dataset:
+    region = registry.get(registry.ids[index % len(registry.ids)])
     values = np.random.default_rng(index).random(region.shape)
-    ds = xr.Dataset(
+    return xr.Dataset(
         {v.name: (DIMS, values.astype(v.dtype)) for v in VARIABLES},
         coords=coordinates(registry.grid, region.rows, region.cols),
     )
+
+
+def _write(store: LocalIcechunkStore, registry: RegionRegistry, index: int) -> None:
+    region = registry.get(registry.ids[index % len(registry.ids)])
     # A new build key each time, so a region written twice is committed twice.
     key = BuildKey(f"params-{index}", KEY.inputs_version, KEY.code_version)
-    result = write_region(store, registry.grid, region, ds, key=key, run_id=f"run-{index}")
+    result = write_region(store, registry.grid, region, _data(registry, index), key=key, run_id=f"run-{index}")
     assert result.status == "written"
 
 
@@ -92,6 +96,32 @@ def test_history_since_expiry_counts_commits_until_the_last_expiry(
 def test_history_since_expiry_refuses_a_limit_below_one(demo_store: LocalIcechunkStore) -> None:
     with pytest.raises(ValueError, match="limit must be a positive number"):
         history_since_expiry(demo_store.repository(), limit=0)
+
+
+def test_a_fork_pending_across_the_automatic_expiry_still_commits(
+    demo_store: LocalIcechunkStore, demo_registry: RegionRegistry
+) -> None:
+    """A batch writer's fork handed over before expiry (its base snapshot expired) commits, data intact."""
+    region = demo_registry.get(demo_registry.ids[0])
+    ds = _data(demo_registry, 0)
+    fork = write_region_fork(demo_store, demo_registry.grid, region, ds, key=KEY, run_id="fork")
+    assert fork is not None
+    base = demo_store.repository().lookup_branch(demo_store.branch)
+    for i in (1, 2):
+        _write(demo_store, demo_registry, i)
+    # The automatic run's maintenance: checkpoint + expiry of everything, no GC.
+    maintain(demo_store, expire_older_than=datetime.now(UTC), garbage_collect=False)
+    repo = demo_store.repository()
+    assert base not in {s.id for s in repo.ancestry(branch=demo_store.branch)}
+
+    result = commit_batch(demo_store, [fork])
+    assert result.outcomes[region.id].status == "written"
+    assert set(_ledger(demo_store)) == {demo_registry.ids[i] for i in range(3)}
+    session = demo_store.repository().readonly_session(branch=demo_store.branch)
+    window = dict(zip(DIMS, (region.rows, region.cols), strict=True))
+    stored = xr.open_zarr(session.store, consolidated=False).isel(window)
+    for v in VARIABLES:
+        np.testing.assert_array_equal(stored[v.name].values, ds[v.name].values.astype(v.dtype))
 
 
 # --- the run key (pure) -------------------------------------------------------------------------
@@ -143,7 +173,6 @@ def _tick(sensor: SensorDefinition, instance: DagsterInstance, store: LocalIcech
     return result
 
 
-@pytest.mark.slow  # about 30 region commits and a maintenance run: 10-30 s on a loaded machine
 def test_sensor_requests_maintenance_past_the_threshold_and_not_before(
     demo_store: LocalIcechunkStore, demo_registry: RegionRegistry
 ) -> None:
