@@ -162,7 +162,10 @@ def build_definitions(
             ),
             # Bounded history: expiry whenever enough commits piled up since the last one.
             build_history_sensor(
-                maintenance, threshold=settings.history_threshold, keep_hours=settings.history_keep_hours
+                maintenance,
+                threshold=settings.history_threshold,
+                keep_hours=settings.history_keep_hours,
+                minimum_interval_seconds=settings.sensor_interval_s,
             ),
         ],
         schedules=[
