@@ -13,7 +13,7 @@ from resources.ledger import committed_regions
 from resources.release import latest_release
 from risk_assets.maintenance_job import MAINTENANCE_JOB
 from risk_model.grid import load_registry
-from risk_model.inputs import InputSet
+from risk_model.input_set import InputSet
 from risk_model.synthetic import generate_inputs
 
 THRESHOLD = 5
