@@ -25,6 +25,7 @@ from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from risk_assets.assets import IO_MANAGER_KEY, build_assets
 from risk_assets.deployment import deployment_from_env
+from risk_assets.history_sensor import build_history_sensor
 from risk_assets.keys import (
     INPUT_NAMES,
     PARAMS_KEY,
@@ -38,7 +39,7 @@ from risk_assets.keys import (
     WIND_SHARES_KEY,
     input_key,
 )
-from risk_assets.maintenance_job import build_history_sensor, build_maintenance_job
+from risk_assets.maintenance_job import build_maintenance_job
 from risk_assets.release_assets import build_release_assets
 from risk_assets.resource_wiring import model_resources, store_resource
 from risk_assets.sensors import build_reconciliation_sensor

@@ -30,13 +30,8 @@ from resources.local_store import LocalIcechunkStore
 from resources.maintenance import maintain
 from resources.region_write import write_region
 from risk_assets.definitions import build_definitions
-from risk_assets.maintenance_job import (
-    HISTORY_SENSOR,
-    MAINTENANCE_JOB,
-    build_history_sensor,
-    build_maintenance_job,
-    history_run_key,
-)
+from risk_assets.history_sensor import HISTORY_SENSOR, build_history_sensor, history_run_key
+from risk_assets.maintenance_job import MAINTENANCE_JOB, build_maintenance_job
 from risk_assets.settings import Settings
 from risk_model.grid import RegionRegistry
 from risk_model.schema import DIMS, VARIABLES, coordinates
