@@ -187,8 +187,8 @@ def test_worker_killed_before_commit_leaves_nothing_visible(
 def test_racing_processes_lose_no_commit_and_match_a_sequential_build(
     tmp_path: Path, demo_registry: RegionRegistry, demo_inputs: object
 ) -> None:
-    """Six OS processes commit 4 regions each into one local repository at the same time."""
-    n_workers, per_worker = 6, 4
+    """Six OS processes commit 2 regions each into one local repository at the same time."""
+    n_workers, per_worker = 6, 2
     region_ids = demo_registry.ids[: n_workers * per_worker]
     inputs_json = demo_inputs.model_dump_json()  # type: ignore[attr-defined]
     raced = LocalIcechunkStore(path=str(tmp_path / "raced"))
