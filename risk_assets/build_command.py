@@ -212,9 +212,10 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         ensure_hourly_cube(registry.grid, settings.inputs_dir)
     from risk_assets.definitions import preflight_configured, prepare_job
 
-    # Once, before the repository is opened or any run launched: a bad input fails here, in
-    # seconds, with one message, instead of in every region run minutes later.
-    preflight_configured(registry)
+    # Once, before the repository is written or any run launched: a bad input fails here, in
+    # seconds, with one message, instead of in every region run minutes later. Inputs some region
+    # of the version was committed from passed these checks in its run: not read again (a repair).
+    preflight_configured(registry, check_inputs=not (planned is not None and _inputs_checked(store, planned)))
     # And the store: a location that cannot hold the repository, or a repository of another
     # grid, is refused here too, not in the prepare run.
     check_store(store, registry.grid)
@@ -366,6 +367,22 @@ def _stamp_if_recorded(
         plan = plan_build(store, target, registry.ids, instance)
     if plan.nothing_to_run and not plan.unrecorded and plan.tip is not None:
         write_stamp(settings.var_dir / STAMP_NAME, Path(os.environ["DAGSTER_HOME"]), plan.branch, plan.tip)
+
+
+def _inputs_checked(store: "IcechunkStore", target: "Target") -> bool:
+    """Whether the version's branch holds a region committed from these very inputs (so checked)."""
+    from resources.branches import branch_exists
+    from resources.ledger import committed_regions, inputs_checked
+    from risk_model.errors import RiskError
+
+    try:
+        repo = store.repository()
+        if not branch_exists(repo, target.version.branch):
+            return False
+        records = committed_regions(repo, target.version.branch).values()
+    except RiskError:
+        return False  # no repository, or one that cannot be read: check_store says why
+    return inputs_checked(records, target.inputs_version, target.code_version)
 
 
 def _snapshots(repo: "icechunk.Repository") -> set[str]:
