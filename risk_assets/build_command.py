@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from risk_assets.build_plan import BuildPlan, plan_build, record_committed
+from risk_assets.build_plan import BuildPlan, inputs_checked_on_branch, plan_build, record_committed
 from risk_assets.build_workers import (
     QUIET_RUN_CONFIG,
     RegionOutcome,
@@ -215,7 +215,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     # Once, before the repository is written or any run launched: a bad input fails here, in
     # seconds, with one message, instead of in every region run minutes later. Inputs some region
     # of the version was committed from passed these checks in its run: not read again (a repair).
-    preflight_configured(registry, check_inputs=not (planned is not None and _inputs_checked(store, planned)))
+    preflight_configured(registry, check_inputs=not (planned is not None and inputs_checked_on_branch(store, planned)))
     # And the store: a location that cannot hold the repository, or a repository of another
     # grid, is refused here too, not in the prepare run.
     check_store(store, registry.grid)
@@ -367,22 +367,6 @@ def _stamp_if_recorded(
         plan = plan_build(store, target, registry.ids, instance)
     if plan.nothing_to_run and not plan.unrecorded and plan.tip is not None:
         write_stamp(settings.var_dir / STAMP_NAME, Path(os.environ["DAGSTER_HOME"]), plan.branch, plan.tip)
-
-
-def _inputs_checked(store: "IcechunkStore", target: "Target") -> bool:
-    """Whether the version's branch holds a region committed from these very inputs (so checked)."""
-    from resources.branches import branch_exists
-    from resources.ledger import committed_regions, inputs_checked
-    from risk_model.errors import RiskError
-
-    try:
-        repo = store.repository()
-        if not branch_exists(repo, target.version.branch):
-            return False
-        records = committed_regions(repo, target.version.branch).values()
-    except RiskError:
-        return False  # no repository, or one that cannot be read: check_store says why
-    return inputs_checked(records, target.inputs_version, target.code_version)
 
 
 def _snapshots(repo: "icechunk.Repository") -> set[str]:
