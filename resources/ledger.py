@@ -7,7 +7,7 @@ newest commit so readers stop walking history there. Nothing here knows Dagster.
 """
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -186,6 +186,17 @@ def committed_regions(
     for record in iter_region_commits(repo, branch, snapshot_id=snapshot_id, use_ledger=use_ledger):
         latest.setdefault(record.region, record)
     return latest
+
+
+def inputs_checked(records: Iterable[CommitRecord], inputs_version: str, code_version: str) -> bool:
+    """Whether some region was committed from inputs of ``inputs_version`` by code of ``code_version``.
+
+    A region run checks its inputs (``validate_inputs``) before it computes a region, so such a
+    commit says that inputs with exactly these contents (an inputs version is made of
+    checksums, object generations or ETags) passed the checks of this code: checking them
+    again would read every input to the same answer.
+    """
+    return any(r.inputs_version == inputs_version and r.code_version == code_version for r in records)
 
 
 def ledger_table(records: dict[str, CommitRecord]) -> dict[str, list[str]]:

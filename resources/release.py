@@ -35,10 +35,10 @@ from resources.branches import latest_release as latest_release
 from resources.branches import release_tags as release_tags
 from resources.completeness import IncompleteVersionError, incomplete_message, version_status
 from resources.ledger import LEDGER_KEY, CommitRecord, ledger_table
-from resources.pyramid_store import coarsest_level, open_level, write_pyramid
+from resources.pyramid_store import coarsest_level, open_level, pyramid_matches, update_pyramid, write_pyramid
 from resources.store import IcechunkStore
 from risk_model.errors import CommitConflictError
-from risk_model.grid import RegionRegistry
+from risk_model.grid import Region, RegionRegistry, parse_region_id, region_of_chunk
 from risk_model.pyramid import PyramidLevel, PyramidLevelNotFoundError
 from risk_model.schema import VARIABLES
 from risk_model.versions import RasterVersion, Target, scenario_of
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from risk_model.diff_picture import DiffStats
 
 PYRAMID_KIND = "pyramid"
+#: Commit metadata key of a pyramid commit saying how it was made (``None``: written whole).
+PYRAMID_UPDATE_KEY = "pyramid_update"
 MANIFEST = "manifest.json"
 OVERVIEW = "overview.png"
 DIFF = "diff.png"
@@ -93,15 +95,22 @@ def commit_pyramid(store: IcechunkStore, registry: RegionRegistry, target: Targe
     tip_info = repo.lookup_snapshot(status.tip)
     if _is_pyramid_of(tip_info, status.version):
         return PyramidCommit(status.tip, _pyramid_levels(tip_info), created=False)
+    base = _pyramid_base(repo, status.branch, store.branch)
     with store.writer_lease():
         session = repo.writable_session(status.branch)
-        levels = write_pyramid(session, registry.grid)
+        update = _pyramid_update(repo, session, registry, status.regions, base)
+        if update is None:
+            levels = write_pyramid(session, registry.grid)
+        else:
+            levels = update_pyramid(session, registry.grid, update.regions, source=update.source)
         metadata: dict[str, Any] = {
             "kind": PYRAMID_KIND,
             "run_id": run_id,
             "written_at": datetime.now(UTC).isoformat(),
             **status.version.as_metadata(),
             "levels": [level.as_metadata() for level in levels],
+            # How the pyramid was made: whole, or the tiles of the regions changed since a base.
+            PYRAMID_UPDATE_KEY: None if update is None else update.as_metadata(),
             LEDGER_KEY: ledger_table(status.regions),
         }
         with store.commit_guard():
@@ -109,6 +118,84 @@ def commit_pyramid(store: IcechunkStore, registry: RegionRegistry, target: Targe
             # made from. A region committed meanwhile makes this fail, and the release waits.
             snapshot_id = session.commit(f"pyramid of version {status.version.id}", metadata=metadata)
     return PyramidCommit(snapshot_id, levels, created=True)
+
+
+@dataclass(frozen=True)
+class PyramidBase:
+    """A pyramid commit the next pyramid can be updated from, and the region commits it was made from."""
+
+    snapshot_id: str
+    #: snapshot id of every region's commit the pyramid was made from (its ledger table)
+    regions: dict[str, str]
+    #: whether the branch's tip holds this pyramid (the commit is in its history): else it is copied
+    in_branch: bool
+
+
+def _pyramid_base(repo: icechunk.Repository, branch: str, readers_branch: str) -> PyramidBase | None:
+    """The newest pyramid commit in ``branch``'s history, else the latest release of ``readers_branch``.
+
+    History is walked down to the first commit with a ledger table, as the ledger itself is
+    (a pyramid commit carries one): below a maintenance checkpoint history may be expired.
+    """
+
+    def base_of(info: icechunk.SnapshotInfo, in_branch: bool) -> PyramidBase | None:
+        meta = info.metadata or {}
+        table = meta.get(LEDGER_KEY)
+        if meta.get("kind") != PYRAMID_KIND or not isinstance(table, dict):
+            return None
+        return PyramidBase(info.id, {region: str(entry[0]) for region, entry in table.items()}, in_branch)
+
+    for info in repo.ancestry(branch=branch):
+        if LEDGER_KEY in (info.metadata or {}):
+            found = base_of(info, in_branch=True)
+            if found is not None:
+                return found
+            break
+    tag = latest_release(repo, readers_branch)
+    return None if tag is None else base_of(repo.lookup_snapshot(repo.lookup_tag(tag)), in_branch=False)
+
+
+@dataclass(frozen=True)
+class PyramidUpdate:
+    """What :func:`update_pyramid` is to do: rewrite ``regions``' tiles of the pyramid of ``base``.
+
+    ``source`` is a read-only session of ``base`` when its levels are copied first (``base``
+    is not in the branch's history), ``None`` when the session holds them already.
+    """
+
+    base: str
+    regions: list[Region]
+    source: icechunk.Session | None
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {"base": self.base, "copied": self.source is not None, "regions": [r.id for r in self.regions]}
+
+
+def _pyramid_update(
+    repo: icechunk.Repository,
+    session: icechunk.Session,
+    registry: RegionRegistry,
+    regions: dict[str, CommitRecord],
+    base: PyramidBase | None,
+) -> PyramidUpdate | None:
+    """How to make the pyramid of the session's raster from ``base``, or ``None``: write it whole.
+
+    The regions to rewrite are those whose newest commit is not the one ``base`` was made
+    from: a region's raster changes only through a commit of its own.
+    """
+    if base is None:
+        return None
+    grid = registry.grid
+    ids = sorted(set(regions) | set(base.regions))
+    changed = [r for r in ids if r not in regions or regions[r].snapshot_id != base.regions.get(r)]
+    # Past a quarter of the regions, tile by tile costs about what the whole pyramid does (measured
+    # on the demo grid: 0.2 s a region against 4 s in all; docs/benchmarks.md, issue 13).
+    if len(changed) * 4 > len(registry):
+        return None
+    source = None if base.in_branch else repo.readonly_session(snapshot_id=base.snapshot_id)
+    if not pyramid_matches(source or session, grid):
+        return None  # another layout (factors, chunks) than write_pyramid's now: write it whole
+    return PyramidUpdate(base.snapshot_id, [region_of_chunk(grid, *parse_region_id(r)) for r in changed], source)
 
 
 @dataclass(frozen=True)

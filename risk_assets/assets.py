@@ -36,7 +36,7 @@ from dagster import (
 
 from resources.branches import branch_exists, ensure_branch
 from resources.io_manager import RegionDatasets
-from resources.ledger import committed_regions
+from resources.ledger import committed_regions, inputs_checked
 from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from resources.template import TemplateMissingError, ensure_template, template_attrs
@@ -196,7 +196,10 @@ def build_assets(
                                     inputs.stored_shares_version(),
                                     target.input_versions["wind_direction"],
                                 )
-                            validate_inputs(input_set, grid)
+                            # Not again for inputs a region of this branch was committed from: the
+                            # same checksums passed these checks in that region's run.
+                            if not inputs_checked(committed.values(), target.inputs_version, target.code_version):
+                                validate_inputs(input_set, grid)
                             checked_inputs = True
                         ds = compute_region(grid, region, input_set, target.region_params(region.id))
                     ds.attrs.update(

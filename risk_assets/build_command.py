@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from risk_assets.build_plan import BuildPlan, plan_build, record_committed
+from risk_assets.build_plan import BuildPlan, inputs_checked_on_branch, plan_build, record_committed
 from risk_assets.build_workers import (
     QUIET_RUN_CONFIG,
     RegionOutcome,
@@ -212,9 +212,10 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         ensure_hourly_cube(registry.grid, settings.inputs_dir)
     from risk_assets.definitions import preflight_configured, prepare_job
 
-    # Once, before the repository is opened or any run launched: a bad input fails here, in
-    # seconds, with one message, instead of in every region run minutes later.
-    preflight_configured(registry)
+    # Once, before the repository is written or any run launched: a bad input fails here, in
+    # seconds, with one message, instead of in every region run minutes later. Inputs some region
+    # of the version was committed from passed these checks in its run: not read again (a repair).
+    preflight_configured(registry, check_inputs=not (planned is not None and inputs_checked_on_branch(store, planned)))
     # And the store: a location that cannot hold the repository, or a repository of another
     # grid, is refused here too, not in the prepare run.
     check_store(store, registry.grid)

@@ -93,3 +93,24 @@ def record_committed(instance: "DagsterInstance", plan: BuildPlan) -> int:
             reconciled_materialization(RASTER_KEY, region, CommitEntry.of(record), plan.branch, by="risk build")
         )
     return len(plan.unrecorded)
+
+
+def inputs_checked_on_branch(store: "IcechunkStore", target: "Target") -> bool:
+    """Whether ``target``'s version branch holds a region committed from these very inputs.
+
+    Such inputs passed the inputs check in that region's run (see
+    :func:`resources.ledger.inputs_checked`): ``risk build`` does not read them again. ``False``
+    when the repository or the branch does not exist, or cannot be read (the store check says why).
+    """
+    from resources.branches import branch_exists
+    from resources.ledger import committed_regions, inputs_checked
+    from risk_model.errors import RiskError
+
+    try:
+        repo = store.repository()
+        if not branch_exists(repo, target.version.branch):
+            return False
+        records = committed_regions(repo, target.version.branch).values()
+    except RiskError:
+        return False
+    return inputs_checked(records, target.inputs_version, target.code_version)

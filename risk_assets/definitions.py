@@ -237,15 +237,18 @@ def configured_target(region_ids: list[str]) -> Target:
     return current_target(params, inputs, region_ids)
 
 
-def preflight_configured(registry: RegionRegistry) -> None:
+def preflight_configured(registry: RegionRegistry, *, check_inputs: bool = True) -> None:
     """Check the parameters, overrides and inputs of ``defs``' resources once, against ``registry``.
 
+    ``check_inputs=False`` skips the inputs (checked already: see :func:`resources.ledger.inputs_checked`).
     Raises ``BadInputError`` (see :func:`risk_model.preflight.preflight`).
     """
     resources = defs.resources or {}
     params, inputs = resources["params"], resources["inputs"]
     assert isinstance(params, ModelParamsResource) and isinstance(inputs, InputsResource)
-    preflight(params.path, params.overrides_path, inputs.input_set(), registry.grid, registry.ids)
+    preflight(
+        params.path, params.overrides_path, inputs.input_set(), registry.grid, registry.ids, check_inputs=check_inputs
+    )
 
 
 def region_job() -> JobDefinition:

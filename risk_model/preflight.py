@@ -29,6 +29,8 @@ def preflight_problems(
     inputs: InputSet,
     grid: GridSpec,
     region_ids: Collection[str] | None = None,
+    *,
+    check_inputs: bool = True,
 ) -> list[BadInputError]:
     """Every problem of the parameters, the overrides and the inputs; empty if none.
 
@@ -44,6 +46,9 @@ def preflight_problems(
         The output grid.
     region_ids
         The grid's regions (overrides of other ids are rejected); ``None``: not checked.
+    check_inputs
+        ``False``: skip the inputs (they passed these checks already, see
+        :func:`resources.ledger.inputs_checked`); the parameters and overrides are checked.
     """
     problems: list[BadInputError] = []
     params: ModelParams | None = None
@@ -56,7 +61,8 @@ def preflight_problems(
         load_overrides(overrides_path, region_ids, params=params)
     except ParamsError as err:
         problems.append(err)
-    problems.extend(input_problems(inputs, grid))
+    if check_inputs:
+        problems.extend(input_problems(inputs, grid))
     return problems
 
 
@@ -66,6 +72,8 @@ def preflight(
     inputs: InputSet,
     grid: GridSpec,
     region_ids: Collection[str] | None = None,
+    *,
+    check_inputs: bool = True,
 ) -> None:
     """Refuse a build whose parameters, overrides or inputs are wrong (see :func:`preflight_problems`).
 
@@ -75,7 +83,7 @@ def preflight(
         The one problem found (a ``ParamsError`` or ``InputError``), or a :class:`PreflightError`
         listing them all.
     """
-    problems = preflight_problems(params_path, overrides_path, inputs, grid, region_ids)
+    problems = preflight_problems(params_path, overrides_path, inputs, grid, region_ids, check_inputs=check_inputs)
     if len(problems) == 1:
         raise problems[0]
     if problems:

@@ -214,9 +214,27 @@ def coarsen(ds: xr.Dataset, factor: int) -> xr.Dataset:
     return xr.Dataset(data_vars, coords=coords, attrs=dict(ds.attrs))
 
 
+def level_chunks(grid: GridSpec, factor: int) -> tuple[int, int]:
+    """Zarr chunk shape of the level of ``factor`` (at most :data:`MAX_LEVEL_CHUNK` per side)."""
+    rows, cols = level_shape(grid, factor)
+    return (min(MAX_LEVEL_CHUNK, rows), min(MAX_LEVEL_CHUNK, cols))
+
+
+def level_window(rows: slice, cols: slice, factor: int) -> tuple[slice, slice]:
+    """The level pixels of ``factor`` made from the raster pixels ``rows, cols`` of a region.
+
+    A region's start is a multiple of the factor (factors divide the chunks); its end may be
+    the grid's edge, whose partial block is one padded level pixel (see the module docstring).
+    """
+    return (
+        slice(rows.start // factor, -(-rows.stop // factor)),
+        slice(cols.start // factor, -(-cols.stop // factor)),
+    )
+
+
 def level_dataset(root: xr.Dataset, grid: GridSpec, factor: int) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     level = coarsen(root, factor)
-    chunks = tuple(min(MAX_LEVEL_CHUNK, side) for side in level_shape(grid, factor))
+    chunks = level_chunks(grid, factor)
     # Dask chunks equal to the Zarr chunks: each write task owns whole chunks, which is what
     # to_icechunk's safe_chunks check demands; the root's encoding (256-pixel chunks) must go.
     level = level.drop_encoding().chunk(dict(zip(DIMS, chunks, strict=True)))

@@ -14,12 +14,15 @@ from icechunk.xarray import to_icechunk
 
 from resources.ledger import iter_region_commits
 from resources.local_store import LocalIcechunkStore
+from resources.target import current_target
 from resources.template import ensure_template
 from risk_assets.assets import build_assets
+from risk_assets.build_plan import inputs_checked_on_branch
 from risk_assets.definitions import build_resources, defs
 from risk_assets.runs import failure_reasons
 from risk_assets.settings import Settings
 from risk_model.grid import RegionRegistry
+from risk_model.input_checks import VALUE_RANGES
 from risk_model.input_set import InputSet
 
 
@@ -205,6 +208,39 @@ def test_bad_inputs_fail_clearly_and_commit_nothing(
     assert not result.success
     assert "nowhere.tif" in _failure_message(result)
     assert _commits(tmp_path) == []
+
+
+def test_inputs_a_region_was_committed_from_are_not_checked_again(
+    tmp_path: Path,
+    demo_registry: RegionRegistry,
+    demo_inputs: InputSet,
+    instance: DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A region run (and `risk build`'s preflight) skips the inputs check when a region of the version was
+    committed from inputs with the same checksums; inputs with other bytes are checked."""
+    assert _run(tmp_path, demo_registry, demo_inputs, instance, None).success
+    resources = build_resources(Settings(home=tmp_path, grid="demo"), inputs=demo_inputs)
+    target = current_target(resources["params"], resources["inputs"], demo_registry.ids)
+    assert not inputs_checked_on_branch(resources["store"], target), "no region committed yet"
+    assert _run(tmp_path, demo_registry, demo_inputs, instance, demo_registry.ids[0]).success
+    assert inputs_checked_on_branch(resources["store"], target)
+
+    # From here on the check refuses every burn probability: a run that checks fails.
+    monkeypatch.setitem(VALUE_RANGES, "burn_probability", (2.0, 3.0, "an impossible range"))
+    second = _run(tmp_path, demo_registry, demo_inputs, instance, demo_registry.ids[1])
+    assert second.success, _failure_message(second)
+    assert second.get_asset_materialization_events()[0].materialization.metadata["status"].value == "written"
+
+    # The same raster with other bytes (one more tag): another inputs version, checked, refused.
+    changed = tmp_path / "bp-tagged.tif"
+    changed.write_bytes(Path(demo_inputs.burn_probability).read_bytes())
+    with rasterio.open(changed, "r+") as dst:
+        dst.update_tags(note="other bytes, same values")
+    other = demo_inputs.model_copy(update={"burn_probability": str(changed)})
+    refused = _run(tmp_path, demo_registry, other, instance, demo_registry.ids[2])
+    assert not refused.success
+    assert "outside 2 to 3" in _failure_message(refused)
 
 
 def test_unknown_region_is_refused(

@@ -6,6 +6,7 @@ was written, never with the code under test.
 """
 
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,27 @@ import pytest
 import xarray as xr
 
 from resources.local_store import LocalIcechunkStore
-from resources.pyramid_store import coarsest_level, list_levels, open_level, write_pyramid
+from resources.pyramid_store import (
+    coarsest_level,
+    list_levels,
+    open_level,
+    pyramid_matches,
+    update_pyramid,
+    write_pyramid,
+)
 from resources.region_write import write_region
 from resources.template import ensure_template
 from risk_model.grid import GridSpec, RegionRegistry, load_grid, load_registry
 from risk_model.pictures import render_overview
-from risk_model.pyramid import PyramidLevel, PyramidLevelNotFoundError, coarsen, pyramid_factors
+from risk_model.pyramid import (
+    PyramidLevel,
+    PyramidLevelNotFoundError,
+    coarsen,
+    level_chunks,
+    level_shape,
+    level_window,
+    pyramid_factors,
+)
 from risk_model.schema import DIMS, SCORE_NODATA, VARIABLES, coordinates
 from risk_model.versions import BuildKey
 
@@ -356,3 +372,83 @@ def test_a_fresh_repository_has_no_pyramid(tmp_path: Path, demo_registry: Region
     ensure_template(store, demo_registry.grid, {})
     with pytest.raises(PyramidLevelNotFoundError):
         coarsest_level(store.repository().readonly_session(branch="main"))
+
+
+def _levels(session: icechunk.Session, factors: list[int]) -> dict[int, xr.Dataset]:
+    return {f: open_level(session, f).load() for f in factors}
+
+
+def test_updating_the_tiles_of_changed_regions_equals_writing_the_whole_pyramid(built: Built) -> None:
+    """In place (the branch holds the old pyramid) and copied from another snapshot (it does not)."""
+    repo = built.store.repository()
+    grid = built.registry.grid
+    # A rewritten region, one written for the first time, and the partial edge region: new data.
+    changed = [RANDOM_REGION, UNWRITTEN_REGION, EDGE_REGION]
+    for branch, start in (("with-pyramid", built.after), ("without-pyramid", built.before)):
+        repo.create_branch(branch, start)
+        for seed, region_id in enumerate(changed, start=10):
+            data = _random_region(built.registry, region_id, seed=seed)
+            write_region(
+                built.store,
+                grid,
+                built.registry.get(region_id),
+                _dataset(built.registry, region_id, data),
+                key=BuildKey("p", "i", "c2"),
+                run_id="t2",
+                branch=branch,
+            )
+    factors = [level.factor for level in built.levels]
+    whole = repo.writable_session("with-pyramid")
+    write_pyramid(whole, grid)
+    expected = _levels(whole, factors)
+    in_place = repo.writable_session("with-pyramid")
+    regions = [built.registry.get(r) for r in changed]
+    assert update_pyramid(in_place, grid, regions) == built.levels
+    copied = repo.writable_session("without-pyramid")
+    assert not pyramid_matches(copied, grid)
+    update_pyramid(copied, grid, regions, source=_readonly(built, built.after))
+    old = _levels(_readonly(built, built.after), factors)
+    for factor in factors:
+        for got in (_levels(in_place, factors)[factor], _levels(copied, factors)[factor]):
+            xr.testing.assert_identical(got, expected[factor])
+            for name in got.data_vars:  # bit for bit, NaN where NaN
+                assert got[name].dtype == expected[factor][name].dtype
+                assert np.array_equal(got[name].values, expected[factor][name].values, equal_nan=True)
+        # The changed tiles did change: an update that wrote nothing would keep the old pyramid.
+        for region_id in changed:
+            assert not _level_window(old[factor], built, region_id, factor).identical(
+                _level_window(expected[factor], built, region_id, factor)
+            )
+    # In place, exactly the level chunks (tiles) the changed regions fall in are written, and
+    # nothing of the root raster.
+    written = in_place.status().updated_chunks
+    assert set(written) == {f"/pyramid/{f}/{v.name}" for f in factors for v in VARIABLES}
+    for factor in factors:
+        cy, cx = level_chunks(grid, factor)
+        tiles = set()
+        for region in regions:
+            rows, cols = level_window(region.rows, region.cols, factor)
+            tiles |= {
+                (y, x)
+                for y in range(rows.start // cy, -(-rows.stop // cy))
+                for x in range(cols.start // cx, -(-cols.stop // cx))
+            }
+        if factor == factors[0]:  # the finest level has tiles no changed region falls in: left alone
+            every = math.prod(-(-side // c) for side, c in zip(level_shape(grid, factor), (cy, cx), strict=True))
+            assert len(tiles) < every
+        for v in VARIABLES:
+            assert {tuple(c) for c in written[f"/pyramid/{factor}/{v.name}"]} == tiles
+
+
+def test_update_pyramid_refuses_a_pyramid_of_another_layout(built: Built) -> None:
+    repo = built.store.repository()
+    grid = built.registry.grid
+    fewer = repo.writable_session("main")
+    write_pyramid(fewer, grid, [2])
+    assert not pyramid_matches(fewer, grid)
+    with pytest.raises(ValueError, match="write the whole pyramid"):
+        update_pyramid(fewer, grid, [built.registry.get(RANDOM_REGION)])
+    assert pyramid_matches(_readonly(built, built.after), grid)
+    assert not pyramid_matches(_readonly(built, built.before), grid)
+    with pytest.raises(ValueError, match="writable session"):
+        update_pyramid(repo.readonly_session(branch="main"), grid, [])

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,8 +23,9 @@ from resources.completeness import IncompleteVersionError, version_status
 from resources.ledger import committed_regions, iter_region_commits
 from resources.lineage import lineage
 from resources.local_store import LocalIcechunkStore
+from resources.pyramid_store import list_levels, open_level, write_pyramid
 from resources.region_write import write_region
-from resources.release import commit_pyramid, latest_release, read_manifest, release
+from resources.release import PYRAMID_UPDATE_KEY, commit_pyramid, latest_release, read_manifest, release
 from resources.template import ensure_template
 from risk_assets.settings import Settings
 from risk_model.grid import RegionRegistry
@@ -135,6 +137,8 @@ def test_a_half_built_version_is_invisible_until_promoted(world: World) -> None:
     tag_b = world.release(second)
     assert all(v == {2.0} for v in world.region_values(world.main_risk()).values()), "promoted entirely"
     repo = world.store.repository()
+    # every region changed since tag_a's pyramid: written whole, not tile by tile
+    assert _pyramid_update(world, tag_b) is None
     assert repo.lookup_branch("main") == repo.lookup_tag(tag_b)
     assert latest_release(repo) == tag_b
 
@@ -190,6 +194,75 @@ def test_a_region_override_rebuilds_only_that_region(world: World) -> None:
     assert point["region"]["override"] == {"blur_sigma_m": 150.0}
     assert point["region"]["params"]["blur_sigma_m"] == 150.0
     assert point["region"]["snapshot_id"] == manifest["regions"][region]["snapshot_id"]
+
+
+def _pyramid_update(world: World, tag: str) -> dict[str, Any] | None:
+    """How the pyramid of release ``tag`` was made (its commit's metadata): ``None`` written whole."""
+    repo = world.store.repository()
+    meta = repo.lookup_snapshot(repo.lookup_tag(tag)).metadata or {}
+    assert PYRAMID_UPDATE_KEY in meta
+    update: dict[str, Any] | None = meta[PYRAMID_UPDATE_KEY]
+    return update
+
+
+def _assert_pyramid_as_if_written_whole(world: World, tag: str) -> None:
+    """The pyramid of release ``tag`` is bit for bit the one written from scratch from its raster."""
+    repo = world.store.repository()
+    snapshot_id = repo.lookup_tag(tag)
+    scratch_branch = f"scratch-{snapshot_id[:8]}"
+    repo.create_branch(scratch_branch, snapshot_id)
+    scratch = repo.writable_session(scratch_branch)
+    assert write_pyramid(scratch, world.registry.grid)
+    released = repo.readonly_session(snapshot_id=snapshot_id)
+    for level in list_levels(released):
+        got, expected = open_level(released, level.factor).load(), open_level(scratch, level.factor).load()
+        xr.testing.assert_identical(got, expected)
+        for name in got.data_vars:
+            assert np.array_equal(got[name].values, expected[name].values, equal_nan=True)
+
+
+def _lose_newest_regions(world: World, branch: str, n: int) -> list[str]:
+    """Reset ``branch`` to before its newest ``n`` region commits (a lost commit, a rolled-back branch)."""
+    repo = world.store.repository()
+    lost: list[str] = []
+    for record in iter_region_commits(repo, branch, use_ledger=False):
+        if len(lost) == n:
+            repo.reset_branch(branch, record.snapshot_id)
+            return lost
+        lost.append(record.region)
+    raise AssertionError(f"fewer than {n + 1} region commits on {branch}")
+
+
+@pytest.mark.slow
+def test_a_repaired_version_rewrites_only_the_pyramid_tiles_of_the_repaired_regions(world: World) -> None:
+    ids = world.registry.ids
+    target = world.build(ids, 1.0)
+    first = world.release(target)
+    assert _pyramid_update(world, first) is None, "a full build writes the whole pyramid"
+    _assert_pyramid_as_if_written_whole(world, first)
+
+    # The branch loses its newest regions and the pyramid commit after them; they are built again
+    # (with other values, so that a tile left as it was would show).
+    lost = _lose_newest_regions(world, target.version.branch, 4)
+    world.build(lost, 2.0)
+    repaired = world.release(target)
+    update = _pyramid_update(world, repaired)
+    assert update is not None
+    assert update["base"] == world.store.repository().lookup_tag(first)
+    assert update["copied"], "the branch no longer holds the old pyramid: its levels are copied from the release"
+    assert sorted(update["regions"]) == sorted(lost)
+    _assert_pyramid_as_if_written_whole(world, repaired)
+    assert all(v == ({2.0} if r in lost else {1.0}) for r, v in world.region_values(world.main_risk()).items())
+
+    # A new version changing one region starts from main, which holds the pyramid: updated in place.
+    region = ids[5]
+    world.settings.overrides_path.write_text(f"{region}:\n  blur_sigma_m: 150.0\n")
+    changed = world.build([region], 3.0)
+    third = world.release(changed)
+    update = _pyramid_update(world, third)
+    assert update is not None and not update["copied"] and update["regions"] == [region]
+    assert update["base"] == world.store.repository().lookup_tag(repaired)
+    _assert_pyramid_as_if_written_whole(world, third)
 
 
 def _centre(registry: RegionRegistry, region_id: str) -> tuple[float, float]:
