@@ -29,7 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from risk_assets.build_plan import BuildPlan, inputs_checked_on_branch, plan_build, record_committed
+from risk_assets.build_noop import describe_plan, nothing_to_run, stamp_if_recorded
+from risk_assets.build_plan import inputs_checked_on_branch, plan_build, record_committed
 from risk_assets.build_workers import (
     QUIET_RUN_CONFIG,
     RegionOutcome,
@@ -40,7 +41,6 @@ from risk_assets.build_workers import (
     run_regions,
     stderr_to,
 )
-from risk_assets.record_stamp import STAMP_NAME, stamp_matches, write_stamp
 from risk_model.errors import BadInputError
 from risk_model.versions import Target
 
@@ -127,55 +127,6 @@ def _one_build_at_a_time(lock_path: Path) -> Iterator[None]:
         yield
 
 
-def _describe(registry: "RegionRegistry", plan: BuildPlan, todo: int) -> str:
-    version = plan.version
-    return (
-        f"grid {registry.grid.name}: {len(registry)} regions, {len(registry) - todo} done, "
-        f"{todo} to run for version {version.id} (params {version.params_version}, overrides "
-        f"{version.overrides_version}, inputs {version.inputs_version}, code {version.code_version})"
-    )
-
-
-def _nothing_to_run(
-    settings: "Settings", registry: "RegionRegistry", store: "IcechunkStore", target: "Target", started: float
-) -> bool:
-    """The no-op rerun: if the commit log says every region is built and released, say so and record any
-    region Dagster lacks, without a run, the inputs check, Dagster's definitions or a commit.
-
-    Dagster itself is asked (and imported) only when the record stamp (:mod:`risk_assets.record_stamp`)
-    does not already say that it recorded every region at this tip. Returns ``False`` (decide
-    nothing) when that cannot be told cheaply: no repository yet, say.
-    """
-    from risk_model.errors import RiskError
-
-    try:
-        plan = plan_build(store, target, registry.ids)
-    except RiskError:
-        return False  # no repository, or one that cannot be read: the full build says why
-    if not plan.nothing_to_run or plan.tip is None:
-        return False
-    home, stamp = Path(os.environ["DAGSTER_HOME"]), settings.var_dir / STAMP_NAME
-    recorded = 0
-    if not stamp_matches(stamp, home, plan.branch, plan.tip):
-        from dagster import DagsterInstance
-
-        with DagsterInstance.get() as instance:
-            plan = plan_build(store, target, registry.ids, instance)
-            if not plan.nothing_to_run or plan.tip is None:
-                return False
-            recorded = record_committed(instance, plan)
-        write_stamp(stamp, home, plan.branch, plan.tip)
-    print(_describe(registry, plan, 0))
-    if recorded:
-        print(f"recorded {recorded} regions committed earlier in Dagster (no run: they are in the commit log)")
-    print(
-        f"built 0 regions, skipped {len(registry)}, failed 0; commits made: 0; "
-        f"wall time {time.perf_counter() - started:.1f} s; store: {store.location()}"
-    )
-    print(f"{store.branch} already holds version {plan.version.id}: nothing to release")
-    return True
-
-
 def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegistry", started: float) -> int:
     """:func:`cmd_build` under the build lock."""
     from dagster import DagsterInstance, execute_job, reconstructable
@@ -196,7 +147,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         # Inputs not generated yet (the first local build), or parameters, overrides or inputs
         # that cannot be read: the full path generates the inputs, or says what is wrong.
         planned = None
-    if planned is not None and _nothing_to_run(settings, registry, store, planned, started):
+    if planned is not None and nothing_to_run(settings, registry, store, planned, started):
         return 0
 
     from resources.template import check_store
@@ -249,7 +200,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         recorded = record_committed(instance, plan)
     version = plan.version
     todo = plan.missing
-    print(_describe(registry, plan, len(todo)))
+    print(describe_plan(registry, plan, len(todo)))
     if recorded:
         print(f"recorded {recorded} regions committed earlier in Dagster (no run: they are in the commit log)")
     outcomes: Counter[str] = Counter()
@@ -352,21 +303,8 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     if released:
         print(released)
     if released and not released.startswith("release failed"):
-        _stamp_if_recorded(settings, registry, store, target)
+        stamp_if_recorded(settings, registry, store, target)
     return 1 if failures or released.startswith("release failed") else 0
-
-
-def _stamp_if_recorded(
-    settings: "Settings", registry: "RegionRegistry", store: "IcechunkStore", target: "Target"
-) -> None:
-    """After a build that ended released: write the record stamp if Dagster holds every region, so
-    that the next rerun with nothing to do need not ask it (:mod:`risk_assets.record_stamp`)."""
-    from dagster import DagsterInstance
-
-    with DagsterInstance.get() as instance:
-        plan = plan_build(store, target, registry.ids, instance)
-    if plan.nothing_to_run and not plan.unrecorded and plan.tip is not None:
-        write_stamp(settings.var_dir / STAMP_NAME, Path(os.environ["DAGSTER_HOME"]), plan.branch, plan.tip)
 
 
 def _snapshots(repo: "icechunk.Repository") -> set[str]:
