@@ -197,6 +197,7 @@ def test_a_change_over_every_region_is_one_backfill_request(
     assert request.tags.items() >= REGION_RUN_TAG.items()
 
 
+@pytest.mark.slow  # real Dagster runs of regions
 def test_only_changed_overrides_are_recorded_and_a_removed_one_rebuilds_its_region(
     built: tuple[Definitions, DagsterInstance, Automation], overrides_file: Path, demo_registry: RegionRegistry
 ) -> None:

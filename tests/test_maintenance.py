@@ -344,6 +344,7 @@ def _line_within(proc: subprocess.Popen[str], seconds: float) -> str | None:
     return proc.stdout.readline().strip() if ready else None
 
 
+@pytest.mark.slow  # a second process holding a lease (Python start-up and imports)
 def test_refuses_while_another_process_holds_a_writer_lease(demo_store: LocalIcechunkStore, built: History) -> None:
     repo = demo_store.repository()
     tips, snapshots = _tips(repo), _snapshots(repo)
@@ -357,6 +358,7 @@ def test_refuses_while_another_process_holds_a_writer_lease(demo_store: LocalIce
     assert maintain(demo_store, expire_older_than=datetime.now(UTC)).snapshots_expired > 0
 
 
+@pytest.mark.slow  # a second process holding a lease (Python start-up and imports)
 def test_new_writers_wait_while_maintenance_holds_the_lock(demo_store: LocalIcechunkStore) -> None:
     with ExitStack() as maintenance:
         maintenance.enter_context(demo_store.maintenance_lock())
@@ -471,6 +473,7 @@ def test_job_refuses_while_a_build_region_run_is_started_then_succeeds(
     assert _ledgers(demo_store.repository()) == ledgers
 
 
+@pytest.mark.slow  # a second process holding a lease (Python start-up and imports)
 def test_job_turns_writer_leases_into_a_failure(demo_store: LocalIcechunkStore, built: History) -> None:
     repo = demo_store.repository()
     tips = _tips(repo)
