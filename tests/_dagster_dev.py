@@ -115,6 +115,18 @@ def make_project(tmp_path: Path, inputs: InputSet, grid: str = "demo") -> Projec
     return Project(home, settings, env, f"http://127.0.0.1:{port}")
 
 
+def risk_build(project: Project, grid: str = "mini") -> subprocess.CompletedProcess[str]:
+    """``risk build`` of ``grid`` in the project, as a user runs it (its own process), with the output kept."""
+    return subprocess.run(
+        [sys.executable, "-m", "risk_assets.cli", "--home", str(project.home), "--grid", grid, "build"],
+        env=project.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
 @contextmanager
 def dagster_dev(project: Project) -> Iterator[subprocess.Popen[bytes]]:
     """`dagster dev` on the project, up and answering, stopped (whole process group) on exit."""

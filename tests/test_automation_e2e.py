@@ -8,14 +8,12 @@ reconciliation sensor requests the release once the version is complete, and the
 overview map then renders in the Dagster UI (headless chromium).
 """
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
-from _dagster_dev import Project, dagster_dev, make_project, markdown_image_in_the_ui, wait_for
+from _dagster_dev import Project, dagster_dev, make_project, markdown_image_in_the_ui, risk_build, wait_for
 from dagster import DagsterInstance
 
 from resources.release import latest_release, read_manifest
@@ -40,14 +38,7 @@ def _main_risk(project: Project) -> np.ndarray:
 @pytest.mark.slow
 def test_an_override_is_rebuilt_released_and_promoted_by_the_daemon(project: Project) -> None:
     registry = load_registry("mini")
-    built = subprocess.run(
-        [sys.executable, "-m", "risk_assets.cli", "--home", str(project.home), "--grid", "mini", "build"],
-        env=project.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    built = risk_build(project)
     assert built.returncode == 0, built.stdout + built.stderr
     first = latest_release(project.store.repository())
     assert first is not None, built.stdout

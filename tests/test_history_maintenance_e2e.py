@@ -1,11 +1,9 @@
 """The history maintenance run by the daemon: `dagster dev` requests and runs it by itself past the threshold."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from _dagster_dev import Project, dagster_dev, make_project, wait_for
+from _dagster_dev import Project, dagster_dev, make_project, risk_build, wait_for
 from dagster import DagsterInstance, DagsterRun
 
 from resources.history import history_since_expiry
@@ -33,14 +31,7 @@ def _history_runs(instance: DagsterInstance) -> list[DagsterRun]:
 
 @pytest.mark.slow
 def test_the_daemon_expires_history_past_the_threshold_keeping_ledger_and_release(project: Project) -> None:
-    built = subprocess.run(
-        [sys.executable, "-m", "risk_assets.cli", "--home", str(project.home), "--grid", "mini", "build"],
-        env=project.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    built = risk_build(project)
     assert built.returncode == 0, built.stdout + built.stderr
     repo = project.store.repository()
     release = latest_release(repo)
