@@ -1,6 +1,6 @@
 """Where the Icechunk repository lives: the resource every kind of storage subclasses.
 
-One resource class per kind of storage, all subclasses of :class:`IcechunkStore`
+One class per kind of storage, all subclasses of :class:`IcechunkStore`
 (:mod:`resources.local_store`, :mod:`resources.cloud_stores`): the
 deployment picks a class by configuration, the code never branches on an environment name.
 Everything that opens the repository goes through :meth:`IcechunkStore.repository`, so an
@@ -13,8 +13,7 @@ from contextlib import contextmanager
 from typing import Literal
 
 import icechunk
-from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from resources import lease_objects, leases
 from resources.lease_objects import Lease
@@ -68,8 +67,13 @@ def icechunk_reason(err: BaseException) -> str:
     return str(err).split("\n\ncontext:")[0].strip() or type(err).__name__
 
 
-class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # generic only for typing
+class IcechunkStore(BaseModel, ABC):
     """Base of the Icechunk storage resources.
+
+    A plain pydantic model, not a Dagster ``ConfigurableResource``: ``risk build`` decides a rerun
+    with nothing to do, and region writer processes commit, without importing Dagster (about a
+    second). The code location passes it to Dagster as a resource object, which its assets ask
+    for as ``ResourceParam[IcechunkStore]``.
 
     Subclasses say where the repository is (:meth:`storage`, :meth:`location`) and whether
     commits need an outside lock (:meth:`commit_guard`). Writers and maintenance exclude each
@@ -77,6 +81,9 @@ class IcechunkStore(ConfigurableResource, ABC):  # type: ignore[type-arg]  # gen
     through lease objects beside the repository (:mod:`resources.leases`), on the five
     ``*_lease_object`` operations that each object store implements.
     """
+
+    # Frozen, and no unknown fields: as Dagster's configurable resources are.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     branch: str = Field(default="main", description="Branch that region commits go to.")
     rebase_tries: int = Field(

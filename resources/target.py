@@ -1,15 +1,16 @@
 """Resources that read the model's parameters, overrides and input rasters.
 
 The parameters model and the input set are pure data (``risk_model.params``,
-``risk_model.input_set``); these resources are where files get opened.
+``risk_model.input_set``); these resources are where files get opened. Like the store
+(:class:`resources.store.IcechunkStore`) they are plain pydantic models, so that deciding a rerun
+needs no Dagster; the code location hands them to Dagster as resource objects.
 """
 
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dagster import ConfigurableResource
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from resources.input_versions import input_versions
 from resources.wind_shares import check_shares_location, shares_read_env, stored_shares_version
@@ -24,8 +25,10 @@ if TYPE_CHECKING:  # loaded where rasters are read: see resources.wind_shares
     import rasterio
 
 
-class ModelParamsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic only for typing
+class ModelParamsResource(BaseModel):
     """The model parameters YAML file and the per-region overrides file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: str = Field(description="Path of the parameters YAML file.")
     overrides_path: str | None = Field(
@@ -45,7 +48,7 @@ class ModelParamsResource(ConfigurableResource):  # type: ignore[type-arg]  # ge
         return load_overrides(self.overrides_path, known_regions)
 
 
-class InputsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic only for typing
+class InputsResource(BaseModel):
     """Where the inputs are: local paths or ``gs://`` / ``s3://`` URLs.
 
     The wind is either ready-made shares (``wind_direction``) or an hourly dataset
@@ -53,6 +56,8 @@ class InputsResource(ConfigurableResource):  # type: ignore[type-arg]  # generic
     and the region runs read from there: a local GeoTIFF, or an ``s3://`` / ``gs://`` object
     when the runs are in pods of their own (see :mod:`resources.wind_shares`).
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     burn_probability: str
     conditional_risk: str

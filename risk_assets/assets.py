@@ -26,10 +26,14 @@ from dagster import (
     AssetSelection,
     AutomationCondition,
     BackfillPolicy,
+    Backoff,
     DataVersion,
     Failure,
+    Jitter,
     MaterializeResult,
     MetadataValue,
+    ResourceParam,
+    RetryPolicy,
     SourceAsset,
     asset,
 )
@@ -40,7 +44,7 @@ from resources.ledger import committed_regions, inputs_checked
 from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource, current_target
 from resources.template import TemplateMissingError, ensure_template, template_attrs
-from risk_assets.deployment import K8S_CONFIG_TAG, REGION_RETRY_POLICY, region_step_k8s_config
+from risk_assets.deployment import K8S_CONFIG_TAG, region_step_k8s_config
 from risk_assets.keys import (
     PARAMS_KEY,
     RASTER_KEY,
@@ -62,6 +66,12 @@ from risk_model.wind_files import require_shares_version
 #: Dagster concurrency pool of the region writers; its limit is set in dagster.yaml.
 WRITER_POOL = "icechunk_writers"
 IO_MANAGER_KEY = "icechunk_io_manager"
+
+#: Retries of a region step whose pod was lost (spot preemption) or that raised an unexpected
+#: error. Typed failures bypass it (``Failure(allow_retries=False)``). The delay lets GKE replace
+#: the preempted node; jitter spreads the regions of one preemption wave (see
+#: :mod:`risk_assets.deployment`).
+REGION_RETRY_POLICY = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
 def build_assets(
@@ -94,7 +104,11 @@ def build_assets(
     ]
 
     @asset(key=TEMPLATE_KEY, group_name="raster", code_version=MODEL_CODE_VERSION)
-    def raster_template(store: IcechunkStore, params: ModelParamsResource, inputs: InputsResource) -> MaterializeResult:  # type: ignore[type-arg]
+    def raster_template(
+        store: ResourceParam[IcechunkStore],
+        params: ResourceParam[ModelParamsResource],
+        inputs: ResourceParam[InputsResource],
+    ) -> MaterializeResult:  # type: ignore[type-arg]
         """The full-size, metadata-only template, committed once on ``main`` before any region is written.
 
         Every build branch starts from ``main``, so every branch holds the template. The
@@ -146,9 +160,9 @@ def build_assets(
     )
     def risk_raster(
         context: AssetExecutionContext,
-        store: IcechunkStore,
-        params: ModelParamsResource,
-        inputs: InputsResource,
+        store: ResourceParam[IcechunkStore],
+        params: ResourceParam[ModelParamsResource],
+        inputs: ResourceParam[InputsResource],
     ) -> RegionDatasets:
         """The run's regions of the wind-informed wildfire-risk raster, built on their version's branch.
 

@@ -129,8 +129,6 @@ def _one_build_at_a_time(lock_path: Path) -> Iterator[None]:
 
 def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegistry", started: float) -> int:
     """:func:`cmd_build` under the build lock."""
-    from dagster import DagsterInstance, execute_job, reconstructable
-
     from resources.target import current_target
     from risk_assets.deployment import deployment_from_env
     from risk_assets.resource_wiring import model_resources, store_resource
@@ -149,6 +147,9 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         planned = None
     if planned is not None and nothing_to_run(settings, registry, store, planned, started):
         return 0
+
+    # Dagster is imported only now: the decision above needs none of it (about a second).
+    from dagster import DagsterInstance, execute_job, reconstructable
 
     from resources.template import check_store
     from risk_assets.liveness import describe, liveness_tags, reap_dead_runs

@@ -33,8 +33,8 @@ SHALLOW replaces each top-level key the step sets (``node_selector``, ``tolerati
 
 A preempted spot node kills the step pod; the step's Kubernetes Job then reports failed, the run
 worker's step health check notices it and applies the asset's retry policy
-(:data:`REGION_RETRY_POLICY`), which launches a new step Job. The Kubernetes Job itself keeps
-dagster-k8s's ``backoff_limit: 0``: a pod restarted by Kubernetes behind Dagster's back would be
+(:data:`risk_assets.assets.REGION_RETRY_POLICY`), which launches a new step Job. The Kubernetes Job
+itself keeps dagster-k8s's ``backoff_limit: 0``: a pod restarted by Kubernetes behind Dagster's back would be
 refused by Dagster's step verification. Failures that would fail again (bad inputs, bad
 parameters, a misaligned write) are raised as ``Failure(allow_retries=False)`` and bypass the
 retry policy; commit conflicts have their own ``RetryRequested`` budget in the IO manager.
@@ -45,9 +45,8 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from dagster import Backoff, ExecutorDefinition, Jitter, RetryPolicy, in_process_executor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from resources.cloud_stores import GCSIcechunkStore, S3IcechunkStore
@@ -57,6 +56,11 @@ from resources.wind_shares import check_shares_location
 from risk_model.errors import BadInputError
 from risk_model.grid import GridSpec
 from risk_model.input_set import InputError, InputSet
+
+if TYPE_CHECKING:
+    # Dagster is imported where the definitions are built, not here: `risk build` reads the
+    # deployment to decide a rerun with nothing to do, without importing Dagster (about a second).
+    from dagster import ExecutorDefinition
 
 #: Tag key read by dagster-k8s (``dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY``); spelled out here
 #: so that the asset module does not import the Kubernetes client. A test checks they are equal.
@@ -85,11 +89,6 @@ MAX_CPU_MILLIS = 1000
 MIN_CPU_MILLIS = 250
 #: Pixels for which a step gets a whole core: a region that computes for a minute or more.
 FULL_CORE_PIXELS = 6000 * 4500
-
-#: Retries of a region step whose pod was lost (spot preemption) or that raised an unexpected
-#: error. Typed failures bypass it (``Failure(allow_retries=False)``). The delay lets GKE replace
-#: the preempted node; jitter spreads the regions of one preemption wave.
-REGION_RETRY_POLICY = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
 #: Regions per run when steps run in their run's process: a local run costs ~1 s of bookkeeping
@@ -220,7 +219,7 @@ class Deployment(BaseModel):
             return self.regions_per_run
         return 1 if self.executor == "k8s" else LOCAL_REGIONS_PER_RUN
 
-    def executor_def(self) -> ExecutorDefinition:
+    def executor_def(self) -> "ExecutorDefinition":
         """The Dagster executor: one Kubernetes Job per step on k8s; locally the run's own process.
 
         Locally every run already has a process of its own (the daemon's run launcher starts one
@@ -233,6 +232,8 @@ class Deployment(BaseModel):
             from dagster_k8s import k8s_job_executor
 
             return k8s_job_executor
+        from dagster import in_process_executor
+
         return in_process_executor
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from dagster import (
     DefaultSensorStatus,
     JobDefinition,
+    ResourceParam,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
@@ -138,7 +139,9 @@ def build_history_sensor(
             "latency does not grow with history."
         ),
     )
-    def history_maintenance(context: SensorEvaluationContext, store: IcechunkStore) -> RunRequest | SkipReason:
+    def history_maintenance(
+        context: SensorEvaluationContext, store: ResourceParam[IcechunkStore]
+    ) -> RunRequest | SkipReason:
         try:
             repo = store.repository()
         except RiskError as err:

@@ -33,6 +33,7 @@ from dagster import (
     OpExecutionContext,
     Out,
     Output,
+    ResourceParam,
     RunsFilter,
     job,
     op,
@@ -215,7 +216,9 @@ def build_maintenance_job(writer_job_names: Collection[str], writer_asset_keys: 
         out=Out(Nothing),
         description="Checkpoint the ledger, expire old snapshots and collect garbage, unless writers are active.",
     )
-    def maintain_store(context: OpExecutionContext, config: MaintenanceConfig, store: IcechunkStore) -> Output[None]:
+    def maintain_store(
+        context: OpExecutionContext, config: MaintenanceConfig, store: ResourceParam[IcechunkStore]
+    ) -> Output[None]:
         if config.refuse_while_writer_runs:
             active = active_writer_runs(
                 context.instance,

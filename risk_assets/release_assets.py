@@ -12,6 +12,7 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    ResourceParam,
     asset,
 )
 
@@ -33,9 +34,9 @@ def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
     @asset(key=PYRAMID_KEY, deps=[RASTER_KEY], group_name="release")
     def risk_pyramid(
         context: AssetExecutionContext,
-        store: IcechunkStore,
-        params: ModelParamsResource,
-        inputs: InputsResource,
+        store: ResourceParam[IcechunkStore],
+        params: ResourceParam[ModelParamsResource],
+        inputs: ResourceParam[InputsResource],
     ) -> MaterializeResult:  # type: ignore[type-arg]
         """Coarsened levels of the complete version for the web map, committed on its branch.
 
@@ -60,9 +61,9 @@ def build_release_assets(registry: RegionRegistry) -> list[AssetsDefinition]:
     @asset(key=RELEASE_KEY, deps=[risk_pyramid, STATUS_KEY], group_name="release")
     def raster_release(
         context: AssetExecutionContext,
-        store: IcechunkStore,
-        params: ModelParamsResource,
-        inputs: InputsResource,
+        store: ResourceParam[IcechunkStore],
+        params: ResourceParam[ModelParamsResource],
+        inputs: ResourceParam[InputsResource],
     ) -> MaterializeResult:  # type: ignore[type-arg]
         """Tag the complete version, write its manifest and pictures, and promote ``main`` to it.
 

@@ -15,6 +15,7 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
+    ResourceParam,
     RunRequest,
     RunsFilter,
     SensorDefinition,
@@ -109,9 +110,9 @@ def build_reconciliation_sensor(
     )
     def reconcile_commit_log(
         context: SensorEvaluationContext,
-        store: IcechunkStore,
-        params: ModelParamsResource,
-        inputs: InputsResource,
+        store: ResourceParam[IcechunkStore],
+        params: ResourceParam[ModelParamsResource],
+        inputs: ResourceParam[InputsResource],
     ) -> SensorResult | SkipReason:
         try:
             target = current_target(params, inputs, desired)

@@ -17,6 +17,7 @@ from dagster import (
     MetadataValue,
     ObserveResult,
     OpExecutionContext,
+    ResourceParam,
     SourceAsset,
     StaticPartitionsDefinition,
     observable_source_asset,
@@ -71,7 +72,7 @@ def _input_source(name: str, grid: GridSpec) -> SourceAsset:
         group_name="inputs",
         description=f"The {name.replace('_', ' ')} input raster; data version: its checksum or object generation.",
     )
-    def observe(inputs: InputsResource) -> ObserveResult:
+    def observe(inputs: ResourceParam[InputsResource]) -> ObserveResult:
         url = str(getattr(inputs, name))
         try:
             # A file that does not fit the grid or cannot be read is refused here: its observation
@@ -97,7 +98,7 @@ def build_sources(registry: RegionRegistry, roles: tuple[str, ...] = READY_MADE_
     """
 
     @observable_source_asset(key=PARAMS_KEY, group_name="model")
-    def model_params(params: ModelParamsResource) -> ObserveResult:
+    def model_params(params: ResourceParam[ModelParamsResource]) -> ObserveResult:
         """Global model parameters read from the YAML file; the data version is a hash of their content."""
         try:
             values = params.load()
@@ -114,7 +115,9 @@ def build_sources(registry: RegionRegistry, roles: tuple[str, ...] = READY_MADE_
         )
 
     @observable_source_asset(key=REGION_PARAMS_KEY, group_name="model", partitions_def=region_partitions(registry))
-    def region_params(context: OpExecutionContext, params: ModelParamsResource) -> DataVersionsByPartition:
+    def region_params(
+        context: OpExecutionContext, params: ResourceParam[ModelParamsResource]
+    ) -> DataVersionsByPartition:
         """Per-region parameter overrides; each region's data version is a hash of its override.
 
         A changed override changes only its region's data version, so automation rebuilds only
@@ -133,7 +136,7 @@ def build_sources(registry: RegionRegistry, roles: tuple[str, ...] = READY_MADE_
         return DataVersionsByPartition(changed)
 
     @observable_source_asset(key=WIND_PARAMS_KEY, group_name="inputs")
-    def wind_params(params: ModelParamsResource) -> ObserveResult:
+    def wind_params(params: ResourceParam[ModelParamsResource]) -> ObserveResult:
         """The parameters the wind shares depend on (the FFWI percentile); data version: their hash.
 
         Its own source, not ``model_params``: a change of any other parameter must not

@@ -15,6 +15,7 @@ from dagster import (
     DagsterInstance,
     MaterializeResult,
     MetadataValue,
+    ResourceParam,
     asset,
     asset_check,
 )
@@ -82,9 +83,9 @@ def build_checks(registry: RegionRegistry) -> list[AssetsDefinition | AssetCheck
         description="How complete the raster is on the branch, read from the store.",
     )
     def raster_status(
-        store: IcechunkStore,
-        params: ModelParamsResource,
-        inputs: InputsResource,
+        store: ResourceParam[IcechunkStore],
+        params: ResourceParam[ModelParamsResource],
+        inputs: ResourceParam[InputsResource],
     ) -> MaterializeResult:  # type: ignore[type-arg]
         branch, missing = _missing_on_branch(store, params, inputs, registry)
         return MaterializeResult(
@@ -99,7 +100,11 @@ def build_checks(registry: RegionRegistry) -> list[AssetsDefinition | AssetCheck
         name=STORE_CHECK,
         description="Every region's chunks exist in the branch's snapshot (read from the store, not the log).",
     )
-    def chunks_in_store(store: IcechunkStore, params: ModelParamsResource, inputs: InputsResource) -> AssetCheckResult:
+    def chunks_in_store(
+        store: ResourceParam[IcechunkStore],
+        params: ResourceParam[ModelParamsResource],
+        inputs: ResourceParam[InputsResource],
+    ) -> AssetCheckResult:
         try:
             branch, missing = _missing_on_branch(store, params, inputs, registry)
         except RiskError as err:
@@ -119,9 +124,9 @@ def build_checks(registry: RegionRegistry) -> list[AssetsDefinition | AssetCheck
     )
     def records_match_commit_log(
         context: AssetCheckExecutionContext,
-        store: IcechunkStore,
-        params: ModelParamsResource,
-        inputs: InputsResource,
+        store: ResourceParam[IcechunkStore],
+        params: ResourceParam[ModelParamsResource],
+        inputs: ResourceParam[InputsResource],
     ) -> AssetCheckResult:
         lost = recorded_not_committed(store, registry, current_target(params, inputs, registry.ids), context.instance)
         return AssetCheckResult(passed=not lost, metadata=disagreement_metadata(lost))

@@ -18,6 +18,7 @@ from dagster import (
     DataVersion,
     Failure,
     MaterializeResult,
+    ResourceParam,
     asset,
 )
 
@@ -57,7 +58,9 @@ def build_wind_shares() -> AssetsDefinition:
         output_required=False,
     )
     def wind_shares(
-        context: AssetExecutionContext, params: ModelParamsResource, inputs: InputsResource
+        context: AssetExecutionContext,
+        params: ResourceParam[ModelParamsResource],
+        inputs: ResourceParam[InputsResource],
     ) -> Iterator[MaterializeResult]:  # type: ignore[type-arg]
         """Fire-weather wind-direction shares (8 bands) on the hourly dataset's own grid and CRS.
 

@@ -28,10 +28,22 @@ def _project(tmp_path: Path) -> Path:
     return home
 
 
-def _risk_build(home: Path) -> subprocess.CompletedProcess[str]:
+def _risk_build(home: Path, *python_flags: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"DAGSTER_HOME": str(home), "RISK_HOME": str(home), "RISK_GRID": "mini"}
     return subprocess.run(
-        [sys.executable, "-m", "risk_assets.cli", "--home", str(home), "--grid", "mini", "build", "--workers", "2"],
+        [
+            sys.executable,
+            *python_flags,
+            "-m",
+            "risk_assets.cli",
+            "--home",
+            str(home),
+            "--grid",
+            "mini",
+            "build",
+            "--workers",
+            "2",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -61,10 +73,16 @@ def test_build_every_region_once_then_nothing(tmp_path: Path) -> None:
     assert all(r.run_id and r.params_version and r.inputs_version and r.metadata["bounds"] for r in records)
 
     runs_after_first = _runs(home)
-    second = _risk_build(home)
+    second = _risk_build(home, "-X", "importtime")  # the import log goes to stderr
     assert second.returncode == 0, second.stdout + second.stderr
     assert "0 to run" in second.stdout
     assert "commits made: 0" in second.stdout
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in second.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "icechunk" in imported, "the import log was read"
+    # Decided from the commit log and the record stamp: Dagster (about a second to import) not even loaded.
+    assert not {name for name in imported if name.split(".")[0] == "dagster"}, "the no-op rerun imported Dagster"
     assert _runs(home) == runs_after_first, "nothing missing: decided from the commit log, no run launched"
 
     with DagsterInstance.from_config(str(home)) as instance:

@@ -32,8 +32,9 @@ from dagster_k8s import K8sRunLauncher, k8s_job_executor
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import construct_dagster_k8s_job, get_k8s_job_name, get_user_defined_k8s_config
 
+from risk_assets.assets import REGION_RETRY_POLICY
 from risk_assets.definitions import REGION_JOB, build_definitions
-from risk_assets.deployment import REGION_RETRY_POLICY, SPOT_NODE_LABEL, region_resources, spot_tolerations
+from risk_assets.deployment import SPOT_NODE_LABEL, region_resources, spot_tolerations
 from risk_assets.settings import Settings
 from risk_model.grid import load_grid
 
