@@ -148,12 +148,8 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     if planned is not None and nothing_to_run(settings, registry, store, planned, started):
         return 0
 
-    # Dagster is imported only now: the decision above needs none of it (about a second).
-    from dagster import DagsterInstance, execute_job, reconstructable
-
     from resources.template import check_store
-    from risk_assets.liveness import describe, liveness_tags, reap_dead_runs
-    from risk_assets.runs import run_failure
+    from risk_model.preflight import preflight
     from risk_model.synthetic import ensure_inputs
     from risk_model.synthetic_wind import ensure_hourly_cube
 
@@ -162,15 +158,26 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         # inputs are never touched).
         ensure_inputs(registry.grid, settings.inputs_dir, scenario=settings.scenario)
         ensure_hourly_cube(registry.grid, settings.inputs_dir)
-    from risk_assets.definitions import preflight_configured, prepare_job
-
     # Once, before the repository is written or any run launched: a bad input fails here, in
     # seconds, with one message, instead of in every region run minutes later. Inputs some region
     # of the version was committed from passed these checks in its run: not read again (a repair).
-    preflight_configured(registry, check_inputs=not (planned is not None and inputs_checked_on_branch(store, planned)))
+    # These are the parameters and inputs the definitions' resources are built from
+    # (risk_assets.resource_wiring), checked before the code location and Dagster are loaded.
+    check_inputs = not (planned is not None and inputs_checked_on_branch(store, planned))
+    preflight(
+        params.path, params.overrides_path, inputs.input_set(), registry.grid, registry.ids, check_inputs=check_inputs
+    )
     # And the store: a location that cannot hold the repository, or a repository of another
     # grid, is refused here too, not in the prepare run.
     check_store(store, registry.grid)
+    # Dagster and the code location are loaded only now: neither the decision above nor the
+    # checks need them (Dagster alone is about a second to import).
+    from dagster import DagsterInstance, execute_job, reconstructable
+
+    from risk_assets.definitions import prepare_job
+    from risk_assets.liveness import describe, liveness_tags, reap_dead_runs
+    from risk_assets.runs import run_failure
+
     target = current_target(params, inputs, registry.ids)
 
     log_path = settings.var_dir / "logs" / "risk-build.log"

@@ -345,14 +345,15 @@ def _user_message(err: Exception) -> str | None:
     ``Failure`` (without Dagster's prefix), the damaged file for a database error of the local
     Dagster instance, a sentence for an unreachable Dagster database; ``None`` for anything else
     (a bug: keep its traceback)."""
+    if isinstance(err, RiskError):
+        return str(err)
+    # Imported only for other errors: a refused bad input is told without loading Dagster.
     from dagster import Failure
     from sqlalchemy.exc import DatabaseError
 
     from risk_assets.instance_check import damaged_databases, damaged_message
     from risk_assets.runs import database_error_message, user_reason
 
-    if isinstance(err, RiskError):
-        return str(err)
     if isinstance(err, Failure):
         return user_reason(err.description or str(err))
     if isinstance(err, DatabaseError) and os.environ.get("DAGSTER_HOME"):

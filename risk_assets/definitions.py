@@ -46,9 +46,8 @@ from risk_assets.sensors import build_reconciliation_sensor
 from risk_assets.settings import Settings, settings_from_env
 from risk_assets.sources import region_partitions
 from risk_assets.status import build_checks
-from risk_model.grid import RegionRegistry, load_registry
+from risk_model.grid import load_registry
 from risk_model.input_set import InputSet, local_hourly_input_set
-from risk_model.preflight import preflight
 from risk_model.versions import Target
 
 REGION_JOB = "build_region"
@@ -235,20 +234,6 @@ def configured_target(region_ids: list[str]) -> Target:
     params, inputs = resources["params"], resources["inputs"]
     assert isinstance(params, ModelParamsResource) and isinstance(inputs, InputsResource)
     return current_target(params, inputs, region_ids)
-
-
-def preflight_configured(registry: RegionRegistry, *, check_inputs: bool = True) -> None:
-    """Check the parameters, overrides and inputs of ``defs``' resources once, against ``registry``.
-
-    ``check_inputs=False`` skips the inputs (checked already: see :func:`resources.ledger.inputs_checked`).
-    Raises ``BadInputError`` (see :func:`risk_model.preflight.preflight`).
-    """
-    resources = defs.resources or {}
-    params, inputs = resources["params"], resources["inputs"]
-    assert isinstance(params, ModelParamsResource) and isinstance(inputs, InputsResource)
-    preflight(
-        params.path, params.overrides_path, inputs.input_set(), registry.grid, registry.ids, check_inputs=check_inputs
-    )
 
 
 def region_job() -> JobDefinition:
