@@ -183,7 +183,9 @@ def main() -> None:
         home = dagster_project(work)
         dagster, _ = risk_build(home)
         runs_full, _ = dagster_state(home)
-        noop, noop_out = risk_build(home)
+        # Three no-op reruns, their median: one ~1 s process is at the mercy of a noisy machine.
+        noops = [risk_build(home) for _ in range(3)]
+        noop, noop_out = sorted(noops)[1]
         runs_noop, all_noop = dagster_state(home)
         lost = lose_regions(home, args.lose / 100)
         rerun, rerun_out = risk_build(home)
@@ -199,7 +201,8 @@ def main() -> None:
     print(f"| Dagster against the 2-process bare loop (goal: at most 1.5) | | {dagster / bare2:.2f} |")
     print(
         f"| rerun, nothing missing (goal: 2 % of the build): {runs_noop - runs_full} runs, "
-        f"{_commits(noop_out)} commits, all recorded {all_noop} | {noop:.1f} | {noop / dagster:.3f} of the build |"
+        f"{_commits(noop_out)} commits, all recorded {all_noop}; median of 3 "
+        f"({', '.join(f'{t:.2f}' for t, _ in noops)} s) | {noop:.2f} | {noop / dagster:.3f} of the build |"
     )
     k = len(lost) / len(registry)
     print(

@@ -31,13 +31,14 @@ def write_regions(
     region_ids: list[str],
     code_version: str = "test",
     branch: str | None = None,
+    grid: str = "demo",
 ) -> list[WriteResult]:
-    """Compute and commit ``region_ids`` of the demo grid into ``store``, one commit each.
+    """Compute and commit ``region_ids`` of ``grid`` into ``store``, one commit each.
 
     The build key is the default parameters' and ``inputs``' with ``code_version``; the branch
     is the store's unless given (it must exist).
     """
-    registry = load_registry("demo")
+    registry = load_registry(grid)
     inputs = InputSet.model_validate_json(inputs_json)
     target = default_target(inputs, registry)
     results = []
@@ -66,10 +67,11 @@ def build_regions(
     kill: bool = False,
     code_version: str = "test",
     branch: str | None = None,
+    grid: str = "demo",
 ) -> list[str]:
-    """Compute and commit ``region_ids`` into a local repository; return the snapshot ids."""
+    """Compute and commit ``region_ids`` of ``grid`` into a local repository; return the snapshot ids."""
     store_cls = KillBeforeCommitStore if kill else LocalIcechunkStore
-    results = write_regions(store_cls(path=store_path), inputs_json, region_ids, code_version, branch)
+    results = write_regions(store_cls(path=store_path), inputs_json, region_ids, code_version, branch, grid)
     return [r.snapshot_id for r in results]
 
 

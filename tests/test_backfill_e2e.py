@@ -1,6 +1,7 @@
 """End to end with the daemon: the sensor reconciles, then missing-only backfills run exactly the missing.
 
-The missing regions are backfilled in two slices: the first by `risk backfill-missing --limit`
+On the small ``mini`` grid (20 regions: the waits are the daemon's, not the science). The missing
+regions are backfilled in two slices: the first by `risk backfill-missing --limit`
 (GraphQL through the webserver), the rest from the Dagster UI in a real headless browser
 (Debian's chromium driven by Playwright's Python package; Playwright cannot download its own
 browser here).
@@ -25,8 +26,9 @@ from resources.release import latest_release
 from risk_assets.assets import build_assets
 from risk_assets.definitions import PREPARE_JOB, VERIFY_JOB, build_definitions, build_resources
 from risk_model.code_version import MODEL_CODE_VERSION
-from risk_model.grid import RegionRegistry
+from risk_model.grid import load_registry
 from risk_model.input_set import InputSet, local_input_set
+from risk_model.synthetic import generate_inputs
 
 KEY = AssetKey("risk_raster")
 
@@ -48,24 +50,28 @@ def _launch_missing_backfill_in_the_browser(url: str, n_missing: int, screenshot
 
 
 @pytest.fixture
-def project(tmp_path: Path, demo_inputs: InputSet) -> Project:
-    return make_project(tmp_path, demo_inputs)
+def mini_inputs(tmp_path: Path) -> InputSet:
+    return generate_inputs(load_registry("mini").grid, tmp_path / "inputs", seed=0)
+
+
+@pytest.fixture
+def project(tmp_path: Path, mini_inputs: InputSet) -> Project:
+    return make_project(tmp_path, mini_inputs, grid="mini")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
-    project: Project, demo_registry: RegionRegistry, demo_inputs: InputSet
-) -> None:
-    ids = demo_registry.ids
-    outside, by_dagster, never = ids[:50], ids[50:53], ids[53:]
+def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(project: Project, mini_inputs: InputSet) -> None:
+    registry = load_registry("mini")
+    ids = registry.ids
+    outside, by_dagster, never = ids[:7], ids[7:10], ids[10:]
     by_cli, by_ui = never[:4], never[4:]
     lost = by_dagster[-1]
 
     # Part of the grid through Dagster, recorded in the project's instance.
     with DagsterInstance.from_config(str(project.home)) as instance:
         resources = build_resources(project.settings, inputs=local_input_set(project.settings.inputs_dir))
-        assets = build_assets(demo_registry)
+        assets = build_assets(registry)
         # As `risk build` does: observe the sources and commit the template first. A region
         # recorded before its sources were ever observed is rebuilt by eager automation at the
         # first observation (the observe_sources schedule's next tick, every 10 minutes).
@@ -82,10 +88,11 @@ def test_sensor_then_missing_only_backfill_runs_exactly_the_missing(
     # Regions committed outside Dagster (as by workers that committed and died before recording).
     _workers.build_regions(
         project.store.path,
-        demo_inputs.model_dump_json(),
+        mini_inputs.model_dump_json(),
         outside,
         code_version=MODEL_CODE_VERSION,
         branch=project.branch,
+        grid="mini",
     )
     assert latest_release(project.store.repository()) is None
     assert project.committed() == set(outside) | set(by_dagster[:-1])
