@@ -131,12 +131,11 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     """:func:`cmd_build` under the build lock."""
     from resources.target import current_target
     from risk_assets.deployment import deployment_from_env
-    from risk_assets.resource_wiring import model_resources, store_resource
+    from risk_assets.resource_wiring import deployed_resources
     from risk_model.errors import RiskError
 
     deployment = deployment_from_env()
-    store = store_resource(settings, deployment.store)
-    params, inputs = model_resources(settings, deployment.inputs, deployment.wind_shares)
+    store, params, inputs = deployed_resources(settings)
     # First, from the commit log alone: with every region built and released there is nothing to
     # run, and nothing heavier than the commit log and Dagster's records is loaded.
     try:

@@ -76,14 +76,16 @@ def _missing_regions(args: argparse.Namespace) -> tuple["RegionRegistry", "Icech
     regions missing from that branch's commit log for their current build keys."""
     configure_environment(Path(args.home).resolve(), args.grid)
     from resources.branches import working_branch
+    from resources.target import current_target
     from risk_assets.backfill import missing_from_commit_log
-    from risk_assets.definitions import configured_store, configured_target
+    from risk_assets.resource_wiring import deployed_resources
     from risk_assets.settings import settings_from_env
     from risk_model.grid import load_registry
 
-    registry = load_registry(settings_from_env().grid)
-    store = configured_store()
-    target = configured_target(registry.ids)
+    settings = settings_from_env()
+    registry = load_registry(settings.grid)
+    store, params, inputs = deployed_resources(settings)
+    target = current_target(params, inputs, registry.ids)
     repo = store.repository()
     branch = working_branch(repo, store, target.version)
     missing = missing_from_commit_log(registry.ids, repo, branch, target.keys(registry.ids))
@@ -153,7 +155,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
     configure_environment(Path(args.home).resolve(), args.grid)
     from resources.lineage import lineage
-    from risk_assets.definitions import configured_store
+    from risk_assets.resource_wiring import deployed_resources
     from risk_assets.settings import settings_from_env
     from risk_model.grid import load_registry
 
@@ -165,8 +167,10 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         print("error: give --region or --lon and --lat, not both", file=sys.stderr)
         return 2
     try:
-        registry = load_registry(settings_from_env().grid)
-        info = lineage(configured_store(), registry, args.tag, point, args.region)
+        settings = settings_from_env()
+        registry = load_registry(settings.grid)
+        store, _, _ = deployed_resources(settings)
+        info = lineage(store, registry, args.tag, point, args.region)
     except (RiskError, LookupError) as err:
         print(f"error: {str(err).strip(chr(39) + chr(34))}", file=sys.stderr)
         return 1
@@ -207,9 +211,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Compare two releases (two scenarios, say): the change in risk, as numbers and a picture."""
     configure_environment(Path(args.home).resolve(), args.grid)
     from resources.compare import compare_releases
-    from risk_assets.definitions import configured_store
+    from risk_assets.resource_wiring import deployed_resources
+    from risk_assets.settings import settings_from_env
 
-    comparison = compare_releases(configured_store(), args.old, args.new)
+    store, _, _ = deployed_resources(settings_from_env())
+    comparison = compare_releases(store, args.old, args.new)
     out = Path(args.out)
     out.write_bytes(comparison.picture)
     stats = comparison.stats

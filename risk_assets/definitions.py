@@ -22,7 +22,6 @@ from dagster import (
 
 from resources.io_manager import IcechunkRegionIOManager
 from resources.store import IcechunkStore
-from resources.target import InputsResource, ModelParamsResource, current_target
 from risk_assets.assets import IO_MANAGER_KEY, build_assets
 from risk_assets.deployment import deployment_from_env
 from risk_assets.history_sensor import build_history_sensor
@@ -48,7 +47,6 @@ from risk_assets.sources import region_partitions
 from risk_assets.status import build_checks
 from risk_model.grid import load_registry
 from risk_model.input_set import InputSet, local_hourly_input_set
-from risk_model.versions import Target
 
 REGION_JOB = "build_region"
 PREPARE_JOB = "prepare_raster"
@@ -219,21 +217,6 @@ def _definitions_from_env() -> Definitions:
 
 
 defs = _definitions_from_env()
-
-
-def configured_store() -> IcechunkStore:
-    """The repository resource that ``defs`` writes to."""
-    store = (defs.resources or {})["store"]
-    assert isinstance(store, IcechunkStore)
-    return store
-
-
-def configured_target(region_ids: list[str]) -> Target:
-    """What ``defs``' resources say the raster should be built from now."""
-    resources = defs.resources or {}
-    params, inputs = resources["params"], resources["inputs"]
-    assert isinstance(params, ModelParamsResource) and isinstance(inputs, InputsResource)
-    return current_target(params, inputs, region_ids)
 
 
 def region_job() -> JobDefinition:
