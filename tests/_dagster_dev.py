@@ -177,8 +177,12 @@ CHROMIUM_ARGS = [
 
 
 @contextmanager
-def ui_page(url: str, page_path: str) -> Iterator["Page"]:
-    """``page_path`` of the Dagster UI open in headless chromium, its first-visit pop-up dismissed."""
+def ui_page(url: str, page_path: str, first_visit: bool = True) -> Iterator["Page"]:
+    """``page_path`` of the Dagster UI open in headless chromium, its first-visit pop-up dismissed.
+
+    The instance remembers the pop-up was dismissed: on later visits (``first_visit=False``) it
+    does not show.
+    """
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is required: `make browser` installs it"
@@ -186,22 +190,31 @@ def ui_page(url: str, page_path: str) -> Iterator["Page"]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{url}{page_path}", wait_until="networkidle")
-        # The first visit shows a "Join the Dagster community" pop-up.
-        skip = page.get_by_role("button", name="Skip")
-        skip.wait_for(timeout=15_000)
-        skip.click()
+        if first_visit:
+            # The first visit shows a "Join the Dagster community" pop-up.
+            skip = page.get_by_role("button", name="Skip")
+            skip.wait_for(timeout=15_000)
+            skip.click()
         yield page
         browser.close()
 
 
-def markdown_image_in_the_ui(url: str, page_path: str, row_label: str, screenshot: Path) -> tuple[str, list[int]]:
+def markdown_image_in_the_ui(
+    url: str, page_path: str, row_label: str, screenshot: Path, first_visit: bool = True
+) -> tuple[str, list[int]]:
     """Open ``page_path`` of the UI in headless chromium, show the markdown metadata ``row_label``
     and return its image's ``src`` and decoded size (what the browser really drew)."""
-    with ui_page(url, page_path) as page:
-        # Markdown metadata shows as a "[Show Markdown]" link in the metadata table.
+    with ui_page(url, page_path, first_visit) as page:
         row = page.get_by_role("row").filter(has=page.get_by_text(row_label, exact=True))
-        row.get_by_text("[Show Markdown]").click()
-        image = page.get_by_role("dialog").locator("img")
+        row.wait_for(timeout=30_000)
+        # Long markdown shows as a "[Show Markdown]" link that opens a dialog; short markdown (a
+        # small region's picture) is drawn in the row itself.
+        link = row.get_by_text("[Show Markdown]")
+        if link.count():
+            link.click()
+            image = page.get_by_role("dialog").locator("img")
+        else:
+            image = row.locator("img")
         image.wait_for(timeout=15_000)
         page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=15_000)
         page.screenshot(path=str(screenshot))

@@ -5,7 +5,8 @@ dev` running, a per-region override is written and observed on demand. The autom
 (running by default) rebuilds exactly that region on the new version's branch, the
 reconciliation sensor requests the release once the version is complete, and the release moves
 ``main``. Until then, a reader of ``main`` sees the first version everywhere. The release's
-overview map then renders in the Dagster UI (headless chromium).
+overview map, and the rebuilt region's quicklook on its partition page, then render in the Dagster
+UI (headless chromium).
 """
 
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from _dagster_dev import Project, dagster_dev, make_project, markdown_image_in_the_ui, risk_build, wait_for
-from dagster import DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from resources.release import latest_release, read_manifest
 from risk_assets.definitions import PREPARE_JOB, build_definitions
@@ -74,6 +75,27 @@ def test_an_override_is_rebuilt_released_and_promoted_by_the_daemon(project: Pro
         )
         assert src.startswith("data:image/png;base64,")
         assert size[0] > 400 and size[1] > 300, "the browser decoded the release's overview map"
+
+        # The rebuilt region's quicklook renders on its partition page: a data URI the UI's
+        # markdown sanitiser dropped, or a PNG the browser could not decode, would fail here.
+        [record] = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey("risk_raster"), asset_partitions=[region.id]), limit=1
+        ).records
+        assert record.run_id == region_runs[0].run_id, "the newest materialization is the daemon's rebuild"
+        markdown = record.asset_materialization.metadata["quicklook"].value  # type: ignore[union-attr]
+        assert isinstance(markdown, str)
+        data_uri = markdown.split("](", 1)[1].split(")", 1)[0]
+        assert data_uri.startswith("data:image/png;base64,")
+        src, size = markdown_image_in_the_ui(
+            project.url,
+            f"/assets/risk_raster?view=partitions&partition={region.id}",
+            "quicklook",
+            project.home / "quicklook-dialog.png",
+            first_visit=False,
+        )
+        assert src == data_uri, "the UI shows the very PNG the materialization recorded"
+        width, height = region.cols.stop - region.cols.start, region.rows.stop - region.rows.start
+        assert size == [width, height], "the browser decoded the region's PNG, one pixel per cell"
 
     repo = project.store.repository()
     second = latest_release(repo)
