@@ -57,6 +57,39 @@ def s3_store(endpoint: str, bucket: str, prefix: str) -> "S3IcechunkStore":
     )
 
 
+def _start_moto(switch_interval: float | None, attempts: int = 3) -> tuple[subprocess.Popen[bytes], str]:
+    """A started moto server and its endpoint.
+
+    On a free port, as answered by the OS a moment before: a server that exits at once lost that
+    port to another process, and starts again on another one (at most ``attempts`` times). Up to
+    two minutes to answer: a loaded CI machine (three test workers on two cores) has taken over 30 s.
+    """
+    server = Path(__file__).with_name("_moto_atomic.py")
+    env = {**os.environ, **({"RISK_MOTO_SWITCH_INTERVAL": str(switch_interval)} if switch_interval else {})}
+    endpoint = ""
+    for _ in range(attempts):
+        endpoint = f"http://127.0.0.1:{free_port()}"
+        port = endpoint.rsplit(":", 1)[1]
+        proc = subprocess.Popen(
+            [sys.executable, str(server), "-H", "127.0.0.1", "-p", port],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                return proc, endpoint
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        if proc.poll() is None:  # alive but silent for two minutes: not a port race
+            proc.kill()
+            proc.wait(timeout=10)
+            break
+    raise RuntimeError(f"moto_server did not start (last tried {endpoint})")
+
+
 @contextmanager
 def moto_s3(bucket: str, switch_interval: float | None = None) -> Iterator[str]:
     """A moto S3 server holding an empty ``bucket``; yields its endpoint URL.
@@ -64,25 +97,8 @@ def moto_s3(bucket: str, switch_interval: float | None = None) -> Iterator[str]:
     ``switch_interval`` (seconds) shortens the server's thread switch interval, for tests
     that probe it for races.
     """
-    port = free_port()
-    server = Path(__file__).with_name("_moto_atomic.py")
-    proc = subprocess.Popen(
-        [sys.executable, str(server), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **({"RISK_MOTO_SWITCH_INTERVAL": str(switch_interval)} if switch_interval else {})},
-    )
-    endpoint = f"http://127.0.0.1:{port}"
+    proc, endpoint = _start_moto(switch_interval)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on {endpoint}") from None
-                time.sleep(0.1)
         s3 = boto3.client(
             "s3",
             endpoint_url=endpoint,
