@@ -135,7 +135,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
     from risk_model.errors import RiskError
 
     deployment = deployment_from_env()
-    store, params, inputs = deployed_resources(settings)
+    store, params, inputs = deployed_resources(settings, deployment)
     # First, from the commit log alone: with every region built and released there is nothing to
     # run, and nothing heavier than the commit log and Dagster's records is loaded.
     try:

@@ -8,7 +8,7 @@ import (no xarray, no rasterio, no asset definitions): the decision runs before 
 from resources.local_store import LocalIcechunkStore
 from resources.store import IcechunkStore
 from resources.target import InputsResource, ModelParamsResource
-from risk_assets.deployment import deployment_from_env
+from risk_assets.deployment import Deployment, deployment_from_env
 from risk_assets.settings import Settings
 from risk_model.input_set import InputSet, local_hourly_input_set
 from risk_model.versions import readers_branch
@@ -52,15 +52,17 @@ def model_resources(
     )
 
 
-def deployed_resources(settings: Settings) -> tuple[IcechunkStore, ModelParamsResource, InputsResource]:
-    """The store, parameters and inputs resources of this process's deployment (``RISK_*``
-    variables: :func:`risk_assets.deployment.deployment_from_env`).
+def deployed_resources(
+    settings: Settings, deployment: Deployment | None = None
+) -> tuple[IcechunkStore, ModelParamsResource, InputsResource]:
+    """The store, parameters and inputs resources of ``deployment``, by default this process's
+    (``RISK_*`` variables: :func:`risk_assets.deployment.deployment_from_env`).
 
     The ones the code location's definitions are built with, without loading the definitions
     or Dagster: what ``risk build`` decides from, and what ``risk status``, ``lineage`` and
     ``compare`` read.
     """
-    deployment = deployment_from_env()
+    deployment = deployment or deployment_from_env()
     store = store_resource(settings, deployment.store)
     params, inputs = model_resources(settings, deployment.inputs, deployment.wind_shares)
     return store, params, inputs
