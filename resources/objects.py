@@ -15,13 +15,28 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from risk_model.errors import StoreUnavailableError
 from risk_model.input_set import InputError
 
 ObjectScheme = Literal["s3", "gs"]
+RiskErrorType = InputError | StoreUnavailableError
 #: Bucket names both services accept: 3 to 63 lowercase letters, digits, dots, hyphens and (GCS)
 #: underscores, starting and ending with a letter or digit.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 _INSECURE = {"NO", "FALSE", "OFF", "0"}
+
+
+#: S3 error codes of a busy or failing service, not of a wrong request: retry later.
+_S3_BUSY = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeTooSkewed"}
+
+
+class ObjectUnreachableError(StoreUnavailableError):
+    """A bucket's service did not answer or answered "busy" (connection refused, timeout, 5xx).
+
+    Unlike :class:`~risk_model.input_set.InputError` (no such bucket, no credentials, access
+    denied), nothing is wrong with what the user gave: the same run may succeed later, so region
+    steps retry it (their retry policy) and ``risk build`` reports it as a store to check.
+    """
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,34 @@ def _s3_client() -> Any:  # boto3 clients are untyped here
     return boto3.session.Session().client("s3", endpoint_url=boto3_s3_endpoint())
 
 
+def _s3_busy(exc: Any) -> bool:  # a botocore ClientError
+    """Whether an S3 error answer means "busy or failing, retry" rather than "wrong request"."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in _S3_BUSY or (isinstance(status, int) and status >= 500)
+
+
+def _s3_transport_error(exc: Exception, what: str) -> RiskErrorType:
+    """The error for a request that got no answer: missing credentials are the user's to fix,
+    anything else (connection refused, timeout, reset) is an unreachable service."""
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return InputError(f"{what} ({exc}): set the AWS credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+    return ObjectUnreachableError(
+        f"{what} ({exc}): the endpoint did not answer; check it (AWS_ENDPOINT_URL) and the network, then retry"
+    )
+
+
+def _gcs_api_error(exc: Exception, what: str, advice: str) -> RiskErrorType:
+    """The error for a GCS error answer: 5xx and 429 are a busy service, the rest the request's fault."""
+    from google.api_core import exceptions as api_exceptions
+
+    if isinstance(exc, api_exceptions.ServerError | api_exceptions.TooManyRequests | api_exceptions.RetryError):
+        return ObjectUnreachableError(f"{what} now ({exc}): retry later")
+    return InputError(f"{what} ({exc}): {advice}")
+
+
 def _gcs_bucket(obj: ObjectURL, label: str, doing: str) -> Any:  # the client is untyped here
     try:
         from google.auth import exceptions as auth_exceptions
@@ -126,8 +169,10 @@ def object_version(obj: ObjectURL, label: str) -> str | None:
     Raises
     ------
     InputError
-        If the bucket cannot be reached or read (no such bucket, no credentials, endpoint down,
-        access denied); the message names the object and what to check.
+        If the bucket cannot be read for a reason the user must fix (no such bucket, no
+        credentials, access denied); the message names the object and what to check.
+    ObjectUnreachableError
+        If the service did not answer (endpoint down, timeout) or answered busy (5xx, slow down).
     """
     if obj.scheme == "gs":
         return _gcs_generation(obj, label)
@@ -145,11 +190,11 @@ def object_version(obj: ObjectURL, label: str) -> str | None:
             return None
         if code == "NoSuchBucket":
             raise InputError(f"{label}: bucket {obj.bucket!r} does not exist: check the bucket and key") from exc
+        if _s3_busy(exc):
+            raise ObjectUnreachableError(f"{label} cannot be checked now ({exc}): retry later") from exc
         raise InputError(f"{label} cannot be checked ({exc}): check that the credentials may read the bucket") from exc
     except (BotoCoreError, URLLib3Error) as exc:  # no credentials, endpoint unreachable, connection reset
-        raise InputError(
-            f"{label} cannot be checked ({exc}): check the AWS credentials and endpoint (AWS_ENDPOINT_URL)"
-        ) from exc
+        raise _s3_transport_error(exc, f"{label} cannot be checked") from exc
     return f"s3-etag:{str(head['ETag']).strip(chr(34))}"  # S3 returns the ETag quoted
 
 
@@ -161,11 +206,14 @@ def _gcs_generation(obj: ObjectURL, label: str) -> str | None:
         # None for a missing object, and for a missing bucket too (the client hides the difference).
         found = bucket.get_blob(obj.key)
     except api_exceptions.GoogleAPIError as exc:
-        raise InputError(
-            f"{label} cannot be checked ({exc}): check the bucket name and that the credentials may read it"
+        raise _gcs_api_error(
+            exc, f"{label} cannot be checked", "check the bucket name and that the credentials may read it"
         ) from exc
     except OSError as exc:  # connection refused, DNS: requests' errors are OSErrors
-        raise InputError(f"{label} cannot be checked ({exc}): check the endpoint (STORAGE_EMULATOR_HOST)") from exc
+        raise ObjectUnreachableError(
+            f"{label} cannot be checked ({exc}): the endpoint did not answer; check it (STORAGE_EMULATOR_HOST) "
+            "and the network, then retry"
+        ) from exc
     return None if found is None else f"gcs-generation:{found.generation}"
 
 
@@ -184,7 +232,10 @@ def put_file(path: Path, obj: ObjectURL, label: str, *, content_type: str = "app
     Raises
     ------
     InputError
-        If the bucket cannot be reached or written; the message names the object and what to check.
+        If the bucket cannot be written for a reason the user must fix (no such bucket, no
+        credentials, access denied); the message names the object and what to check.
+    ObjectUnreachableError
+        If the service did not answer or answered busy.
     """
     if obj.scheme == "gs":
         from google.api_core import exceptions as api_exceptions
@@ -193,11 +244,14 @@ def put_file(path: Path, obj: ObjectURL, label: str, *, content_type: str = "app
         try:
             blob.upload_from_filename(str(path), content_type=content_type)
         except api_exceptions.GoogleAPIError as exc:
-            raise InputError(
-                f"{label} cannot be written ({exc}): check the bucket name and that the credentials may write it"
+            raise _gcs_api_error(
+                exc, f"{label} cannot be written", "check the bucket name and that the credentials may write it"
             ) from exc
         except OSError as exc:
-            raise InputError(f"{label} cannot be written ({exc}): check the endpoint (STORAGE_EMULATOR_HOST)") from exc
+            raise ObjectUnreachableError(
+                f"{label} cannot be written ({exc}): the endpoint did not answer; check it (STORAGE_EMULATOR_HOST) "
+                "and the network, then retry"
+            ) from exc
         return f"gcs-generation:{blob.generation}"
     from botocore.exceptions import BotoCoreError, ClientError
     from urllib3.exceptions import HTTPError as URLLib3Error
@@ -206,11 +260,11 @@ def put_file(path: Path, obj: ObjectURL, label: str, *, content_type: str = "app
         with path.open("rb") as body:
             answer = _s3_client().put_object(Bucket=obj.bucket, Key=obj.key, Body=body, ContentType=content_type)
     except ClientError as exc:
+        if _s3_busy(exc):
+            raise ObjectUnreachableError(f"{label} cannot be written now ({exc}): retry later") from exc
         raise InputError(
             f"{label} cannot be written ({exc}): check the bucket name and that the credentials may write it"
         ) from exc
     except (BotoCoreError, URLLib3Error) as exc:
-        raise InputError(
-            f"{label} cannot be written ({exc}): check the AWS credentials and endpoint (AWS_ENDPOINT_URL)"
-        ) from exc
+        raise _s3_transport_error(exc, f"{label} cannot be written") from exc
     return f"s3-etag:{str(answer['ETag']).strip(chr(34))}"

@@ -26,6 +26,7 @@ from dagster import (
 from resources.input_versions import input_version
 from resources.target import InputsResource, ModelParamsResource
 from risk_assets.keys import PARAMS_KEY, REGION_PARAMS_KEY, WIND_PARAMS_KEY, input_key
+from risk_model.errors import StoreUnavailableError
 from risk_model.grid import GridSpec, RegionRegistry
 from risk_model.input_checks import validate_input
 from risk_model.input_set import InputError
@@ -83,6 +84,8 @@ def _input_source(name: str, grid: GridSpec) -> SourceAsset:
             version = input_version(url, name=name, cache=cache)
         except InputError as err:
             raise Failure(description=str(err), allow_retries=False) from err
+        except StoreUnavailableError as err:  # the bucket did not answer: the next observation may
+            raise Failure(description=str(err)) from err
         return ObserveResult(data_version=DataVersion(version), metadata={"url": url, "version": version})
 
     return observe

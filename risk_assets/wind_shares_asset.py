@@ -27,6 +27,7 @@ from resources.target import InputsResource, ModelParamsResource
 from resources.wind_shares import publish_shares
 from risk_assets.keys import WIND_PARAMS_KEY, WIND_SHARES_KEY, input_key
 from risk_assets.sources import DATA_VERSION_TAG
+from risk_model.errors import StoreUnavailableError
 from risk_model.input_set import InputError
 from risk_model.params import ParamsError
 from risk_model.wind import WIND_CODE_VERSION, fire_weather_wind_shares, shares_version
@@ -93,6 +94,8 @@ def build_wind_shares() -> AssetsDefinition:
                 status = "computed"
         except (InputError, ParamsError) as err:
             raise Failure(description=str(err), allow_retries=False) from err
+        except StoreUnavailableError as err:  # the bucket did not answer: a later run may
+            raise Failure(description=str(err)) from err
         yield MaterializeResult(
             data_version=DataVersion(version),
             metadata={

@@ -1,9 +1,12 @@
 """Versions of the input datasets: local checksums (with the optional cache) and bucket objects."""
 
 import hashlib
+import http.server
 import json
 import os
 import shutil
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +15,14 @@ from types import SimpleNamespace
 import boto3
 import pytest
 from _services import S3_KEYS, moto_s3
+from google.api_core import exceptions as api_exceptions
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import storage
 
 from resources.input_versions import input_version, input_versions
+from resources.objects import ObjectUnreachableError, ObjectURL, put_file
 from risk_model.checksums import HASH_BLOCK_BYTES, inputs_version
+from risk_model.errors import BadInputError, StoreUnavailableError
 from risk_model.input_set import InputError, InputSet
 
 ROLES = ("burn_probability", "conditional_risk", "wind_direction")
@@ -219,6 +225,108 @@ def test_a_missing_s3_object_names_the_input(s3_env: str) -> None:
         input_version(f"s3://{BUCKET}/nope.tif", name="wind_direction")
     with pytest.raises(InputError, match="does not exist: check the bucket and key"):
         input_version("s3://no-such-bucket/a.tif")
+
+
+class _BusyS3(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint that answers every request "503 SlowDown", as S3 does when a prefix is hot."""
+
+    def _busy(self) -> None:
+        body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # http.server's names
+        self._busy()
+
+    def do_PUT(self) -> None:
+        self._busy()
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+
+@pytest.fixture
+def busy_s3(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BusyS3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # one request, not botocore's retries
+    try:
+        yield endpoint
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_unreachable_s3_endpoint_is_a_store_to_retry_not_bad_input(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", closed)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(
+        ObjectUnreachableError, match=rf"input s3://{BUCKET}/a\.tif cannot be checked.*did not answer"
+    ) as raised:
+        input_version(f"s3://{BUCKET}/a.tif")
+    assert isinstance(raised.value, StoreUnavailableError) and not isinstance(raised.value, BadInputError)
+    assert closed in str(raised.value) and "AWS_ENDPOINT_URL" in str(raised.value)
+    local = tmp_path / "shares.tif"
+    local.write_bytes(b"shares")
+    with pytest.raises(ObjectUnreachableError, match="cannot be written"):
+        put_file(local, ObjectURL("s3", BUCKET, "shares.tif"), "wind shares")
+
+
+def test_a_busy_s3_endpoint_is_a_store_to_retry(busy_s3: str, tmp_path: Path) -> None:
+    with pytest.raises(ObjectUnreachableError, match=r"cannot be checked now .*retry later"):
+        input_version(f"s3://{BUCKET}/a.tif")
+    local = tmp_path / "shares.tif"
+    local.write_bytes(b"shares")
+    with pytest.raises(ObjectUnreachableError, match=r"cannot be written now .*SlowDown.*retry later"):
+        put_file(local, ObjectURL("s3", BUCKET, "shares.tif"), "wind shares")
+
+
+def test_missing_aws_credentials_are_bad_input(s3_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(InputError, match="set the AWS credentials"):
+        input_version(f"s3://{BUCKET}/a.tif")
+
+
+@pytest.mark.parametrize(
+    ("error", "unreachable"),
+    [
+        (api_exceptions.ServiceUnavailable("busy"), True),
+        (api_exceptions.TooManyRequests("slow down"), True),
+        (api_exceptions.InternalServerError("oops"), True),
+        (api_exceptions.NotFound("no such bucket"), False),
+        (api_exceptions.Forbidden("denied"), False),
+    ],
+)
+def test_gcs_error_answers_are_sorted_into_busy_and_wrong(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, unreachable: bool
+) -> None:
+    class AnsweringBucket:
+        def get_blob(self, key: str) -> None:
+            raise error
+
+    class Client:
+        def bucket(self, name: str) -> AnsweringBucket:
+            return AnsweringBucket()
+
+    monkeypatch.setattr(storage, "Client", Client)
+    with pytest.raises(ObjectUnreachableError if unreachable else InputError, match="cannot be checked"):
+        input_version("gs://risk-bucket/a.tif")
 
 
 class FakeBucket:
