@@ -3,7 +3,11 @@
 Each case runs the real `risk build` command on the `mini` grid with one thing wrong and checks
 that it exits non-zero with one `error:` line naming the file (or field), the problem and the
 fix, prints no traceback, launches no Dagster run (so no region run) and commits nothing on any
-branch of the repository (which already holds the template, as after an earlier build).
+branch of the repository (which already holds the template, as after an earlier build). The
+refusals run the command's ``main`` in the test's process (``_refused_here``): they end before any
+run or worker, and a fresh interpreter per case cost the suite about 9 s each under load. Cases
+that need a process of their own (``--debug``'s traceback, a damaged database, a full disk,
+Ctrl-C) run it as a user does (``_risk``), and are slow.
 
 The rest of issue 15's catalogue follows the same pattern where it can (a region id, the store,
 the grid, the instance's databases); a full disk and Ctrl-C happen during a write, after runs were
@@ -11,6 +15,7 @@ launched: those tests (slow) check the message, that nothing was committed or ha
 no run is left STARTED, and that a rerun completes.
 """
 
+import io
 import json
 import os
 import re
@@ -19,7 +24,9 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +40,13 @@ from rasterio.crs import CRS
 from resources.ledger import iter_region_commits
 from resources.local_store import LocalIcechunkStore
 from resources.template import ensure_template
+from risk_assets import cli
 from risk_assets.definitions import PREPARE_JOB, build_definitions
 from risk_assets.runs import failure_reasons, user_reason
 from risk_assets.settings import Settings
 from risk_model.grid import DATA_DIR, load_grid, load_registry, regions_file
 from risk_model.input_set import InputSet
 from risk_model.synthetic import generate_inputs
-
-#: Every case runs the real CLI in a subprocess (seconds each): the full suite's, not the edit loop's.
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Generous: a failing build takes seconds (no run is launched); this only bounds a hang (the
@@ -87,14 +92,8 @@ def _branch_tips(home: Path, store: LocalIcechunkStore | None = None) -> dict[st
 def _risk(
     home: Path, inputs: InputSet, *args: str, command: tuple[str, ...] = ("build",), grid: str = "mini", **env: str
 ) -> subprocess.CompletedProcess[str]:
-    environ = os.environ | {
-        "PYTHONPATH": str(ROOT),
-        "DAGSTER_HOME": str(home),
-        "RISK_HOME": str(home),
-        "RISK_GRID": grid,
-        "RISK_INPUTS": inputs.model_dump_json(),
-        **env,
-    }
+    """The ``risk`` command in a process of its own: what a user runs, console and exit code included."""
+    environ = os.environ | _risk_env(home, inputs, grid) | env
     return subprocess.run(
         [sys.executable, "-m", "risk_assets.cli", "--home", str(home), "--grid", grid, *args, *command],
         env=environ,
@@ -103,6 +102,38 @@ def _risk(
         timeout=TIMEOUT_S,
         check=False,
     )
+
+
+def _risk_env(home: Path, inputs: InputSet, grid: str) -> dict[str, str]:
+    return {
+        "PYTHONPATH": str(ROOT),
+        "DAGSTER_HOME": str(home),
+        "RISK_HOME": str(home),
+        "RISK_GRID": grid,
+        "RISK_INPUTS": inputs.model_dump_json(),
+    }
+
+
+def _refused_here(
+    home: Path, inputs: InputSet, *args: str, command: tuple[str, ...] = ("build",), grid: str = "mini", **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The same ``risk`` command (``cli.main``) in this process, for the cases refused before any run.
+
+    A refusal never launches a run or a worker, so nothing of the build outlives the call; a new
+    interpreter would add seconds of start-up and imports per case (the suite's time, not the
+    command's: ``_risk`` keeps the cases that need a console of their own: ``--debug``'s traceback,
+    a damaged database, a full disk, Ctrl-C). The environment is restored afterwards.
+    """
+    saved = dict(os.environ)
+    os.environ.update(_risk_env(home, inputs, grid) | env)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
+            code = cli.main(["--home", str(home), "--grid", grid, *args, *command])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["risk", *args, *command], code, out.getvalue(), err.getvalue())
 
 
 def _assert_refused(
@@ -194,7 +225,7 @@ def test_bad_parameters_stop_the_build_before_any_run(
 ) -> None:
     home = _project(tmp_path)
     tips = _branch_tips(home)
-    done = _risk(home, mini_inputs, **write_params(tmp_path))
+    done = _refused_here(home, mini_inputs, **write_params(tmp_path))
     _assert_refused(home, tips, done, *words)
 
 
@@ -331,7 +362,7 @@ def test_bad_inputs_stop_the_build_before_any_run(
     home = _project(tmp_path)
     tips = _branch_tips(home)
     inputs = break_inputs(_copy_inputs(mini_inputs, tmp_path / "inputs"))
-    done = _risk(home, inputs)
+    done = _refused_here(home, inputs)
     path = str(getattr(inputs, role))
     _assert_refused(home, tips, done, f"{role} input {path}", *words)
 
@@ -340,11 +371,12 @@ def test_nothing_is_created_when_the_first_build_is_refused(tmp_path: Path, mini
     home = tmp_path / "fresh"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    done = _risk(home, _missing(mini_inputs))
+    done = _refused_here(home, _missing(mini_inputs))
     assert done.returncode == 1 and done.stderr.startswith("error: wind_direction input "), done.stderr
     assert not Settings(home=home, grid="mini").store_path.exists(), "no repository, no template"
 
 
+@pytest.mark.slow  # a `risk` process of its own
 def test_several_problems_are_reported_together_and_debug_shows_the_traceback(
     tmp_path: Path, mini_inputs: InputSet
 ) -> None:
@@ -352,7 +384,9 @@ def test_several_problems_are_reported_together_and_debug_shows_the_traceback(
     tips = _branch_tips(home)
     params = _params_case("blur_sigma_m: -120\n")(tmp_path)
     inputs = _missing(mini_inputs)
-    message = _assert_refused(home, tips, _risk(home, inputs, **params), "2 problems", "blur_sigma_m", "nowhere.tif")
+    message = _assert_refused(
+        home, tips, _refused_here(home, inputs, **params), "2 problems", "blur_sigma_m", "nowhere.tif"
+    )
     assert message.count("\n  - ") == 2, message
 
     debug = _risk(home, inputs, "--debug", **params)
@@ -396,7 +430,7 @@ def test_an_override_for_an_unknown_region_stops_the_build(tmp_path: Path, mini_
     tips = _branch_tips(home)
     overrides = tmp_path / "overrides.yaml"
     overrides.write_text("y9_x9:\n  blur_sigma_m: 150\n")
-    done = _risk(home, mini_inputs, RISK_OVERRIDES=str(overrides))
+    done = _refused_here(home, mini_inputs, RISK_OVERRIDES=str(overrides))
     _assert_refused(
         home, tips, done, "overrides.yaml", "unknown region 'y9_x9'", "risk regions --grid", "Fix these entries"
     )
@@ -413,7 +447,7 @@ def test_an_unknown_region_id_is_refused(tmp_path: Path, mini_inputs: InputSet, 
     """`risk lineage --region`, the command that takes a region id, refuses one the grid does not have."""
     home = _project(tmp_path)
     tips = _branch_tips(home)
-    done = _risk(home, mini_inputs, command=("lineage", "--region", region))
+    done = _refused_here(home, mini_inputs, command=("lineage", "--region", region))
     _assert_refused(home, tips, done, *words)
 
 
@@ -442,7 +476,7 @@ def test_a_store_path_under_a_regular_file_is_refused(tmp_path: Path, mini_input
     blocker.write_text("a file")
     path = blocker / "mini.icechunk"
     store = LocalIcechunkStore(path=str(path))
-    done = _risk(home, mini_inputs, **_local_store_env(path))
+    done = _refused_here(home, mini_inputs, **_local_store_env(path))
     _assert_refused(
         home,
         {},
@@ -469,7 +503,7 @@ def test_a_store_on_a_read_only_file_system_is_refused(tmp_path: Path, mini_inpu
         tips = _branch_tips(home, store)
         remount = subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True, text=True, check=False)
         assert remount.returncode == 0, remount.stderr
-        done = _risk(home, mini_inputs, **_local_store_env(path))
+        done = _refused_here(home, mini_inputs, **_local_store_env(path))
         _assert_refused(
             home, tips, done, f"store path {path} is not writable", "Read-only file system", "remount it", store=store
         )
@@ -488,7 +522,7 @@ def test_a_store_path_holding_something_else_is_refused(tmp_path: Path, mini_inp
     else:
         path.write_text("someone's notes")
         words = ["is a file, not an Icechunk repository", "move the file away"]
-    done = _risk(home, mini_inputs, **_local_store_env(path))
+    done = _refused_here(home, mini_inputs, **_local_store_env(path))
     _assert_refused(home, {}, done, f"store path {path}", *words, store=LocalIcechunkStore(path=str(path)))
     assert (path / "notes.txt" if kind == "folder" else path).read_text() == "someone's notes", "left as it was"
     assert kind == "file" or sorted(p.name for p in path.iterdir()) == ["notes.txt"]
@@ -500,7 +534,7 @@ def test_a_store_holding_another_grids_template_is_refused(tmp_path: Path, mini_
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     ensure_template(_store(home), load_grid("demo"), {"code_version": "test"})
     tips = _branch_tips(home)
-    done = _risk(home, mini_inputs)
+    done = _refused_here(home, mini_inputs)
     _assert_refused(
         home, tips, done, "already holds a template of grid 'demo'", "not of grid 'mini'", "use another store path"
     )
@@ -525,7 +559,7 @@ def misaligned_grid() -> Iterator[str]:
 
 def test_a_misaligned_grid_definition_is_refused(tmp_path: Path, mini_inputs: InputSet, misaligned_grid: str) -> None:
     home = _project(tmp_path)
-    done = _risk(home, mini_inputs, grid=misaligned_grid)
+    done = _refused_here(home, mini_inputs, grid=misaligned_grid)
     store = LocalIcechunkStore(path=str(Settings(home=home, grid=misaligned_grid).store_path))
     _assert_refused(
         home,
@@ -542,11 +576,12 @@ def test_a_misaligned_grid_definition_is_refused(tmp_path: Path, mini_inputs: In
 
 def test_an_unknown_grid_is_refused(tmp_path: Path, mini_inputs: InputSet) -> None:
     home = _project(tmp_path)
-    done = _risk(home, mini_inputs, grid="nowhere")
+    done = _refused_here(home, mini_inputs, grid="nowhere")
     store = LocalIcechunkStore(path=str(Settings(home=home, grid="nowhere").store_path))
     _assert_refused(home, {}, done, "unknown grid 'nowhere'", "known grids are conus-30m, demo, mini", store=store)
 
 
+@pytest.mark.slow  # a `risk` process of its own
 @pytest.mark.parametrize("database", ["history/runs.db", "history/runs/index.db"])
 def test_a_truncated_instance_database_is_named(tmp_path: Path, mini_inputs: InputSet, database: str) -> None:
     """The message names the file and says to move it aside; done, the instance works again."""
