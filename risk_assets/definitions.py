@@ -157,6 +157,9 @@ def build_definitions(
                 default_status=DefaultSensorStatus.RUNNING,
                 emit_backfills=True,
                 run_tags=REGION_RUN_TAG,
+                # The same interval as the other sensors (RISK_SENSOR_INTERVAL): left at Dagster's
+                # default (30 s), a parameter change waited up to 30 s for its rebuild to start.
+                minimum_interval_seconds=settings.sensor_interval_s,
             ),
             # Bounded history: expiry whenever enough commits piled up since the last one.
             build_history_sensor(

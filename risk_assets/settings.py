@@ -28,7 +28,7 @@ class Settings(BaseModel):
     overrides_path
         The per-region parameter overrides YAML file.
     sensor_interval_s
-        Minimum seconds between two ticks of the reconciliation sensor.
+        Minimum seconds between two ticks of the reconciliation, automation and history sensors.
     scenario
         The scenario built (its own input set, e.g. the 2047 climate), released on its own
         readers' branch ``main-<scenario>`` beside the others; ``None``: the default, on ``main``.

@@ -167,6 +167,13 @@ def test_changes_do_not_flood_the_run_queue() -> None:
     assert limit["limit"] < runs["max_concurrent_runs"], "region runs leave room for release and maintenance runs"
 
 
+def test_every_sensor_ticks_at_the_configured_interval(tmp_path: Path, small_inputs: InputSet) -> None:
+    """RISK_SENSOR_INTERVAL sets the automation sensor's interval too (Dagster's default is 30 s)."""
+    defs = build_definitions(Settings(home=tmp_path, grid="mini", sensor_interval_s=7), inputs=small_inputs)
+    intervals = {s.name: s.minimum_interval_seconds for s in defs.get_repository_def().sensor_defs}
+    assert intervals == {"risk_automation": 7, "reconcile_commit_log": 7, "history_maintenance": 7}
+
+
 def test_a_change_over_every_region_is_one_backfill_request(
     built: tuple[Definitions, DagsterInstance, Automation], params_file: Path, demo_registry: RegionRegistry
 ) -> None:
