@@ -15,7 +15,6 @@ launched: those tests (slow) check the message, that nothing was committed or ha
 no run is left STARTED, and that a rerun completes.
 """
 
-import io
 import json
 import os
 import re
@@ -24,14 +23,13 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from _cli import risk_here
 from _rundb import region_runs
 from affine import Affine
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
@@ -40,7 +38,6 @@ from rasterio.crs import CRS
 from resources.ledger import iter_region_commits
 from resources.local_store import LocalIcechunkStore
 from resources.template import ensure_template
-from risk_assets import cli
 from risk_assets.definitions import PREPARE_JOB, build_definitions
 from risk_assets.runs import failure_reasons, user_reason
 from risk_assets.settings import Settings
@@ -117,23 +114,13 @@ def _risk_env(home: Path, inputs: InputSet, grid: str) -> dict[str, str]:
 def _refused_here(
     home: Path, inputs: InputSet, *args: str, command: tuple[str, ...] = ("build",), grid: str = "mini", **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """The same ``risk`` command (``cli.main``) in this process, for the cases refused before any run.
+    """The same ``risk`` command in this process (:func:`_cli.risk_here`), for the cases refused before any run.
 
-    A refusal never launches a run or a worker, so nothing of the build outlives the call; a new
-    interpreter would add seconds of start-up and imports per case (the suite's time, not the
-    command's: ``_risk`` keeps the cases that need a console of their own: ``--debug``'s traceback,
-    a damaged database, a full disk, Ctrl-C). The environment is restored afterwards.
+    A refusal launches no run and no worker, so nothing of the build outlives the call. ``_risk``
+    keeps the cases that need a process of their own: ``--debug``'s traceback, a damaged
+    database, a full disk, Ctrl-C.
     """
-    saved = dict(os.environ)
-    os.environ.update(_risk_env(home, inputs, grid) | env)
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
-            code = cli.main(["--home", str(home), "--grid", grid, *args, *command])
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return subprocess.CompletedProcess(["risk", *args, *command], code, out.getvalue(), err.getvalue())
+    return risk_here(["--home", str(home), "--grid", grid, *args, *command], _risk_env(home, inputs, grid) | env)
 
 
 def _assert_refused(

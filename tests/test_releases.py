@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import xarray as xr
+from _cli import risk_here
 from _targets import inputs_resource, params_resource
 
 from resources.branches import ensure_branch
@@ -283,11 +284,11 @@ def test_release_names_are_never_reused_and_rerunning_a_release_is_a_noop(world:
     assert renewed != tag and renewed.startswith("release-20261127T")
 
 
-@pytest.mark.slow  # the CLI in a subprocess
+@pytest.mark.slow  # the CLI in a subprocess, twice
 def test_lineage_command_prints_the_release_and_a_point(world: World) -> None:
     ids = world.registry.ids
     tag = world.release(world.build(ids, 1.0))
-    env = os.environ | {
+    extra = {
         "RISK_HOME": str(world.home),
         "DAGSTER_HOME": str(world.home),
         "RISK_PARAMS": str(world.settings.params_path),
@@ -297,16 +298,18 @@ def test_lineage_command_prints_the_release_and_a_point(world: World) -> None:
     (world.home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
 
     def risk(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "risk_assets.cli", "--home", str(world.home), "lineage", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        """The command in this process (tests/_cli.py): it launches no run."""
+        return risk_here(["--home", str(world.home), "lineage", *args], extra)
 
-    whole = risk("--json")
+    # Once as a user runs it, in a process of its own.
+    whole = subprocess.run(
+        [sys.executable, "-m", "risk_assets.cli", "--home", str(world.home), "lineage", "--json"],
+        env=os.environ | extra,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert whole.returncode == 0, whole.stderr
     info = json.loads(whole.stdout)
     manifest = read_manifest(world.store, tag)
@@ -319,9 +322,11 @@ def test_lineage_command_prints_the_release_and_a_point(world: World) -> None:
     assert point.returncode == 0, point.stderr
     assert f"region {ids[10]}" in point.stdout and manifest["regions"][ids[10]]["snapshot_id"] in point.stdout
     # maintenance from the command line keeps what lineage reads
+    # (in a process of its own: `maintain` runs a job of the code location, which reads the
+    # project from the environment when it is imported)
     maintained = subprocess.run(
         [sys.executable, "-m", "risk_assets.cli", "--home", str(world.home), "maintain", "--days", "0"],
-        env=env,
+        env=os.environ | extra,
         capture_output=True,
         text=True,
         timeout=120,
