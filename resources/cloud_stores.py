@@ -7,13 +7,15 @@ cloud need them at run time.
 import os
 import posixpath
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import icechunk
 from pydantic import Field
 
 from resources.lease_objects import LeaseIOError
 from resources.store import IcechunkStore
+
+if TYPE_CHECKING:
+    import icechunk  # imported where a repository is opened (see resources.store)
 
 # Answers of a conditional S3 request that lost (412, 409) or found nothing (404): not failures.
 _S3_LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404"})
@@ -37,8 +39,10 @@ class S3IcechunkStore(IcechunkStore):
     access_key_id: str | None = None
     secret_access_key: str | None = None
 
-    def storage(self) -> icechunk.Storage:
+    def storage(self) -> "icechunk.Storage":
         """S3 storage; without explicit keys, credentials come from the environment."""
+        import icechunk
+
         explicit = self.access_key_id is not None
         return icechunk.s3_storage(
             bucket=self.bucket,
@@ -198,8 +202,10 @@ class GCSIcechunkStore(IcechunkStore):
         ),
     )
 
-    def storage(self) -> icechunk.Storage:
+    def storage(self) -> "icechunk.Storage":
         """GCS storage with the key file if one is configured, else application default credentials."""
+        import icechunk
+
         if self.service_account_file is not None:
             return icechunk.gcs_storage(
                 bucket=self.bucket, prefix=self.prefix, service_account_file=self.service_account_file

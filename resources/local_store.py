@@ -11,14 +11,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import icechunk
 from pydantic import Field
 
 from resources.lease_objects import Lease
 from resources.leases import WritersActiveError
 from resources.store import IcechunkStore, StoreLocationError
+
+if TYPE_CHECKING:
+    import icechunk  # imported where a repository is opened (see resources.store)
+
+#: Icechunk 2.x's repository info file at the repository's root: its branches, tags and snapshots.
+REPO_INFO_FILE = "repo"
 
 
 @contextmanager
@@ -56,12 +61,27 @@ class LocalIcechunkStore(IcechunkStore):
         ),
     )
 
-    def storage(self) -> icechunk.Storage:
+    def storage(self) -> "icechunk.Storage":
         """Local filesystem storage at :attr:`path`."""
+        import icechunk
+
         # Icechunk warns on every open that local storage is unsafe for concurrent commits;
         # commit_guard is our answer to that, so the warning is noise here.
         icechunk.set_logs_filter("warn,icechunk_arrow_object_store=error")
         return icechunk.local_filesystem_storage(str(Path(self.path).resolve()))
+
+    def refs_digest(self) -> str | None:
+        """SHA-256 of Icechunk's repository info file; ``None`` if there is none (no repository yet).
+
+        That one file holds every branch and tag (and the snapshots they reach); Icechunk 2.x
+        rewrites it on every commit, branch and tag change, and never for a read. A layout
+        without it gives ``None``, and the caller opens the repository as usual.
+        """
+        try:
+            data = (Path(self.path) / REPO_INFO_FILE).read_bytes()
+        except OSError:
+            return None
+        return hashlib.sha256(data).hexdigest()
 
     def location(self) -> str:
         """The repository's absolute path."""

@@ -10,9 +10,8 @@ unreachable or missing store fails the same way everywhere, with a message namin
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import icechunk
 from pydantic import BaseModel, ConfigDict, Field
 
 from resources import lease_objects, leases
@@ -20,6 +19,11 @@ from resources.lease_objects import Lease
 from resources.leases import MaintenanceActiveError as MaintenanceActiveError
 from resources.leases import WritersActiveError as WritersActiveError
 from risk_model.errors import BadInputError, StoreUnavailableError
+
+if TYPE_CHECKING:
+    # Imported where a repository is opened: Icechunk (with Zarr) is about half a second to import,
+    # and `risk build` decides that nothing is to run without it when it can (resources.ref_file).
+    import icechunk
 
 
 class StoreError(StoreUnavailableError):
@@ -174,11 +178,13 @@ class IcechunkStore(BaseModel, ABC):
     )
 
     @abstractmethod
-    def storage(self) -> icechunk.Storage:
+    def storage(self) -> "icechunk.Storage":
         """The Icechunk storage object for this location."""
 
-    def repository_config(self) -> icechunk.RepositoryConfig:
+    def repository_config(self) -> "icechunk.RepositoryConfig":
         """The repository settings this resource opens the repository with: its storage retries."""
+        import icechunk
+
         retries = icechunk.StorageRetriesSettings(
             max_tries=self.request_max_tries, initial_backoff_ms=100, max_backoff_ms=self.request_max_backoff_ms
         )
@@ -332,6 +338,16 @@ class IcechunkStore(BaseModel, ABC):
     def read_release_file(self, tag: str, name: str) -> bytes:
         """Read back a file written by :meth:`write_release_file` (``FileNotFoundError`` if absent)."""
 
+    def refs_digest(self) -> str | None:
+        """A digest of the repository's refs (every branch and tag) read without opening it; ``None`` here.
+
+        Equal digests mean the same commit log, so a decision made from one holds for the other
+        (``risk build``'s rerun with nothing to do, :mod:`risk_assets.record_stamp`). Object stores
+        return ``None``: reading an object needs its cloud client, which costs what skipping
+        Icechunk's import saves.
+        """
+        return None
+
     def exists(self) -> bool:
         """Whether the location holds an Icechunk repository.
 
@@ -340,6 +356,8 @@ class IcechunkStore(BaseModel, ABC):
         StoreError
             If the storage cannot be reached.
         """
+        import icechunk
+
         try:
             return bool(icechunk.Repository.exists(self.storage()))
         except icechunk.IcechunkError as err:
@@ -359,7 +377,7 @@ class IcechunkStore(BaseModel, ABC):
             If the location cannot hold the repository (see the local store).
         """
 
-    def repository(self, create: bool = False) -> icechunk.Repository:
+    def repository(self, create: bool = False) -> "icechunk.Repository":
         """Open the repository, creating it first if ``create`` is true.
 
         Raises
@@ -368,6 +386,8 @@ class IcechunkStore(BaseModel, ABC):
             If the repository does not exist (and ``create`` is false) or the storage cannot
             be reached.
         """
+        import icechunk
+
         try:
             if create:
                 return icechunk.Repository.open_or_create(self.storage(), config=self.repository_config())

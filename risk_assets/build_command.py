@@ -207,7 +207,7 @@ def _build(args: argparse.Namespace, settings: "Settings", registry: "RegionRegi
         recorded = record_committed(instance, plan)
     version = plan.version
     todo = plan.missing
-    print(describe_plan(registry, plan, len(todo)))
+    print(describe_plan(registry, plan.version, len(todo)))
     if recorded:
         print(f"recorded {recorded} regions committed earlier in Dagster (no run: they are in the commit log)")
     outcomes: Counter[str] = Counter()

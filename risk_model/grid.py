@@ -23,15 +23,19 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources as importlib_resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import numpy.typing as npt
 from affine import Affine
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from risk_model.digest import sha256_prefix
 from risk_model.errors import BadInputError
+
+if TYPE_CHECKING:
+    # NumPy is imported by the two methods that use it: `risk build` reads grids and region ids
+    # to decide that nothing is to run, and that decision imports no array library.
+    import numpy as np
+    import numpy.typing as npt
 
 _REGION_ID = re.compile(r"^y(\d+)_x(\d+)$")
 DATA_DIR = Path(str(importlib_resources.files("risk_model") / "data"))
@@ -119,19 +123,23 @@ class GridSpec(BaseModel):
         """Pixel size ``(dy, dx)`` in CRS units."""
         return (self.transform[4], self.transform[0])
 
-    def latitude(self, rows: slice | None = None) -> npt.NDArray[np.float64]:
+    def latitude(self, rows: slice | None = None) -> "npt.NDArray[np.float64]":
         """Pixel-centre y coordinates of ``rows`` (all rows by default).
 
         Every caller computes coordinates through this one function, elementwise from the
         row index, so a region's coordinates equal the template's bit for bit (xarray's
         ``region="auto"`` matches coordinates exactly).
         """
+        import numpy as np
+
         rows = rows or slice(0, self.shape[0])
         idx = np.arange(rows.start, rows.stop, dtype=np.float64)
         return self.transform[5] + (idx + 0.5) * self.transform[4]
 
-    def longitude(self, cols: slice | None = None) -> npt.NDArray[np.float64]:
+    def longitude(self, cols: slice | None = None) -> "npt.NDArray[np.float64]":
         """Pixel-centre x coordinates of ``cols`` (all columns by default)."""
+        import numpy as np
+
         cols = cols or slice(0, self.shape[1])
         idx = np.arange(cols.start, cols.stop, dtype=np.float64)
         return self.transform[2] + (idx + 0.5) * self.transform[0]
