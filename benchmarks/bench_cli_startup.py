@@ -13,6 +13,9 @@ has nothing to do for either.
 Usage::
 
     .venv/bin/python benchmarks/bench_cli_startup.py --home /tmp/fresh --baseline ../before --candidate . [--rounds 5]
+
+With ``--baseline-home`` (a copy of the project) each checkout reruns in its own folder: needed when
+the two write different record stamps (``risk_assets/record_stamp.py``), each voiding the other's.
 """
 
 import argparse
@@ -65,8 +68,15 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, required=True, help="checkout measured first (ratio 1.00)")
     parser.add_argument("--candidate", type=Path, required=True, help="checkout compared with it")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--baseline-home",
+        type=Path,
+        default=None,
+        help="a copy of --home for the baseline (checkouts whose record stamps differ would void each other's)",
+    )
     args = parser.parse_args()
     checkouts = (args.baseline.resolve(), args.candidate.resolve())
+    homes = {checkouts[0]: (args.baseline_home or args.home).resolve(), checkouts[1]: args.home.resolve()}
     times: dict[tuple[str, Path], list[float]] = {(n, c): [] for n in COMMANDS for c in checkouts}
     with tempfile.TemporaryDirectory() as tmp:
         bad_params = Path(tmp) / "params.yaml"
@@ -74,7 +84,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name in COMMANDS:
                 for checkout in checkouts:
-                    times[(name, checkout)].append(run(checkout, args.home.resolve(), name, bad_params))
+                    times[(name, checkout)].append(run(checkout, homes[checkout], name, bad_params))
     base, cand = checkouts
     print(f"| command ({args.rounds} rounds, medians) | {base.name} (baseline), s | {cand.name}, s | ratio |")
     print("|---|---|---|---|")
