@@ -22,9 +22,11 @@ from resources.local_store import LocalIcechunkStore
 from risk_assets.settings import Settings
 from risk_model.grid import load_registry
 from risk_model.input_set import InputSet, local_input_set
+from risk_model.synthetic import generate_inputs
 from risk_model.versions import Target
 
 if TYPE_CHECKING:
+    import pytest
     from playwright.sync_api import Page
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,20 +101,61 @@ def make_project(tmp_path: Path, inputs: InputSet, grid: str = "demo") -> Projec
     home = tmp_path / "project"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    (home / "overrides.yaml").write_text("{}\n")
+    project = _project_at(home, grid)
+    shutil.copytree(Path(inputs.burn_probability).parent, project.settings.inputs_dir)
+    project.env["RISK_INPUTS"] = local_input_set(project.settings.inputs_dir).model_dump_json()
+    return project
+
+
+def _project_at(home: Path, grid: str) -> Project:
+    """The project in ``home`` (its overrides file in it, its inputs in ``settings.inputs_dir``), a free port."""
     overrides = home / "overrides.yaml"
-    overrides.write_text("{}\n")
     settings = Settings(home=home, grid=grid, sensor_interval_s=5, overrides_path=overrides)
-    shutil.copytree(Path(inputs.burn_probability).parent, settings.inputs_dir)
-    port = free_port()
     env = os.environ | {
         "DAGSTER_HOME": str(home),
         "RISK_HOME": str(home),
         "RISK_GRID": grid,
         "RISK_SENSOR_INTERVAL": "5",
         "RISK_OVERRIDES": str(overrides),
-        "RISK_INPUTS": local_input_set(settings.inputs_dir).model_dump_json(),
     }
-    return Project(home, settings, env, f"http://127.0.0.1:{port}")
+    if settings.inputs_dir.is_dir():
+        env["RISK_INPUTS"] = local_input_set(settings.inputs_dir).model_dump_json()
+    return Project(home, settings, env, f"http://127.0.0.1:{free_port()}")
+
+
+def built_mini_project(tmp_path: Path, shared: Path) -> Project:
+    """A project on the ``mini`` grid that ``risk build`` built and released, as a copy of its own.
+
+    The end-to-end tests start from the same built project; one build per test session serves
+    them all (about a minute of a loaded CI machine each): the first test to ask builds it in
+    ``shared`` under a lock, the others wait for it, and each gets a copy of the folder (the
+    repository, Dagster's SQLite instance and the inputs; nothing in them names the folder that
+    matters to a build: inputs are versioned by checksum).
+    """
+    import fcntl
+
+    shared.mkdir(parents=True, exist_ok=True)
+    with open(shared / "build.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        built = shared / "project"
+        if not (shared / "built").exists():
+            shutil.rmtree(built, ignore_errors=True)  # a build that failed before
+            inputs = generate_inputs(load_registry("mini").grid, shared / "inputs", seed=0)
+            project = make_project(shared, inputs, grid="mini")
+            done = risk_build(project)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "released release-" in done.stdout, done.stdout
+            (shared / "built").write_text(done.stdout)
+    home = tmp_path / "project"
+    shutil.copytree(built, home, symlinks=True)
+    return _project_at(home, "mini")
+
+
+def shared_folder(tmp_path_factory: "pytest.TempPathFactory", name: str) -> Path:
+    """A folder every xdist worker of this test session shares (the session's own without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
 
 
 def risk_build(project: Project, grid: str = "mini") -> subprocess.CompletedProcess[str]:
