@@ -48,7 +48,7 @@ def nothing_to_run(
     # Read before the plan: should a commit land in between, the stamp below names refs older
     # than what the plan read, refs no later rerun finds again (the file never returns to old bytes).
     refs = store.refs_digest()
-    if stamp_answers(stamp, home, target.version.id, refs):
+    if stamp_answers(stamp, home, _released_as(store, target.version), refs):
         # The very commit log, and Dagster's records, of a rerun that found nothing to do.
         _say_nothing_to_run(registry, store, target.version, 0, started)
         return True
@@ -61,7 +61,7 @@ def nothing_to_run(
     recorded = 0
     if stamp_matches(stamp, home, plan.branch, plan.tip):
         # Dagster recorded every region at this tip; note the refs too, for the next rerun.
-        write_stamp(stamp, home, plan.branch, plan.tip, version=plan.version.id, refs=refs)
+        write_stamp(stamp, home, plan.branch, plan.tip, version=_released_as(store, plan.version), refs=refs)
     else:
         from dagster import DagsterInstance
 
@@ -70,9 +70,15 @@ def nothing_to_run(
             if not plan.nothing_to_run or plan.tip is None:
                 return False
             recorded = record_committed(instance, plan)
-        write_stamp(stamp, home, plan.branch, plan.tip, version=plan.version.id, refs=refs)
+        write_stamp(stamp, home, plan.branch, plan.tip, version=_released_as(store, plan.version), refs=refs)
     _say_nothing_to_run(registry, store, plan.version, recorded, started)
     return True
+
+
+def _released_as(store: "IcechunkStore", version: "RasterVersion") -> str:
+    """The stamp's version: the raster version and the readers' branch it was released on (two
+    scenarios of one project may share inputs, so a version, but not their readers' branches)."""
+    return f"{version.id} on {store.branch}"
 
 
 def _say_nothing_to_run(
@@ -104,6 +110,6 @@ def stamp_if_recorded(
             Path(os.environ["DAGSTER_HOME"]),
             plan.branch,
             plan.tip,
-            version=plan.version.id,
+            version=_released_as(store, plan.version),
             refs=refs,
         )
