@@ -19,7 +19,7 @@ from risk_model.errors import StoreUnavailableError
 from risk_model.input_set import InputError
 
 ObjectScheme = Literal["s3", "gs"]
-RiskErrorType = InputError | StoreUnavailableError
+_ObjectError = InputError | StoreUnavailableError
 #: Bucket names both services accept: 3 to 63 lowercase letters, digits, dots, hyphens and (GCS)
 #: underscores, starting and ending with a letter or digit.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
@@ -34,8 +34,9 @@ class ObjectUnreachableError(StoreUnavailableError):
     """A bucket's service did not answer or answered "busy" (connection refused, timeout, 5xx).
 
     Unlike :class:`~risk_model.input_set.InputError` (no such bucket, no credentials, access
-    denied), nothing is wrong with what the user gave: the same run may succeed later, so region
-    steps retry it (their retry policy) and ``risk build`` reports it as a store to check.
+    denied), nothing is wrong with what the user gave: the same run may succeed later. It is
+    reported as a service to check and retry, not as bad input; region steps still fail without
+    their retry policy, which is for lost pods (``risk_assets.assets``).
     """
 
 
@@ -125,7 +126,7 @@ def _s3_busy(exc: Any) -> bool:  # a botocore ClientError
     return code in _S3_BUSY or (isinstance(status, int) and status >= 500)
 
 
-def _s3_transport_error(exc: Exception, what: str) -> RiskErrorType:
+def _s3_transport_error(exc: Exception, what: str) -> _ObjectError:
     """The error for a request that got no answer: missing credentials are the user's to fix,
     anything else (connection refused, timeout, reset) is an unreachable service."""
     from botocore.exceptions import NoCredentialsError, PartialCredentialsError
@@ -137,7 +138,7 @@ def _s3_transport_error(exc: Exception, what: str) -> RiskErrorType:
     )
 
 
-def _gcs_api_error(exc: Exception, what: str, advice: str) -> RiskErrorType:
+def _gcs_api_error(exc: Exception, what: str, advice: str) -> _ObjectError:
     """The error for a GCS error answer: 5xx and 429 are a busy service, the rest the request's fault."""
     from google.api_core import exceptions as api_exceptions
 
