@@ -22,7 +22,7 @@ from risk_model.errors import BadInputError, StoreUnavailableError
 
 if TYPE_CHECKING:
     # Imported where a repository is opened: Icechunk (with Zarr) is about half a second to import,
-    # and `risk build` decides that nothing is to run without it when it can (resources.ref_file).
+    # and `risk build` decides that nothing is to run without it when it can (refs_digest below).
     import icechunk
 
 

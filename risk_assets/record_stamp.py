@@ -48,13 +48,18 @@ def _stamp(stamp_path: Path) -> dict[str, object] | None:
     return stamp if isinstance(stamp, dict) else None
 
 
-def stamp_matches(stamp_path: Path, dagster_home: Path, branch: str, tip: str) -> bool:
-    """Whether Dagster recorded every region at ``tip`` of ``branch`` and its index has not changed since."""
+def _holds(stamp_path: Path, dagster_home: Path, **fields: str) -> bool:
+    """Whether the stamp has these ``fields`` and Dagster's index has not changed since it was written."""
     state = index_state(dagster_home)
     stamp = _stamp(stamp_path)
     if state is None or stamp is None:
         return False
-    return bool(stamp.get("branch") == branch and stamp.get("tip") == tip and stamp.get("index") == state)
+    return stamp.get("index") == state and all(stamp.get(name) == value for name, value in fields.items())
+
+
+def stamp_matches(stamp_path: Path, dagster_home: Path, branch: str, tip: str) -> bool:
+    """Whether Dagster recorded every region at ``tip`` of ``branch`` and its index has not changed since."""
+    return _holds(stamp_path, dagster_home, branch=branch, tip=tip)
 
 
 def stamp_answers(stamp_path: Path, dagster_home: Path, version: str, refs: str | None) -> bool:
@@ -64,11 +69,7 @@ def stamp_answers(stamp_path: Path, dagster_home: Path, version: str, refs: str 
     log: every region committed for its key and the version released) and Dagster's index has not
     changed since. ``refs`` ``None`` (an object store) never answers.
     """
-    state = index_state(dagster_home)
-    stamp = _stamp(stamp_path)
-    if refs is None or state is None or stamp is None:
-        return False
-    return bool(stamp.get("version") == version and stamp.get("refs") == refs and stamp.get("index") == state)
+    return refs is not None and _holds(stamp_path, dagster_home, version=version, refs=refs)
 
 
 def write_stamp(

@@ -102,10 +102,8 @@ def make_project(tmp_path: Path, inputs: InputSet, grid: str = "demo") -> Projec
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     (home / "overrides.yaml").write_text("{}\n")
-    project = _project_at(home, grid)
-    shutil.copytree(Path(inputs.burn_probability).parent, project.settings.inputs_dir)
-    project.env["RISK_INPUTS"] = local_input_set(project.settings.inputs_dir).model_dump_json()
-    return project
+    shutil.copytree(Path(inputs.burn_probability).parent, Settings(home=home, grid=grid).inputs_dir)
+    return _project_at(home, grid)
 
 
 def _project_at(home: Path, grid: str) -> Project:
@@ -118,9 +116,8 @@ def _project_at(home: Path, grid: str) -> Project:
         "RISK_GRID": grid,
         "RISK_SENSOR_INTERVAL": "5",
         "RISK_OVERRIDES": str(overrides),
+        "RISK_INPUTS": local_input_set(settings.inputs_dir).model_dump_json(),
     }
-    if settings.inputs_dir.is_dir():
-        env["RISK_INPUTS"] = local_input_set(settings.inputs_dir).model_dump_json()
     return Project(home, settings, env, f"http://127.0.0.1:{free_port()}")
 
 
